@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv and install the package into it the first time, and reuse it after.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/jepa collect --task two-room --policy noisy-expert --episodes 20 --out runs/demo/data --video
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+bench: $(STAMP)
+	$(PY) experiments/benchmarks/collect_throughput.py
+
+clean:
+	rm -rf runs

@@ -1,0 +1,1 @@
+"""Planners, the MPC loop and policies that act with JEPA world models."""

@@ -1,0 +1,56 @@
+"""MuJoCo pixel tasks for JEPA world models, registered with gymnasium as `jepa/<Name>-v0`.
+
+`TASKS` maps the command-line name of each task to its spec: the env class, its scripted expert
+and its gymnasium id. `make_task("two-room", image_size=64)` builds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+from envs.base import MujocoTaskEnv
+from envs.cube import CubeEnv, CubeExpert
+from envs.errors import UserError
+from envs.push_t import PushTEnv
+from envs.push_t_expert import PushTExpert
+from envs.reacher import ReacherEnv, ReacherExpert
+from envs.two_room import TwoRoomEnv, TwoRoomExpert
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its env class, its scripted expert, and its gymnasium id."""
+
+    env_class: type
+    expert_class: type
+    gym_id: str
+    summary: str
+
+
+TASKS = {
+    "two-room": TaskSpec(TwoRoomEnv, TwoRoomExpert, "jepa/TwoRoom-v0", "point mass through a door to a goal position"),
+    "reacher": TaskSpec(ReacherEnv, ReacherExpert, "jepa/Reacher-v0", "two-link arm to a goal configuration"),
+    "push-t": TaskSpec(PushTEnv, PushTExpert, "jepa/PushT-v0", "push a T block to a goal pose"),
+    "cube": TaskSpec(CubeEnv, CubeExpert, "jepa/Cube-v0", "pick a cube up and place it at a goal location"),
+}
+
+for _spec in TASKS.values():
+    if _spec.gym_id not in gym.registry:
+        gym.register(_spec.gym_id, entry_point=_spec.env_class, max_episode_steps=_spec.env_class.default_max_steps)
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The spec of a task by command-line name, with a clear error for unknown names."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)} (see `jepa tasks`)")
+    return TASKS[name]
+
+
+def make_task(name: str, **kwargs) -> MujocoTaskEnv:
+    """Build a task env by command-line name (no TimeLimit wrapper: callers own episode length)."""
+    return task_spec(name).env_class(**kwargs)
+
+
+__all__ = ["TASKS", "TaskSpec", "MujocoTaskEnv", "UserError", "make_task", "task_spec"]

@@ -1,0 +1,191 @@
+"""Shared machinery of the MuJoCo pixel tasks: model loading, cheap rendering, state, goals.
+
+Every task is a goal-conditioned `gymnasium.Env` whose observation is
+`{"pixels": uint8[H, W, 3], "proprio": float32[P]}` and whose actions lie in [-1, 1]^A.
+The goal is a full simulator state (as returned by `get_state`); `info["is_success"]` applies
+the task's own criterion to the current state and the goal. The true state is exposed for
+experts, probes and evaluation only: a world model never trains on it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+from importlib import resources
+
+import envs.gl  # noqa: F401  (must precede the mujoco import: it picks the GL backend)
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from envs.errors import UserError
+
+MAX_IMAGE_SIZE = 512
+_RENDERING_ENVS: "weakref.WeakSet[MujocoTaskEnv]" = weakref.WeakSet()
+
+
+def _close_rendering_envs() -> None:
+    """Free GL contexts before the GL backend's own exit hook (EGL errors at exit otherwise)."""
+    for env in list(_RENDERING_ENVS):
+        env.close()
+
+
+def load_model(asset: str) -> mujoco.MjModel:
+    """Load an MJCF asset of this package, with shadows and multisampling off (10x cheaper)."""
+    xml = resources.files("envs").joinpath("assets", asset).read_text()
+    model = mujoco.MjModel.from_xml_string(xml)
+    model.vis.quality.shadowsize = 0
+    model.vis.quality.offsamples = 0
+    return model
+
+
+def steer(position: np.ndarray, target: np.ndarray, gain: float, max_speed: float) -> np.ndarray:
+    """Normalised velocity action toward `target`: proportional, capped in norm (keeps direction)."""
+    velocity = gain * (np.asarray(target) - position)
+    speed = np.linalg.norm(velocity)
+    return velocity / max(speed / max_speed, 1.0) / max_speed
+
+
+class MujocoTaskEnv(gym.Env):
+    """Base class: subclasses give the asset, the proprio, the goal criterion and sampling."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    asset: str = ""
+    camera: str = "top"
+    default_frame_skip: int = 5
+    default_max_steps: int = 200
+
+    def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
+                 pixels: bool = True):
+        if not isinstance(image_size, int) or not 8 <= image_size <= MAX_IMAGE_SIZE:
+            raise UserError(f"image size must be an integer from 8 to {MAX_IMAGE_SIZE}, got {image_size!r}")
+        frame_skip = self.default_frame_skip if frame_skip is None else frame_skip
+        if not isinstance(frame_skip, int) or frame_skip < 1:
+            raise UserError(f"frame skip must be a positive integer, got {frame_skip!r}")
+        self.image_size, self.frame_skip, self.render_mode = image_size, frame_skip, render_mode
+        self.pixels = pixels  # False: black frames, for state-only experts and SB3 training
+        self.model = load_model(self.asset)
+        self.data = mujoco.MjData(self.model)
+        self.scratch = mujoco.MjData(self.model)  # goal rendering and expert look-ahead
+        self._renderer: mujoco.Renderer | None = None
+        n_act = self.model.nu
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
+        proprio_dim = self.proprio(self.data).shape[0]
+        self.observation_space = gym.spaces.Dict({
+            "pixels": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (proprio_dim,), np.float32),
+        })
+        self.goal_state = self.get_state()
+
+    # ---- task-specific hooks -------------------------------------------------------------
+    def proprio(self, data: mujoco.MjData) -> np.ndarray:
+        """Proprioceptive reading of the agent itself (never of the objects it acts on)."""
+        raise NotImplementedError
+
+    def sample_qpos(self, rng: np.random.Generator) -> np.ndarray:
+        """A random valid configuration (used for starts and random goals)."""
+        raise NotImplementedError
+
+    def goal_error(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Task errors of `state` against `goal`, each compared with its tolerance."""
+        raise NotImplementedError
+
+    tolerance: np.ndarray = np.zeros(1)
+    success_criterion: str = ""
+
+    def apply_action(self, action: np.ndarray) -> None:
+        """Write the action into the controls (default: scaled velocity targets)."""
+        self.data.ctrl[:] = action * self.model.actuator_ctrlrange[:, 1]
+
+    # ---- state -------------------------------------------------------------------------
+    @property
+    def state_dim(self) -> int:
+        return self.model.nq + self.model.nv
+
+    def get_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """Full simulator state: qpos then qvel, float64."""
+        data = self.data if data is None else data
+        return np.concatenate([data.qpos, data.qvel])
+
+    def set_state(self, state: np.ndarray, data: mujoco.MjData | None = None) -> None:
+        """Set the full simulator state and recompute derived quantities."""
+        data = self.data if data is None else data
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self.state_dim,):
+            raise UserError(f"{type(self).__name__} state must have shape ({self.state_dim},), got {state.shape}")
+        data.qpos[:], data.qvel[:] = state[: self.model.nq], state[self.model.nq:]
+        data.ctrl[:] = 0.0
+        mujoco.mj_forward(self.model, data)
+
+    def is_success(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> bool:
+        """The task's own success criterion for `state` (default: now) against `goal`."""
+        state = self.get_state() if state is None else state
+        goal = self.goal_state if goal is None else goal
+        return bool(np.all(self.goal_error(state, goal) <= self.tolerance))
+
+    def goal_distance(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> float:
+        """Errors divided by tolerances, max over terms: <= 1 means success."""
+        state = self.get_state() if state is None else state
+        goal = self.goal_state if goal is None else goal
+        return float(np.max(self.goal_error(state, goal) / self.tolerance))
+
+    def random_state(self, rng: np.random.Generator) -> np.ndarray:
+        """A random valid state at rest."""
+        return np.concatenate([self.sample_qpos(rng), np.zeros(self.model.nv)])
+
+    # ---- gymnasium API -----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        start = options.get("state")
+        self.set_state(self.random_state(self.np_random) if start is None else start)
+        goal = options.get("goal")
+        self.goal_state = self.random_state(self.np_random) if goal is None else np.asarray(goal, np.float64)
+        if self.goal_state.shape != (self.state_dim,):
+            raise UserError(f"goal must be a full state of shape ({self.state_dim},), got {self.goal_state.shape}")
+        return self._observation(), self._info()
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        if action.shape != self.action_space.shape:
+            raise UserError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        self.apply_action(action)
+        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        info = self._info()
+        reward = -self.goal_distance()
+        return self._observation(), reward, False, False, info
+
+    def render(self) -> np.ndarray:
+        return self.render_state()
+
+    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
+        """Pixels of the current state, or of any given state (without disturbing the episode)."""
+        if state is None:
+            data = self.data
+        else:
+            self.set_state(state, self.scratch)
+            data = self.scratch
+        if not self.pixels:
+            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            if not _RENDERING_ENVS:  # registered after the backend's hook, so it runs before it
+                atexit.register(_close_rendering_envs)
+            _RENDERING_ENVS.add(self)
+        self._renderer.update_scene(data, camera=self.camera)
+        return self._renderer.render()
+
+    def render_goal(self) -> np.ndarray:
+        """The goal image: the goal state rendered from the observation camera."""
+        return self.render_state(self.goal_state)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def _observation(self) -> dict:
+        return {"pixels": self.render_state(), "proprio": self.proprio(self.data).astype(np.float32)}
+
+    def _info(self) -> dict:
+        return {"is_success": self.is_success(), "state": self.get_state(), "goal_distance": self.goal_distance()}

@@ -1,0 +1,122 @@
+"""Data collection: run a policy in a task for whole episodes, in parallel worker processes.
+
+Each episode's randomness (start, goal, policy noise) comes from `SeedSequence([seed, index])`,
+so a dataset is the same whatever the number of workers. Workers are spawned (not forked: a
+forked child of a process holding a GL context hangs) and each keeps one env for its lifetime.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from envs import make_task, task_spec
+from envs.dataset import Episode
+from envs.errors import UserError
+
+POLICIES = ("random", "expert", "noisy-expert")
+
+
+@dataclass(frozen=True)
+class CollectSpec:
+    """What to collect: task, env options, policy and episode length."""
+
+    task: str
+    policy: str = "expert"
+    steps: int = 0  # actions per episode; 0: the task's default
+    image_size: int = 64
+    frame_skip: int | None = None
+    seed: int = 0
+    noise: float = 0.3  # noisy-expert: std of the Gaussian added to the expert's action
+    random_prob: float = 0.1  # noisy-expert: chance per step of a uniform random action
+    pixels: bool = True
+    env_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        task_spec(self.task)
+        if self.policy not in POLICIES:
+            raise UserError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.steps < 0:
+            raise UserError(f"steps must be positive, got {self.steps}")
+
+    @property
+    def episode_steps(self) -> int:
+        return self.steps or task_spec(self.task).env_class.default_max_steps
+
+
+def make_policy(spec: CollectSpec, env, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """The action source for one episode (experts read the env's true state)."""
+    low, high = env.action_space.low, env.action_space.high
+    if spec.policy == "random":
+        return lambda: rng.uniform(low, high)
+    expert = task_spec(spec.task).expert_class(env)
+    if spec.policy == "expert":
+        return expert
+
+    def noisy() -> np.ndarray:
+        action = expert()  # always called: experts with phases must see every step
+        if rng.random() < spec.random_prob:
+            return rng.uniform(low, high)
+        return np.clip(action + rng.normal(0.0, spec.noise, action.shape), low, high)
+
+    return noisy
+
+
+def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """The seed sequence of episode `index` of a collection seeded with `seed`."""
+    return np.random.SeedSequence([seed, index])
+
+
+def run_episode(spec: CollectSpec, env, index: int) -> Episode:
+    """Roll out one episode of `spec.episode_steps` actions; returns T + 1 frames."""
+    env_seed, policy_seed = episode_seed(spec.seed, index).spawn(2)
+    obs, info = env.reset(seed=int(env_seed.generate_state(1)[0]))
+    policy = make_policy(spec, env, np.random.default_rng(policy_seed))
+    steps = spec.episode_steps
+    frames = np.empty((steps + 1, *obs["pixels"].shape), np.uint8)
+    actions = np.zeros((steps + 1, *env.action_space.shape), np.float32)
+    proprio = np.empty((steps + 1, *obs["proprio"].shape), np.float32)
+    state = np.empty((steps + 1, env.state_dim))
+    reward, success = np.zeros(steps + 1, np.float32), np.zeros(steps + 1, bool)
+    frames[0], proprio[0], state[0], success[0] = obs["pixels"], obs["proprio"], info["state"], info["is_success"]
+    for t in range(1, steps + 1):
+        actions[t - 1] = policy()
+        obs, reward[t], _, _, info = env.step(actions[t - 1])
+        frames[t], proprio[t], state[t], success[t] = obs["pixels"], obs["proprio"], info["state"], info["is_success"]
+    return Episode(frames, actions, proprio, state, reward, success, env.goal_state.copy(), env.render_goal())
+
+
+_worker_env = None
+
+
+def _init_worker(spec: CollectSpec) -> None:
+    global _worker_env
+    _worker_env = make_task(spec.task, **_env_kwargs(spec))
+
+
+def _worker_episode(args) -> Episode:
+    spec, index = args
+    return run_episode(spec, _worker_env, index)
+
+
+def _env_kwargs(spec: CollectSpec) -> dict:
+    return {"image_size": spec.image_size, "frame_skip": spec.frame_skip, "pixels": spec.pixels, **spec.env_kwargs}
+
+
+def collect(spec: CollectSpec, episodes: int, workers: int = 1) -> Iterator[Episode]:
+    """Yield `episodes` episodes in index order, run by `workers` processes (1: in this one)."""
+    if episodes < 1 or workers < 1:
+        raise UserError(f"episodes and workers must be at least 1, got {episodes} and {workers}")
+    if workers == 1:
+        env = make_task(spec.task, **_env_kwargs(spec))
+        try:
+            for index in range(episodes):
+                yield run_episode(spec, env, index)
+        finally:
+            env.close()
+        return
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
+        yield from pool.imap(_worker_episode, [(spec, i) for i in range(episodes)])

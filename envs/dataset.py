@@ -1,0 +1,157 @@
+"""Episode datasets on disk (HDF5 via h5py) and the window sampler that training reads through.
+
+Format `jepa-worlds/episodes`, version 1: one file `episodes.h5`, documented in DATASET.md.
+Every per-frame array is concatenated over episodes; episode e owns frames
+`episode_starts[e]:episode_starts[e + 1]`. `actions[t]` is the action taken at frame t (the last
+row of an episode is zero padding). Frames are stored uncompressed and contiguous so the sampler
+memory-maps them: a batch reads only its own windows, nothing is decoded.
+
+    frames       uint8   [N, H, W, 3]
+    actions      float32 [N, A]
+    proprio      float32 [N, P]
+    state        float64 [N, S]   true simulator state: probes and evaluation only
+    reward       float32 [N]
+    is_success   bool    [N]
+    goal_state   float64 [E, S]   the goal of each episode (a full simulator state)
+    goal_frames  uint8   [E, H, W, 3]  the goal rendered as an image
+    episode_starts int64 [E + 1]
+attributes: format, version, task, image_size, frame_skip, policy, seed, config (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from envs.errors import UserError
+
+FORMAT, VERSION = "jepa-worlds/episodes", 1
+FILENAME = "episodes.h5"
+PER_FRAME = ("frames", "actions", "proprio", "state", "reward", "is_success")
+SMALL = ("actions", "proprio", "state", "reward", "is_success", "goal_state", "goal_frames", "episode_starts")
+
+
+@dataclass
+class Episode:
+    """One episode, T + 1 frames: frames [T+1, H, W, 3], actions [T+1, A] (last row zero), ..."""
+
+    frames: np.ndarray
+    actions: np.ndarray
+    proprio: np.ndarray
+    state: np.ndarray
+    reward: np.ndarray
+    is_success: np.ndarray
+    goal_state: np.ndarray
+    goal_frame: np.ndarray
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.is_success.any())
+
+
+class DatasetWriter:
+    """Writes a fixed number of equal-length episodes to `<dir>/episodes.h5.tmp`, renamed on close."""
+
+    def __init__(self, directory: str | Path, episodes: int, episode_frames: int, example: Episode, attrs: dict):
+        self.path = Path(directory) / FILENAME
+        self.tmp = self.path.with_suffix(".h5.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.tmp, "w")
+        self.episode_frames, self.count = episode_frames, 0
+        total = episodes * episode_frames
+        for name in PER_FRAME:
+            value = getattr(example, name)
+            self.file.create_dataset(name, (total, *value.shape[1:]), dtype=value.dtype)  # contiguous
+        self.file.create_dataset("goal_state", (episodes, *example.goal_state.shape), dtype=np.float64)
+        self.file.create_dataset("goal_frames", (episodes, *example.goal_frame.shape), dtype=np.uint8)
+        self.file.create_dataset("episode_starts", data=np.arange(episodes + 1, dtype=np.int64) * episode_frames)
+        self.file.attrs.update({"format": FORMAT, "version": VERSION, **attrs})
+
+    def add(self, episode: Episode) -> None:
+        """Append one episode (episodes must come in order of index)."""
+        lo = self.count * self.episode_frames
+        for name in PER_FRAME:
+            self.file[name][lo: lo + self.episode_frames] = getattr(episode, name)
+        self.file["goal_state"][self.count] = episode.goal_state
+        self.file["goal_frames"][self.count] = episode.goal_frame
+        self.count += 1
+
+    def close(self) -> Path:
+        """Finish the file and move it into place (an old dataset stays intact until then)."""
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class EpisodeDataset:
+    """Read access to a dataset folder: small arrays in memory, frames memory-mapped."""
+
+    def __init__(self, directory: str | Path):
+        directory = Path(directory)
+        self.path = directory / FILENAME if directory.is_dir() else directory
+        if not self.path.exists():
+            raise UserError(f"no dataset at {directory}: create one with `jepa collect --out {directory}`")
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise UserError(f"{self.path} is not a jepa-worlds episode dataset")
+                if f.attrs["version"] > VERSION:
+                    raise UserError(f"{self.path} has format version {f.attrs['version']}; this jepa-worlds reads up to {VERSION}: upgrade")
+                self.attrs = dict(f.attrs)
+                self.config = json.loads(self.attrs.get("config", "{}"))
+                small = {name: f[name][()] for name in SMALL}
+                frames = f["frames"]
+                offset, shape, dtype = frames.id.get_offset(), frames.shape, frames.dtype
+        except UserError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise UserError(f"cannot read dataset {self.path} ({exc}); it may be truncated or corrupt: collect it again")
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if offset is None or os.path.getsize(self.path) < offset + nbytes:
+            raise UserError(f"dataset {self.path} is truncated: collect it again")
+        for name, value in small.items():
+            setattr(self, name, value)
+        self.frames = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        if len(self.episode_starts) < 2 or self.episode_starts[-1] != len(self.frames):
+            raise UserError(f"dataset {self.path} is empty or inconsistent: collect it again")
+
+    @property
+    def task(self) -> str:
+        return str(self.attrs["task"])
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_starts) - 1
+
+    def episode(self, index: int) -> slice:
+        """Frame slice of episode `index`."""
+        return slice(int(self.episode_starts[index]), int(self.episode_starts[index + 1]))
+
+
+class WindowSampler:
+    """Random windows of T consecutive frames inside single episodes of the given episodes."""
+
+    def __init__(self, dataset: EpisodeDataset, window: int, episodes: np.ndarray | None = None, seed: int = 0):
+        episodes = np.arange(dataset.num_episodes) if episodes is None else np.asarray(episodes)
+        starts = [np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1] - window + 1) for e in episodes]
+        self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+        if len(self.starts) == 0:
+            raise UserError(f"no episode is long enough for windows of {window} frames")
+        self.dataset, self.window = dataset, window
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32)."""
+        first = np.sort(self.rng.choice(self.starts, size=batch))  # sorted: sequential reads
+        index = first[:, None] + np.arange(self.window)  # [B, T]
+        return self.dataset.frames[index], self.dataset.actions[index[:, :-1]]

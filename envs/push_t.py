@@ -1,0 +1,57 @@
+"""PushT: push a T-shaped block to a goal pose with a round pusher (Push-T, Chi et al. 2023,
+Diffusion Policy; used by DINO-WM, PLDM and LeWM), in MuJoCo physics.
+
+qpos = (block x, block y, block angle, pusher x, pusher y). Actions are pusher velocity targets.
+Success: block position within 0.02 m and angle within 0.2 rad (11.5 degrees) of the goal pose;
+the T's bar is 0.1 m wide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.base import MujocoTaskEnv
+
+ARENA = 0.25
+PUSHER_RADIUS = 0.015
+# block frame rectangles (x_min, x_max, y_min, y_max): the bar, then the stem
+T_RECTS = np.array([[-0.05, 0.05, 0.0075, 0.0325], [-0.0125, 0.0125, -0.0675, 0.0075]])
+T_RADIUS = 0.075  # farthest point of the T from the block frame's origin
+
+
+def wrap(angle):
+    """Angle wrapped to [-pi, pi)."""
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def distance_to_t(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Distance of world points [..., 2] to the T at pose (x, y, angle); 0 inside."""
+    c, s = np.cos(pose[2]), np.sin(pose[2])
+    local = points - pose[:2]
+    local = np.stack([c * local[..., 0] + s * local[..., 1], -s * local[..., 0] + c * local[..., 1]], -1)
+    dx = np.maximum(np.maximum(T_RECTS[:, 0] - local[..., None, 0], local[..., None, 0] - T_RECTS[:, 1]), 0)
+    dy = np.maximum(np.maximum(T_RECTS[:, 2] - local[..., None, 1], local[..., None, 1] - T_RECTS[:, 3]), 0)
+    return np.hypot(dx, dy).min(-1)
+
+
+class PushTEnv(MujocoTaskEnv):
+    """Round pusher and T block; goal: the block's pose."""
+
+    asset = "push_t.xml"
+    default_frame_skip = 10  # 0.1 s per step
+    default_max_steps = 200
+    tolerance = np.array([0.02, 0.2])
+    success_criterion = "block within 0.02 m and 0.2 rad of the goal pose (T bar 0.1 m wide)"
+
+    def proprio(self, data):
+        return np.concatenate([data.qpos[3:5], data.qvel[3:5]])
+
+    def sample_qpos(self, rng):
+        block = np.array([*rng.uniform(-0.12, 0.12, 2), rng.uniform(-np.pi, np.pi)])
+        while True:  # pusher anywhere in the arena, clear of the block
+            pusher = rng.uniform(-ARENA + 0.03, ARENA - 0.03, 2)
+            if distance_to_t(pusher, block) > PUSHER_RADIUS + 0.01:
+                return np.concatenate([block, pusher])
+
+    def goal_error(self, state, goal):
+        return np.array([np.linalg.norm(state[:2] - goal[:2]), abs(wrap(state[2] - goal[2]))])

@@ -1,0 +1,1 @@
+"""Command line, pipelines, evaluation protocols, reports and benchmarks of jepa-worlds."""

@@ -1,0 +1,39 @@
+"""The `jepa` command: one subcommand per dataclass, parsed with tyro.
+
+Bad input raises `UserError`, printed here as one line on stderr (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _commands() -> dict:
+    from experiments.data_commands import Collect, Tasks
+
+    return {"tasks": Tasks, "collect": Collect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jepa` console script."""
+    from envs.errors import UserError
+
+    try:
+        import tyro
+
+        command = tyro.extras.subcommand_cli_from_dict(_commands(), prog="jepa", args=argv)
+        result = command.run()
+        if getattr(command, "json", False):
+            print(json.dumps(result))
+        return 0
+    except UserError as exc:
+        print(f"jepa: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jepa: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""`jepa tasks` and `jepa collect`: list the tasks, and record episode datasets from a policy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from envs import TASKS, make_task
+from envs.collect import CollectSpec, collect
+from envs.dataset import DatasetWriter
+from envs.errors import UserError
+from experiments.video import write_video
+
+VIDEO_EPISODES = 4
+
+
+@dataclass
+class Tasks:
+    """List the tasks with their spaces and success criteria."""
+
+    json: bool = False
+    """Print one JSON object on stdout."""
+
+    def run(self) -> dict:
+        rows = {}
+        for name, spec in TASKS.items():
+            env = make_task(name, pixels=False)
+            rows[name] = {
+                "gym_id": spec.gym_id, "summary": spec.summary,
+                "action_dim": int(env.action_space.shape[0]), "proprio_dim": int(env.observation_space["proprio"].shape[0]),
+                "state_dim": env.state_dim, "frame_skip": env.frame_skip, "episode_steps": env.default_max_steps,
+                "success": env.success_criterion,
+            }
+            env.close()
+        if not self.json:
+            for name, row in rows.items():
+                print(f"{name:9s} {row['gym_id']:16s} actions {row['action_dim']}  proprio {row['proprio_dim']}  "
+                      f"steps {row['episode_steps']:3d}  {row['summary']}\n{'':9s} success: {row['success']}")
+        return rows
+
+
+@dataclass
+class Collect:
+    """Run a policy in a task and write an episode dataset (HDF5, see DATASET.md)."""
+
+    task: str = "two-room"
+    """Task: two-room, reacher, push-t or cube."""
+    policy: str = "noisy-expert"
+    """random, expert (scripted, uses the true state) or noisy-expert (expert + noise, for diverse data)."""
+    episodes: int = 50
+    """Number of episodes."""
+    out: Path = Path("runs/data")
+    """Folder to write episodes.h5 (and episodes.mp4 with --video) into."""
+    seed: int = 0
+    """Seed: episode i is seeded from (seed, i), whatever the number of workers."""
+    workers: int = 1
+    """Worker processes."""
+    steps: int = 0
+    """Actions per episode (0: the task's default)."""
+    image_size: int = 64
+    """Rendered frame size in pixels (square)."""
+    frame_skip: int | None = None
+    """Physics steps per action (None: the task's default)."""
+    video: bool = False
+    """Also write an mp4 of the first episodes (observation | goal)."""
+    json: bool = False
+    """Print one JSON object on stdout: episodes, frames, frames_per_s, success_rate."""
+
+    def run(self) -> dict:
+        spec = CollectSpec(task=self.task, policy=self.policy, steps=self.steps, image_size=self.image_size,
+                           frame_skip=self.frame_skip, seed=self.seed)
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file; give a folder")
+        episode_frames = spec.episode_steps + 1
+        writer, successes, video = None, [], []
+        bar = tqdm(total=self.episodes, unit="ep", desc=f"collect {self.task}", file=sys.stderr, dynamic_ncols=True)
+        start = time.perf_counter()
+        try:
+            for index, episode in enumerate(collect(spec, self.episodes, self.workers)):
+                if writer is None:
+                    attrs = {"task": self.task, "image_size": self.image_size, "policy": self.policy, "seed": self.seed,
+                             "frame_skip": self.frame_skip or 0, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes})}
+                    writer = DatasetWriter(self.out, self.episodes, episode_frames, episode, attrs)
+                writer.add(episode)
+                successes.append(episode.succeeded)
+                if index < VIDEO_EPISODES and self.video:
+                    video.append(np.concatenate([episode.frames, np.broadcast_to(episode.goal_frame, episode.frames.shape)], axis=2))
+                bar.update(1)
+                bar.set_postfix(fps=f"{(index + 1) * episode_frames / (time.perf_counter() - start):.0f}", success=f"{np.mean(successes):.2f}")
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - start
+        path = writer.close()
+        frames = self.episodes * episode_frames
+        result = {"episodes": self.episodes, "frames": frames, "frames_per_s": round(frames / elapsed, 1),
+                  "success_rate": float(np.mean(successes)), "path": str(path)}
+        if video:
+            result["video"] = str(write_video(self.out / "episodes.mp4", np.concatenate(video)))
+        if not self.json:
+            print(f"wrote {frames} frames of {self.episodes} episodes to {path} at {result['frames_per_s']:.0f} frames/s; "
+                  f"{self.policy} success rate {result['success_rate']:.2f}" + (f"; video {result['video']}" if video else ""))
+        return result

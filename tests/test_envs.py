@@ -1,0 +1,93 @@
+"""The four MuJoCo tasks: gymnasium contract, determinism, goal images, experts, bad input."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs import TASKS, UserError, make_task
+from envs.collect import CollectSpec, collect
+
+NAMES = list(TASKS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_env_passes(name):
+    env = make_task(name)
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_with_gymnasium(name):
+    env = gym.make(TASKS[name].gym_id, image_size=32)
+    obs, info = env.reset(seed=0)
+    assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
+    assert "is_success" in info
+    env.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_frames(name):
+    runs = []
+    for _ in range(2):
+        env = make_task(name)
+        obs, _ = env.reset(seed=7)
+        frames = [obs["pixels"]]
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            frames.append(env.step(rng.uniform(-1, 1, env.action_space.shape))[0]["pixels"])
+        runs.append(np.stack(frames))
+        env.close()
+    assert np.array_equal(runs[0], runs[1])
+    assert runs[0].std() > 0, "frames must show something"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_goal_image_matches_goal_state(name):
+    env = make_task(name)
+    env.reset(seed=1)
+    goal = env.random_state(np.random.default_rng(5))
+    obs, _ = env.reset(seed=2, options={"goal": goal})
+    goal_image = env.render_goal()
+    assert not np.array_equal(goal_image, obs["pixels"]), "goal and start should differ"
+    env.set_state(goal)
+    assert np.array_equal(env.render(), goal_image)
+    assert env.is_success(), "a state is a success against itself"
+    env.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_224_pixels_work(name):
+    env = make_task(name, image_size=224)
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels"].shape == (224, 224, 3)
+    env.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scripted_expert_succeeds_in_95_percent_of_50_episodes(name):
+    spec = CollectSpec(task=name, policy="expert", seed=2026, pixels=False)
+    successes = [episode.succeeded for episode in collect(spec, 50)]
+    assert np.mean(successes) >= 0.95, f"{name} expert succeeded in {np.mean(successes):.0%}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_random_policy_rarely_succeeds(name):
+    spec = CollectSpec(task=name, policy="random", seed=2026, pixels=False)
+    assert np.mean([episode.succeeded for episode in collect(spec, 20)]) < 0.5
+
+
+def test_bad_sizes_and_states_give_user_errors():
+    with pytest.raises(UserError, match="image size"):
+        make_task("two-room", image_size=0)
+    with pytest.raises(UserError, match="frame skip"):
+        make_task("reacher", frame_skip=0)
+    with pytest.raises(UserError, match="unknown task"):
+        make_task("tworoom")
+    env = make_task("push-t")
+    with pytest.raises(UserError, match="state must have shape"):
+        env.set_state(np.zeros(3))
+    with pytest.raises(UserError, match="goal must be a full state"):
+        env.reset(options={"goal": np.zeros(2)})
+    env.close()

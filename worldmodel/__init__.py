@@ -1,0 +1,1 @@
+"""JEPA encoders, predictors, regularisers, checkpoints and the training loop."""
