@@ -92,6 +92,12 @@ class MujocoTaskEnv(gym.Env):
 
     tolerance: np.ndarray = np.zeros(1)
     success_criterion: str = ""
+    probe_names: tuple = ()  # variables a linear probe reads from embeddings
+    position_names: tuple = ()  # the subset that locates the agent or the object
+
+    def probe_variables(self, states: np.ndarray) -> np.ndarray:
+        """Probe targets [N, K] (in `probe_names` order) from true states [N, S]."""
+        raise NotImplementedError
 
     def apply_action(self, action: np.ndarray) -> None:
         """Write the action into the controls (default: scaled velocity targets)."""
@@ -119,9 +125,7 @@ class MujocoTaskEnv(gym.Env):
 
     def is_success(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> bool:
         """The task's own success criterion for `state` (default: now) against `goal`."""
-        state = self.get_state() if state is None else state
-        goal = self.goal_state if goal is None else goal
-        return bool(np.all(self.goal_error(state, goal) <= self.tolerance))
+        return self.goal_distance(state, goal) <= 1.0
 
     def goal_distance(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> float:
         """Errors divided by tolerances, max over terms: <= 1 means success."""
@@ -146,14 +150,13 @@ class MujocoTaskEnv(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
         if action.shape != self.action_space.shape:
             raise UserError(f"action must have shape {self.action_space.shape}, got {action.shape}")
         self.apply_action(action)
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         info = self._info()
-        reward = -self.goal_distance()
-        return self._observation(), reward, False, False, info
+        return self._observation(), -info["goal_distance"], False, False, info
 
     def render(self) -> np.ndarray:
         return self.render_state()
@@ -188,4 +191,6 @@ class MujocoTaskEnv(gym.Env):
         return {"pixels": self.render_state(), "proprio": self.proprio(self.data).astype(np.float32)}
 
     def _info(self) -> dict:
-        return {"is_success": self.is_success(), "state": self.get_state(), "goal_distance": self.goal_distance()}
+        state = self.get_state()
+        distance = self.goal_distance(state)
+        return {"is_success": distance <= 1.0, "state": state, "goal_distance": distance}

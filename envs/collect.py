@@ -51,7 +51,7 @@ def make_policy(spec: CollectSpec, env, rng: np.random.Generator) -> Callable[[]
     """The action source for one episode (experts read the env's true state)."""
     low, high = env.action_space.low, env.action_space.high
     if spec.policy == "random":
-        return lambda: rng.uniform(low, high)
+        return lambda: rng.uniform(-1.0, 1.0, low.shape)  # the action space is [-1, 1]^A
     expert = task_spec(spec.task).expert_class(env)
     if spec.policy == "expert":
         return expert

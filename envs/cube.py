@@ -29,6 +29,12 @@ class CubeEnv(MujocoTaskEnv):
     tolerance = np.array([0.03])
     success_criterion = "cube centre within 0.03 m of its goal position (cube 0.05 m wide)"
 
+    probe_names = ("cube_x", "cube_y", "cube_z", "hand_x", "hand_y", "hand_z", "grip")
+    position_names = ("cube_x", "cube_y", "cube_z")
+
+    def probe_variables(self, states):
+        return states[:, [5, 6, 7, 0, 1, 2, 3]]
+
     def apply_action(self, action):
         self.data.ctrl[:3] = action[:3] * self.model.actuator_ctrlrange[:3, 1]
         self.data.ctrl[3] = OPEN * (1.0 - action[3]) / 2.0

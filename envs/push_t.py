@@ -43,6 +43,12 @@ class PushTEnv(MujocoTaskEnv):
     tolerance = np.array([0.02, 0.2])
     success_criterion = "block within 0.02 m and 0.2 rad of the goal pose (T bar 0.1 m wide)"
 
+    probe_names = ("block_x", "block_y", "block_cos", "block_sin", "pusher_x", "pusher_y")
+    position_names = ("block_x", "block_y")
+
+    def probe_variables(self, states):
+        return np.column_stack([states[:, :2], np.cos(states[:, 2]), np.sin(states[:, 2]), states[:, 3:5]])
+
     def proprio(self, data):
         return np.concatenate([data.qpos[3:5], data.qvel[3:5]])
 

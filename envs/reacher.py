@@ -17,9 +17,9 @@ ELBOW_LIMIT = 2.5  # sampled configurations stay inside the joint range of +-2.7
 
 
 def fingertip(qpos: np.ndarray) -> np.ndarray:
-    """Fingertip (x, y) of a configuration, by forward kinematics."""
-    a, b = qpos[0], qpos[0] + qpos[1]
-    return LINK * np.array([np.cos(a) + np.cos(b), np.sin(a) + np.sin(b)])
+    """Fingertip (x, y) [..., 2] of configurations [..., 2], by forward kinematics."""
+    a, b = qpos[..., 0], qpos[..., 0] + qpos[..., 1]
+    return LINK * np.stack([np.cos(a) + np.cos(b), np.sin(a) + np.sin(b)], -1)
 
 
 def wrap(angle):
@@ -35,6 +35,12 @@ class ReacherEnv(MujocoTaskEnv):
     default_max_steps = 50
     tolerance = np.array([0.02])
     success_criterion = "fingertip within 0.02 m of the goal configuration's fingertip (reach 0.24 m)"
+
+    probe_names = ("fingertip_x", "fingertip_y", "shoulder_cos", "shoulder_sin", "elbow")
+    position_names = ("fingertip_x", "fingertip_y")
+
+    def probe_variables(self, states):
+        return np.column_stack([fingertip(states[:, :2]), np.cos(states[:, 0]), np.sin(states[:, 0]), states[:, 1]])
 
     def proprio(self, data):
         q = data.qpos

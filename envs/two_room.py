@@ -26,6 +26,12 @@ class TwoRoomEnv(MujocoTaskEnv):
     tolerance = np.array([0.1])
     success_criterion = "agent within 0.1 of the goal position (arena is 2 x 2)"
 
+    probe_names = ("agent_x", "agent_y", "agent_vx", "agent_vy")
+    position_names = ("agent_x", "agent_y")
+
+    def probe_variables(self, states):
+        return states[:, [0, 1, 2, 3]]
+
     def proprio(self, data):
         return np.concatenate([data.qpos[:2], data.qvel[:2]])
 

@@ -10,9 +10,9 @@ import sys
 
 
 def _commands() -> dict:
-    from experiments.data_commands import Collect, Tasks
+    from experiments.data_commands import Collect, ExportMinari, Tasks
 
-    return {"tasks": Tasks, "collect": Collect}
+    return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari}
 
 
 def main(argv: list[str] | None = None) -> int:

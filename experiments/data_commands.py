@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from envs import TASKS, make_task
 from envs.collect import CollectSpec, collect
-from envs.dataset import DatasetWriter
+from envs.dataset import DatasetWriter, EpisodeDataset
+from envs.minari_export import export_minari
 from envs.errors import UserError
 from experiments.video import write_video
 
@@ -78,6 +79,11 @@ class Collect:
                            frame_skip=self.frame_skip, seed=self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder")
+        if self.episodes < 1 or self.workers < 1:
+            raise UserError(f"episodes and workers must be at least 1, got {self.episodes} and {self.workers}")
+        env = make_task(self.task, image_size=self.image_size, frame_skip=self.frame_skip)  # checks the options
+        frame_skip = env.frame_skip
+        env.close()
         episode_frames = spec.episode_steps + 1
         writer, successes, video = None, [], []
         bar = tqdm(total=self.episodes, unit="ep", desc=f"collect {self.task}", file=sys.stderr, dynamic_ncols=True)
@@ -86,7 +92,7 @@ class Collect:
             for index, episode in enumerate(collect(spec, self.episodes, self.workers)):
                 if writer is None:
                     attrs = {"task": self.task, "image_size": self.image_size, "policy": self.policy, "seed": self.seed,
-                             "frame_skip": self.frame_skip or 0, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes})}
+                             "frame_skip": frame_skip, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes})}
                     writer = DatasetWriter(self.out, self.episodes, episode_frames, episode, attrs)
                 writer.add(episode)
                 successes.append(episode.succeeded)
@@ -110,4 +116,25 @@ class Collect:
         if not self.json:
             print(f"wrote {frames} frames of {self.episodes} episodes to {path} at {result['frames_per_s']:.0f} frames/s; "
                   f"{self.policy} success rate {result['success_rate']:.2f}" + (f"; video {result['video']}" if video else ""))
+        return result
+
+
+@dataclass
+class ExportMinari:
+    """Export an episode dataset to the local Minari store (needs `pip install 'minari[create,hdf5]'`)."""
+
+    data: Path
+    """Dataset folder written by `jepa collect`."""
+    dataset_id: str = ""
+    """Minari id, e.g. jepa/two-room/noisy-expert-v0 (default: from the task and policy)."""
+    json: bool = False
+    """Print one JSON object on stdout."""
+
+    def run(self) -> dict:
+        dataset = EpisodeDataset(self.data)
+        dataset_id = self.dataset_id or f"jepa/{dataset.task}/{dataset.attrs['policy']}-v0"
+        exported = export_minari(dataset, dataset_id)
+        result = {"dataset_id": dataset_id, "episodes": int(exported.total_episodes)}
+        if not self.json:
+            print(f"exported {result['episodes']} episodes as Minari dataset {dataset_id}")
         return result

@@ -91,3 +91,12 @@ def test_bad_sizes_and_states_give_user_errors():
     with pytest.raises(UserError, match="goal must be a full state"):
         env.reset(options={"goal": np.zeros(2)})
     env.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_probe_variables_name_every_column_and_include_positions(name):
+    env = make_task(name, pixels=False)
+    states = np.stack([env.random_state(np.random.default_rng(i)) for i in range(5)])
+    values = env.probe_variables(states)
+    assert values.shape == (5, len(env.probe_names))
+    assert set(env.position_names) <= set(env.probe_names)
