@@ -138,6 +138,15 @@ class EpisodeDataset:
         return slice(int(self.episode_starts[index]), int(self.episode_starts[index + 1]))
 
 
+def split_episodes(dataset: EpisodeDataset, holdout: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """(training episodes, held-out episodes): the last `holdout` fraction is held out."""
+    n = dataset.num_episodes
+    held = max(1, int(round(n * holdout))) if n > 1 else 0
+    if n - held < 1:
+        raise UserError(f"{dataset.path} has {n} episode(s): collect at least 2 to hold some out")
+    return np.arange(n - held), np.arange(n - held, n)
+
+
 class WindowSampler:
     """Random windows of T consecutive frames inside single episodes of the given episodes."""
 
@@ -150,8 +159,18 @@ class WindowSampler:
         self.dataset, self.window = dataset, window
         self.rng = np.random.default_rng(seed)
 
+    def draw(self, batch: int, rng: np.random.Generator) -> np.ndarray:
+        """First frame indices [B] of `batch` random windows."""
+        return self.starts[rng.integers(0, len(self.starts), batch)]
+
+    def load(self, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32) of the windows starting at `first`."""
+        index = np.asarray(first)[:, None] + np.arange(self.window)  # [B, T]
+        order = np.argsort(index[:, 0])  # read the memory map in file order
+        frames = np.empty((len(index), self.window, *self.dataset.frames.shape[1:]), np.uint8)
+        frames[order] = self.dataset.frames[index[order]]
+        return frames, self.dataset.actions[index[:, :-1]]
+
     def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32)."""
-        first = np.sort(self.rng.choice(self.starts, size=batch))  # sorted: sequential reads
-        index = first[:, None] + np.arange(self.window)  # [B, T]
-        return self.dataset.frames[index], self.dataset.actions[index[:, :-1]]
+        """`batch` random windows from the sampler's own generator."""
+        return self.load(self.draw(batch, self.rng))

@@ -11,8 +11,9 @@ import sys
 
 def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
+    from experiments.pretrain_commands import Pretrain, Probe
 
-    return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari}
+    return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         import tyro
 
         command = tyro.extras.subcommand_cli_from_dict(_commands(), prog="jepa", args=argv)
-        result = command.run()
+        result = command()
         if getattr(command, "json", False):
             print(json.dumps(result))
         return 0

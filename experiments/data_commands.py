@@ -29,7 +29,7 @@ class Tasks:
     json: bool = False
     """Print one JSON object on stdout."""
 
-    def run(self) -> dict:
+    def __call__(self) -> dict:
         rows = {}
         for name, spec in TASKS.items():
             env = make_task(name, pixels=False)
@@ -74,7 +74,7 @@ class Collect:
     json: bool = False
     """Print one JSON object on stdout: episodes, frames, frames_per_s, success_rate."""
 
-    def run(self) -> dict:
+    def __call__(self) -> dict:
         spec = CollectSpec(task=self.task, policy=self.policy, steps=self.steps, image_size=self.image_size,
                            frame_skip=self.frame_skip, seed=self.seed)
         if self.out.exists() and not self.out.is_dir():
@@ -130,7 +130,7 @@ class ExportMinari:
     json: bool = False
     """Print one JSON object on stdout."""
 
-    def run(self) -> dict:
+    def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
         dataset_id = self.dataset_id or f"jepa/{dataset.task}/{dataset.attrs['policy']}-v0"
         exported = export_minari(dataset, dataset_id)

@@ -124,7 +124,8 @@ class ViTEncoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """Strided conv stack (channels double each halving), frames of a tubelet stacked as channels."""
+    """Strided conv stack (channels double each halving), frames of a tubelet stacked as channels.
+    No output norm: a per-token LayerNorm would erase how strongly a token sees the agent."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -136,7 +137,6 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(channels, out, 4, 2, 1), nn.GroupNorm(1, out), nn.GELU(), nn.Conv2d(out, out, 3, 1, 1), nn.GELU()]
             channels = out
         self.net = nn.Sequential(*layers, nn.Conv2d(channels, cfg.width, 1))
-        self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, pixels: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         x = to_float(pixels)
@@ -144,7 +144,7 @@ class ConvEncoder(nn.Module):
         tp = t // self.cfg.tubelet
         x = x[:, : tp * self.cfg.tubelet].reshape(b * tp, self.cfg.tubelet * c, h, w)
         x = self.net(x)  # [B*T', D, g, g]
-        x = self.norm(x.flatten(2).transpose(1, 2)).reshape(b, tp, -1, self.cfg.width)
+        x = x.flatten(2).transpose(1, 2).reshape(b, tp, -1, self.cfg.width)
         return x.reshape(b, -1, self.cfg.width)[:, keep] if keep is not None else x
 
 

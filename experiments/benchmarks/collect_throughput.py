@@ -49,7 +49,7 @@ def collect_rate(task: str, workers: int, frames: int) -> float:
     episodes = -(-frames // (make_task(task, pixels=False).default_max_steps + 1))
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
         result = Collect(task=task, policy="random", episodes=episodes, out=__import__("pathlib").Path(out),
-                         workers=workers, json=True).run()
+                         workers=workers, json=True)()
     return result["frames_per_s"]
 
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The CUDA path in one short script, for a lent GPU machine (see BENCHMARKS.md "GPU check").
+# Run from the repository root on the device, with .whl (mujoco, gymnasium, tyro and their
+# needs for Python 3.12) and .gl (EGL loader debs) carried:
+#   bash experiments/benchmarks/gpu_check.sh
+# It collects a TwoRoom dataset with EGL rendering, measures bf16 matmul throughput, pretrains
+# the default encoder on CUDA in fp32 and under bf16 autocast, runs the same under torchrun
+# (DDP, nccl, one GPU), probes the result, and prints one JSON line of figures per step.
+set -euo pipefail
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+DATA=/tmp/gpu_data
+t0=$(date +%s.%N)
+python3 -m experiments.cli collect --task two-room --policy noisy-expert --episodes 100 --workers 8 --out $DATA --json
+python3 - <<'PY'
+import json, time, torch
+x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+for _ in range(3): x @ x
+torch.cuda.synchronize(); t = time.perf_counter()
+for _ in range(10): x @ x
+torch.cuda.synchronize(); dt = (time.perf_counter() - t) / 10
+print(json.dumps({"bf16_matmul_tflops": round(2 * 8192**3 / dt / 1e12, 1)}))
+PY
+for mode in fp32 bf16; do
+  flag=""; [ $mode = bf16 ] && flag="--train.bf16"
+  s=$(date +%s.%N)
+  python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$OUT/pretrain_$mode.log"
+  echo "{\"pretrain_${mode}_wall_s\": $(echo "$(date +%s.%N) - $s" | bc)}"
+  python3 -m experiments.cli probe --run /tmp/gpu_run_$mode --data $DATA --json 2>/dev/null
+done
+torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
+  --train.device cuda --train.bf16 --train.steps 100 --json 2>"$OUT/pretrain_ddp.log"
+echo "{\"gpu_check_wall_s\": $(echo "$(date +%s.%N) - $t0" | bc)}"

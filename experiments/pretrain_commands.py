@@ -1,0 +1,139 @@
+"""`jepa pretrain` and `jepa probe`: self-supervised encoder pretraining and its linear probe."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs import task_spec
+from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
+from envs.errors import UserError
+from worldmodel.checkpoint import FILENAME
+from worldmodel.jepa import JEPA, JEPAConfig, load_jepa
+from worldmodel.probe import embed, fit_probe, frame_indices
+from worldmodel.trainer import TrainConfig, Trainer
+
+ENCODER_STAGE = "encoder"
+# options that may change between a run and its resumption
+NOT_RESUME_RELEVANT = ("device", "threads", "compile", "log_every", "checkpoint_every")
+
+
+@dataclass
+class Pretrain:
+    """Pretrain a video encoder with a JEPA objective on an episode dataset's frames (no labels)."""
+
+    data: Path
+    """Dataset folder written by `jepa collect`."""
+    out: Path
+    """Run folder; the encoder goes to OUT/encoder (rerun the same command to resume)."""
+    model: JEPAConfig = field(default_factory=JEPAConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, lr=2e-3))
+    holdout: float = 0.2
+    """Fraction of episodes (the last ones) kept out of training, for probes and evaluation."""
+    json: bool = False
+    """Print one JSON object (final training metrics) on stdout."""
+
+    def __call__(self) -> dict:
+        dataset = EpisodeDataset(self.data)
+        size = int(dataset.attrs["image_size"])
+        model_cfg = dataclasses.replace(self.model, encoder=dataclasses.replace(self.model.encoder, image_size=size),
+                                        action_dim=dataset.actions.shape[1] if self.model.action_conditioned else 0)
+        train_episodes, _ = split_episodes(dataset, self.holdout)
+        sampler = WindowSampler(dataset, model_cfg.clip_frames, train_episodes)
+        cfg = self.train
+
+        def batches(step: int, rank: int, world: int) -> dict:
+            first = sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))
+            per = cfg.batch_size // world
+            frames, actions = sampler.load(first[rank * per: (rank + 1) * per])
+            return {"frames": torch.from_numpy(frames), "actions": torch.from_numpy(actions)}
+
+        torch.manual_seed(cfg.seed)
+        model = JEPA(model_cfg)
+        train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
+        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "holdout": self.holdout,
+                  "model": dataclasses.asdict(model_cfg), "train": train_cfg}
+        metrics = Trainer(cfg, batches, model, self.out / ENCODER_STAGE, config, model_cfg.clip_frames).fit()
+        if not self.json:
+            print(f"encoder written to {self.out / ENCODER_STAGE / FILENAME}; final loss {metrics.get('loss/total', float('nan')):.4f}"
+                  f"{'  (COLLAPSED)' if metrics.get('collapsed') else ''}; next: jepa probe --run {self.out} --data {self.data}")
+        return metrics
+
+
+def encoder_checkpoint(run: Path) -> Path:
+    """The encoder checkpoint of a run folder, or a one-line error naming the command that makes it."""
+    path = Path(run) / ENCODER_STAGE / FILENAME
+    if not path.exists():
+        raise UserError(f"{run} has no pretrained encoder: run `jepa pretrain --data DATA --out {run}` first")
+    return path
+
+
+@dataclass
+class Probe:
+    """Linear probe of a frozen encoder onto the true state, R2 on held-out episodes, with floors."""
+
+    run: Path
+    """Run folder written by `jepa pretrain`."""
+    data: Path
+    """Dataset folder (the run's held-out split is used for scoring)."""
+    train_frames: int = 4000
+    """Training frames for the probe (sampled evenly from the training episodes)."""
+    test_frames: int = 2000
+    """Held-out frames it is scored on."""
+    holdout: float = 0.2
+    """Fraction of episodes (the last ones) held out."""
+    json: bool = False
+    """Print {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels", ...} on stdout."""
+
+    def __call__(self) -> dict:
+        model, config = load_jepa(encoder_checkpoint(self.run))
+        dataset = EpisodeDataset(self.data)
+        enc_cfg = model.cfg.encoder
+        if int(dataset.attrs["image_size"]) != enc_cfg.image_size:
+            raise UserError(f"the encoder was trained on {enc_cfg.image_size}px frames but {self.data} has "
+                            f"{dataset.attrs['image_size']}px: collect with --image-size {enc_cfg.image_size}")
+        env = task_spec(dataset.task).env_class(pixels=False)
+        names, positions = env.probe_names, [env.probe_names.index(n) for n in env.position_names]
+        train_eps, test_eps = split_episodes(dataset, self.holdout)
+        train_idx = frame_indices(dataset, train_eps, self.train_frames)
+        test_idx = frame_indices(dataset, test_eps, self.test_frames)
+        train_y, test_y = env.probe_variables(dataset.state[train_idx]), env.probe_variables(dataset.state[test_idx])
+
+        def probe(encoder) -> tuple[np.ndarray, np.ndarray]:
+            train_pooled, train_tokens = embed(encoder, dataset, train_idx, enc_cfg.tubelet)
+            test_pooled, test_tokens = embed(encoder, dataset, test_idx, enc_cfg.tubelet)
+            return fit_probe(train_tokens, train_y, test_tokens, test_y), fit_probe(train_pooled, train_y, test_pooled, test_y)
+
+        steps = len(names)
+        progress = lambda what: print(f"probe: {what}", file=sys.stderr)  # noqa: E731
+        progress("trained encoder")
+        tokens_r2, pooled_r2 = probe(model.encoder)
+        progress("random-init encoder (floor)")
+        torch.manual_seed(12345)
+        random_tokens_r2, _ = probe(JEPA(model.cfg).encoder)
+        progress("raw pixels (floor)")
+        flat = lambda idx: dataset.frames[idx].reshape(len(idx), -1).astype(np.float32) / 255.0  # noqa: E731
+        pixels_r2 = fit_probe(flat(train_idx), train_y, flat(test_idx), test_y)
+        result = {
+            "task": dataset.task, "r2": dict(zip(names, np.round(tokens_r2, 4).tolist())),
+            "r2_pooled": dict(zip(names, np.round(pooled_r2, 4).tolist())),
+            "position_r2": round(float(tokens_r2[positions].mean()), 4),
+            "position_r2_pooled": round(float(pooled_r2[positions].mean()), 4),
+            "position_r2_random_init": round(float(random_tokens_r2[positions].mean()), 4),
+            "position_r2_pixels": round(float(pixels_r2[positions].mean()), 4),
+            "train_frames": len(train_idx), "test_frames": len(test_idx), "objective": config["model"]["objective"],
+        }
+        assert steps == len(result["r2"])
+        if not self.json:
+            print(f"probe R2 on held-out {dataset.task} episodes ({len(test_idx)} frames), per-token embeddings:")
+            for name in names:
+                print(f"  {name:14s} {result['r2'][name]:7.4f}   (pooled {result['r2_pooled'][name]:7.4f})")
+            print(f"position R2: trained {result['position_r2']:.4f} | random-init encoder {result['position_r2_random_init']:.4f}"
+                  f" | raw pixels {result['position_r2_pixels']:.4f}")
+        return result

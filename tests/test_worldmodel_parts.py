@@ -1,0 +1,74 @@
+"""Encoders, masks, regularisers and probes: shapes, invariants and known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.encoders import EncoderConfig, build_encoder
+from worldmodel.masks import MaskConfig, sample_mask
+from worldmodel.probe import fit_probe
+from worldmodel.regularisers import sigreg, vicreg
+
+
+@pytest.mark.parametrize("kind, tubelet", [("vit", 1), ("vit", 2), ("conv", 1), ("conv", 2)])
+def test_encoders_map_clips_to_token_grids(kind, tubelet):
+    cfg = EncoderConfig(kind=kind, image_size=32, patch=8, tubelet=tubelet, size="mini", width=16)
+    encoder = build_encoder(cfg)
+    pixels = torch.randint(0, 255, (3, 4, 32, 32, 3), dtype=torch.uint8)
+    tokens = encoder(pixels)
+    assert tokens.shape == (3, 4 // tubelet, 16, cfg.dim)
+    keep = torch.tensor([0, 5, 17])
+    assert encoder(pixels, keep=keep).shape == (3, 3, cfg.dim)
+
+
+def test_vit_with_keep_sees_only_kept_tokens():
+    cfg = EncoderConfig(kind="vit", image_size=32, patch=8, size="mini")
+    encoder = build_encoder(cfg).eval()
+    a = torch.randint(0, 255, (1, 1, 32, 32, 3), dtype=torch.uint8)
+    b = a.clone()
+    b[0, 0, 24:, 24:] = 0  # changes only the last patch (token 15)
+    keep = torch.arange(15)
+    assert torch.allclose(encoder(a, keep=keep), encoder(b, keep=keep))
+    assert not torch.allclose(encoder(a), encoder(b))
+
+
+def test_masks_split_tokens_and_span_time():
+    cfg = MaskConfig(future_prob=0.0)
+    for seed in range(20):
+        context, target = sample_mask(cfg, frames=3, grid=8, generator=torch.Generator().manual_seed(seed))
+        assert len(set(context.tolist()) & set(target.tolist())) == 0
+        assert sorted(context.tolist() + target.tolist()) == list(range(3 * 64))
+        assert len(context) >= 6 * 3  # min_context of the grid, in every frame
+        spatial = [set((t % 64 for t in target.tolist() if t // 64 == f)) for f in range(3)]
+        assert spatial[0] == spatial[1] == spatial[2]
+
+
+def test_future_mask_predicts_the_last_frame_from_the_earlier_ones():
+    context, target = sample_mask(MaskConfig(future_prob=1.0), frames=2, grid=4, generator=torch.Generator().manual_seed(0))
+    assert context.tolist() == list(range(16)) and target.tolist() == list(range(16, 32))
+
+
+def test_sigreg_prefers_isotropic_gaussians():
+    g = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(512, 32, generator=g)
+    assert sigreg(gaussian, torch.Generator().manual_seed(1)) < 0.2 * sigreg(gaussian * 0.05, torch.Generator().manual_seed(1))
+    assert sigreg(gaussian, torch.Generator().manual_seed(1)) < 0.2 * sigreg(gaussian.abs(), torch.Generator().manual_seed(1))
+
+
+def test_vicreg_penalises_collapse_and_correlation():
+    z = torch.randn(512, 16, generator=torch.Generator().manual_seed(0))
+    variance, covariance = vicreg(z)
+    assert variance < 0.05 and covariance < 0.1
+    variance, _ = vicreg(torch.zeros(512, 16))
+    assert variance > 0.95
+    _, covariance = vicreg(z[:, :1].repeat(1, 16))
+    assert covariance > 5
+
+
+def test_ridge_probe_recovers_a_linear_map_and_scores_noise_at_zero():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 20))
+    y = x @ rng.normal(size=(20, 2))
+    assert fit_probe(x[:500], y[:500], x[500:], y[500:]).min() > 0.99
+    noise = rng.normal(size=(600, 2))
+    assert fit_probe(x[:500], noise[:500], x[500:], noise[500:]).max() < 0.1

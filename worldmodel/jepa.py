@@ -1,0 +1,206 @@
+"""Self-supervised JEPA pretraining of a video encoder on unlabelled clips.
+
+One predictive task, three ways to keep it from collapsing (`objective`):
+- `vjepa` (V-JEPA, Bardes et al. 2024): a context encoder sees the visible tokens of a clip; a
+  narrow predictor predicts, at the masked positions, the layer-normed features of an EMA
+  target encoder (stop-gradient); L1 loss; multi-block spatiotemporal masks; EMA momentum
+  ramped from `ema_start` to `ema_end`.
+- `sigreg` (LeJEPA, Balestriero & LeCun 2025): no teacher: the targets are the online encoder's
+  own features, and SIGReg keeps the clip embeddings near an isotropic Gaussian.
+- `vicreg` (Bardes et al. 2022): as sigreg, with VICReg's variance and covariance terms.
+The model knows nothing of training: `loss(batch, generator)` returns the loss and metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import tyro
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodel.encoders import Block, EncoderConfig, build_encoder, pool, sincos_positions, to_float
+from worldmodel.masks import MaskConfig, sample_mask
+from worldmodel.regularisers import sigreg, vicreg
+
+OBJECTIVES = ("vjepa", "sigreg", "vicreg")
+
+
+@dataclass
+class JEPAConfig:
+    """Pretraining objective and predictor."""
+
+    objective: Annotated[str, tyro.conf.arg(prefix_name=False)] = "vicreg"
+    """vjepa (EMA teacher, masked prediction), sigreg or vicreg (no teacher, a regulariser)."""
+    clip_frames: int = 2
+    """Frames per training clip (a multiple of the encoder's tubelet)."""
+    predictor_width: int = 64
+    """Width of the narrow masked-token predictor."""
+    predictor_depth: int = 2
+    """Transformer blocks in the predictor."""
+    predictor_heads: int = 4
+    """Attention heads in the predictor."""
+    ema_start: float = 0.99
+    """vjepa: EMA momentum of the target encoder at the first step..."""
+    ema_end: float = 1.0
+    """...ramped linearly to this at the last step."""
+    reg_weight: float = 1.0
+    """sigreg: weight of SIGReg; vicreg: weight of the variance hinge."""
+    cov_weight: float = 0.04
+    """vicreg: weight of the covariance penalty."""
+    sigreg_directions: int = 256
+    """sigreg: random projections per step."""
+    action_conditioned: bool = True
+    """Give the predictor the actions taken between the clip's frames. Without them the future of
+    a controlled agent is a guess, and the encoder gets no reason to lay its position out smoothly."""
+    action_dim: Annotated[int, tyro.conf.Suppress] = 0
+    """Size of one action (set from the dataset; 0 with action_conditioned off)."""
+    projector_dim: int = 256
+    """sigreg, vicreg: the regulariser acts on a linear projection of each frame's flattened tokens."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.clip_frames % self.encoder.tubelet:
+            raise ValueError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
+
+    @property
+    def clip_tokens(self) -> tuple[int, int]:
+        """(token frames T', tokens per frame N) of one clip."""
+        return self.clip_frames // self.encoder.tubelet, self.encoder.grid**2
+
+
+class MaskedPredictor(nn.Module):
+    """Context tokens + mask tokens at the target positions -> predicted target features."""
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        dim, width = cfg.encoder.dim, cfg.predictor_width
+        frames, _ = cfg.clip_tokens
+        self.inp, self.out = nn.Linear(dim, width), nn.Linear(width, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.register_buffer("pos", sincos_positions(frames, cfg.encoder.grid, width), persistent=False)
+        self.blocks = nn.ModuleList(Block(width, cfg.predictor_heads) for _ in range(cfg.predictor_depth))
+        self.norm = nn.LayerNorm(width)
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.tubelet, self.tokens_per_frame = cfg.encoder.tubelet, cfg.clip_tokens[1]
+        self.action = nn.Linear(cfg.action_dim * cfg.encoder.tubelet, width) if cfg.action_dim else None
+
+    def _action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions [B, T-1, A] -> per-token embedding [B, T'*N, W] of the actions leading into each frame."""
+        b, _, a = actions.shape
+        leading = torch.cat([actions.new_zeros(b, 1, a), actions], 1)  # [B, T, A]: none before frame 0
+        per_frame = self.action(leading.reshape(b, -1, self.tubelet * a))  # [B, T', W]
+        return per_frame.repeat_interleave(self.tokens_per_frame, 1)
+
+    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor,
+                actions: torch.Tensor | None = None) -> torch.Tensor:
+        """context [B, Kc, D] (+ actions [B, T-1, A]) -> predictions [B, Kt, D]."""
+        b = context.shape[0]
+        pos = self.pos.expand(b, -1, -1)
+        if self.action is not None:
+            pos = pos + self._action_embedding(actions)
+        queries = self.mask_token.expand(b, len(target_idx), -1) + pos[:, target_idx]
+        x = torch.cat([self.inp(context) + pos[:, context_idx], queries], 1)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(self.norm(x[:, len(context_idx):]))
+
+
+def effective_rank(z: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the normalised singular values of centred embeddings [N, D] (RankMe)."""
+    s = torch.linalg.svdvals(z.float() - z.float().mean(0))
+    p = s / s.sum().clamp_min(1e-12)
+    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+
+
+class JEPA(nn.Module):
+    """Encoder + predictor (+ EMA target for vjepa); see the module docstring."""
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg.encoder)
+        self.predictor = MaskedPredictor(cfg)
+        self.target = self.projector = None
+        if cfg.objective == "vjepa":
+            self.target = copy.deepcopy(self.encoder).requires_grad_(False)
+        else:
+            frames, tokens = cfg.clip_tokens
+            self.projector = nn.Linear(tokens * cfg.encoder.dim, cfg.projector_dim)
+
+    def _context(self, pixels: torch.Tensor, context_idx: torch.Tensor) -> torch.Tensor:
+        """Encoded visible tokens [B, Kc, D]: the ViT drops masked tokens; the conv encoder sees
+        the clip with masked patches blanked."""
+        if self.cfg.encoder.kind == "vit":
+            return self.encoder(pixels, keep=context_idx)
+        frames, tokens = self.cfg.clip_tokens
+        grid, patch, tubelet = self.cfg.encoder.grid, self.cfg.encoder.patch, self.cfg.encoder.tubelet
+        visible = torch.zeros(frames * tokens, device=pixels.device)
+        visible[context_idx] = 1.0
+        visible = visible.reshape(frames, 1, grid, 1, grid, 1).expand(-1, tubelet, -1, patch, -1, patch)
+        visible = visible.reshape(frames * tubelet, grid * patch, grid * patch)  # [T, H, W]
+        blanked = to_float(pixels) * visible[None, :, None]
+        return self.encoder(blanked, keep=context_idx)
+
+    def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """batch["frames"] uint8 [B, T, H, W, 3] (+ "actions" [B, T-1, A]) -> (loss, metrics)."""
+        pixels = batch["frames"][:, : self.cfg.clip_frames]
+        frames, tokens = self.cfg.clip_tokens
+        context_idx, target_idx = sample_mask(self.cfg.mask, frames, self.cfg.encoder.grid, generator)
+        context_idx, target_idx = context_idx.to(pixels.device), target_idx.to(pixels.device)
+        actions = batch["actions"][:, : self.cfg.clip_frames - 1] if self.cfg.action_dim else None
+        predicted = self.predictor(self._context(pixels, context_idx), context_idx, target_idx, actions)  # [B, Kt, D]
+        metrics = {}
+        if self.target is not None:
+            with torch.no_grad():
+                full = self.target(pixels)  # [B, T', N, D]
+                target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]
+            loss = prediction = F.l1_loss(predicted, target)
+            baseline = F.l1_loss(target.mean(1, keepdim=True).expand_as(target), target)
+        else:
+            full = self.encoder(pixels)
+            target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]  # scale-free, as vjepa's
+            loss = prediction = F.mse_loss(predicted, target)
+            baseline = F.mse_loss(target.mean(1, keepdim=True).expand_as(target), target).detach()
+            embeddings = self.projector(full.flatten(2)).flatten(0, 1)  # [B*T', P]
+            if self.cfg.objective == "sigreg":
+                reg = sigreg(embeddings, generator, self.cfg.sigreg_directions)
+                metrics["loss/sigreg"] = reg.detach()
+                loss = loss + self.cfg.reg_weight * reg
+            else:
+                variance, covariance = vicreg(embeddings)
+                metrics["loss/variance"], metrics["loss/covariance"] = variance.detach(), covariance.detach()
+                loss = loss + self.cfg.reg_weight * variance + self.cfg.cov_weight * covariance
+        frame_embeddings = full.detach().flatten(2).flatten(0, 1).float()  # [B*T', N*D]: what probes and planners read
+        std = frame_embeddings.std(0)
+        metrics |= {"loss/prediction": prediction.detach(),
+                    "loss/mean_token_baseline": baseline.detach(),
+                    "collapse/std_mean": std.mean(), "collapse/std_min": std.min(),
+                    "collapse/effective_rank": effective_rank(frame_embeddings)}
+        return loss, metrics
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA update of the target encoder (vjepa), momentum ramped over training."""
+        if self.target is None:
+            return
+        m = self.cfg.ema_start + (self.cfg.ema_end - self.cfg.ema_start) * step / max(total_steps, 1)
+        for t, s in zip(self.target.parameters(), self.encoder.parameters()):
+            t.lerp_(s.detach(), 1.0 - m)
+
+
+def load_jepa(path) -> tuple[JEPA, dict]:
+    """A pretrained JEPA from a checkpoint file, in eval mode, and the run's config."""
+    from worldmodel.checkpoint import dataclass_from_dict, load_checkpoint, read_metadata
+
+    config = read_metadata(path)["config"]
+    model = JEPA(dataclass_from_dict(JEPAConfig, config["model"]))
+    load_checkpoint(path, model)
+    return model.eval(), config

@@ -1,0 +1,84 @@
+"""Linear probes: how well a frozen representation reads out the true simulator state.
+
+A ridge regression is fitted from embeddings of training-episode frames to the task's probe
+variables, its penalty chosen on a validation slice of the training episodes, and scored by R2
+per variable on held-out episodes (the usual linear-evaluation protocol of I-JEPA / V-JEPA,
+applied to state regression as in DINO-WM's and PLDM's probes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from envs.dataset import EpisodeDataset
+
+ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+def frame_indices(dataset: EpisodeDataset, episodes: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """About `count` frame indices spread evenly over the given episodes, fixed by the seed."""
+    frames = np.concatenate([np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1]) for e in episodes])
+    if len(frames) <= count:
+        return frames
+    return np.sort(np.random.default_rng(seed).choice(frames, count, replace=False))
+
+
+def clips(dataset: EpisodeDataset, index: np.ndarray, length: int) -> np.ndarray:
+    """Frames [N, length, H, W, 3] ending at each index, clamped to the start of its episode."""
+    episode = np.searchsorted(dataset.episode_starts, index, side="right") - 1
+    offsets = index[:, None] - np.arange(length - 1, -1, -1)
+    offsets = np.maximum(offsets, dataset.episode_starts[episode][:, None])
+    return dataset.frames[offsets]
+
+
+@torch.no_grad()
+def embed(encoder: torch.nn.Module, dataset: EpisodeDataset, index: np.ndarray, tubelet: int, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled [N, D], per-token [N, tokens * D]) embeddings of the frames at `index`."""
+    encoder.eval()
+    pooled, tokens = [], []
+    for lo in range(0, len(index), batch):
+        z = encoder(torch.from_numpy(clips(dataset, index[lo: lo + batch], tubelet)))[:, -1]  # [B, N, D]
+        pooled.append(z.mean(1).float().numpy())
+        tokens.append(z.flatten(1).float().numpy())
+    return np.concatenate(pooled), np.concatenate(tokens)
+
+
+def r2_score(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """R2 per column."""
+    residual = ((y - prediction) ** 2).sum(0)
+    total = ((y - y.mean(0)) ** 2).sum(0)
+    return 1.0 - residual / np.maximum(total, 1e-12)
+
+
+def ridge_weights(x: np.ndarray, y: np.ndarray, alphas) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Ridge solutions (feature mean, weights, target mean) for each penalty, from one
+    eigen-decomposition of the smaller Gram matrix; inputs standardised, penalty scaled by N."""
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    xs = ((x - mean) / scale).astype(np.float64)
+    yc = y - y.mean(0)
+    n, f = xs.shape
+    if f <= n:
+        s2, v = np.linalg.eigh(xs.T @ xs)
+        proj = v.T @ (xs.T @ yc)
+        solve = lambda a: v @ (proj / (s2 + a * n)[:, None])  # noqa: E731
+    else:
+        s2, u = np.linalg.eigh(xs @ xs.T)
+        proj = u.T @ yc
+        solve = lambda a: xs.T @ (u @ (proj / (s2 + a * n)[:, None]))  # noqa: E731
+    return [(mean, solve(a) / scale[:, None], y.mean(0)) for a in alphas]
+
+
+def predict(solution: tuple, x: np.ndarray) -> np.ndarray:
+    mean, weights, y_mean = solution
+    return (x - mean) @ weights + y_mean
+
+
+def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
+    """R2 per variable on the test set of a ridge probe whose penalty is picked on a validation
+    tail (20%) of the training set, then refitted on all of it."""
+    cut = int(len(train_x) * 0.8)
+    solutions = ridge_weights(train_x[:cut], train_y[:cut], ALPHAS)
+    scores = [r2_score(train_y[cut:], predict(sol, train_x[cut:])).mean() for sol in solutions]
+    best = ALPHAS[int(np.argmax(scores))]
+    return r2_score(test_y, predict(ridge_weights(train_x, train_y, [best])[0], test_x))

@@ -1,0 +1,203 @@
+"""The one training loop of the project, wired by injection (config, batches, model, run folder).
+
+- AdamW, linear warmup then cosine decay (the rate is a function of the step: nothing to save),
+  gradient clipping, bf16 autocast on request (on CUDA and CPU), optional `torch.compile`.
+- Runs unchanged under `torchrun` with DistributedDataParallel (gloo on CPU, nccl on GPU).
+- Exact resume: the batch and the model's randomness (masks, projections) at step k are drawn
+  from generators seeded by (seed, k), and the checkpoint holds weights and optimizer state, so
+  a run killed at any point and started again ends with the same weights as an uninterrupted one.
+- TensorBoard (`loss/`, `train/`, `collapse/`, `perf/`), a progress bar with ETA, and a loud
+  warning when the representation collapses; a non-finite loss stops the run and leaves the
+  last checkpoint intact.
+
+The model is any module whose `forward(batch, generator)` returns `(loss, metrics)` and which may
+have `after_step(step, total_steps)` (e.g. an EMA update).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from envs.errors import UserError
+from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint
+
+COLLAPSE_STD, COLLAPSE_RANK = 1e-3, 1.5
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    steps: int = 1000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Global batch size (split evenly across DDP ranks)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not applied to norms and biases)."""
+    warmup: int = 50
+    """Linear warmup steps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: off)."""
+    seed: int = 0
+    """Seed of the initialisation, the batches and the masks."""
+    log_every: int = 25
+    """Steps between TensorBoard points."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (one is always written at the end)."""
+    device: str = "cpu"
+    """Torch device, e.g. cpu or cuda (under torchrun: cuda:LOCAL_RANK is used)."""
+    bf16: bool = False
+    """bf16 autocast (CUDA, or CPUs with bf16 support)."""
+    compile: bool = False
+    """torch.compile the model (slow to start; measured no faster on 2 CPU cores)."""
+    threads: int = 0
+    """torch CPU threads per process (0: torch's default)."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch size must be positive, got {self.steps} and {self.batch_size}")
+
+    def lr_at(self, step: int) -> float:
+        """Warmup then cosine to min_lr_ratio * lr."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(self.steps - self.warmup, 1)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """The generator of step `step` (stream 0: the model's masks; 1: the data)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + stream)
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class TrainingDiverged(UserError):
+    """The loss became non-finite."""
+
+
+class Trainer:
+    """Fits `model` on `batches(step, rank, world) -> dict of tensors`, logging into `run_dir`."""
+
+    def __init__(self, cfg: TrainConfig, batches: Callable, model: torch.nn.Module, run_dir: Path, config: dict,
+                 frames_per_sample: int = 1):
+        self.cfg, self.batches, self.model, self.run_dir = cfg, batches, model, Path(run_dir)
+        self.config = json.loads(json.dumps(config))  # as it will read back from a checkpoint
+        self.frames_per_sample = frames_per_sample
+        self.rank, self.world, local = distributed()
+        if cfg.batch_size % self.world:
+            raise UserError(f"batch size {cfg.batch_size} must divide evenly over {self.world} processes")
+        self.device = torch.device(f"cuda:{local}" if cfg.device.startswith("cuda") and self.world > 1 else cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.checkpoint = self.run_dir / FILENAME
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for n, p in self.model.named_parameters() if p.requires_grad and p.dim() > 1]
+        other = [p for n, p in self.model.named_parameters() if p.requires_grad and p.dim() <= 1]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
+                                  {"params": other, "weight_decay": 0.0}], lr=self.cfg.lr)
+
+    def _resume(self, optimizer) -> int:
+        if not self.checkpoint.exists():
+            return 0
+        saved = read_metadata(self.checkpoint)["config"]
+        if saved != self.config:
+            changed = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+            raise UserError(f"{self.run_dir} holds a run with another config (differs in {', '.join(changed)}): "
+                            "rerun with the same options to resume, or choose a new --out")
+        return load_checkpoint(self.checkpoint, self.model, optimizer)
+
+    def fit(self) -> dict:
+        """Train to `cfg.steps` (resuming from the run folder's checkpoint); returns final metrics."""
+        cfg, main = self.cfg, self.rank == 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model.to(self.device)
+        optimizer = self._optimizer()
+        start = self._resume(optimizer)
+        if start >= cfg.steps:
+            return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
+        net = self.model
+        if self.world > 1:
+            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+        writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tb"))
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, disable=not main, dynamic_ncols=True)
+        metrics, collapsed, tick, began = {}, False, time.perf_counter(), time.perf_counter()
+        for step in range(start, cfg.steps):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches(step, self.rank, self.world).items()}
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(step)
+            with autocast:
+                loss, step_metrics = net(batch, step_generator(cfg.seed, step))
+            reduced = loss.detach().float().clone()
+            if self.world > 1:
+                dist.all_reduce(reduced)
+                reduced /= self.world
+            if not torch.isfinite(reduced):
+                bar.close()
+                kept = f"the checkpoint at step {read_metadata(self.checkpoint)['step']} is intact" if self.checkpoint.exists() else "no checkpoint was written"
+                raise TrainingDiverged(f"loss became {reduced.item()} at step {step}; {kept}; lower --train.lr or raise --train.warmup")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                step_metrics["train/grad_norm"] = grad_norm
+            optimizer.step()
+            if hasattr(self.model, "after_step"):
+                self.model.after_step(step + 1, cfg.steps)
+            bar.update(1)
+            if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+                now = time.perf_counter()
+                steps_done = (step + 1 - start) % cfg.log_every or cfg.log_every
+                metrics = {"loss/total": reduced.item(), "train/lr": cfg.lr_at(step),
+                           "perf/frames_per_s": steps_done * cfg.batch_size * self.frames_per_sample / (now - tick)}
+                metrics |= {k: float(v) for k, v in step_metrics.items()}
+                tick = now
+                for key, value in metrics.items():
+                    writer.add_scalar(key, value, step + 1)
+                bar.set_postfix(loss=f"{metrics['loss/total']:.4f}")
+                if metrics.get("collapse/std_mean", 1.0) < COLLAPSE_STD or metrics.get("collapse/effective_rank", 2.0) < COLLAPSE_RANK:
+                    collapsed = True
+                    tqdm.write(f"WARNING: the representation is collapsing at step {step + 1}: embedding std "
+                               f"{metrics.get('collapse/std_mean'):.2e}, effective rank {metrics.get('collapse/effective_rank'):.2f}", file=sys.stderr)
+            if main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
+                save_checkpoint(self.checkpoint, self.model, optimizer, step + 1, self.config)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        metrics |= {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
+        if main:
+            tmp = self.run_dir / ".metrics.json.tmp"
+            tmp.write_text(json.dumps(metrics, indent=1))
+            os.replace(tmp, self.run_dir / "metrics.json")
+        return metrics
