@@ -19,7 +19,7 @@ from experiments.cli import main
 from worldmodel.checkpoint import FILENAME, read_metadata, save_checkpoint
 from worldmodel.trainer import TrainConfig, Trainer
 
-TINY = ["--model.encoder.width", "16", "--model.predictor-width", "16", "--model.predictor-depth", "1",
+TINY = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--model.predictor-width", "16", "--model.predictor-depth", "1",
         "--model.projector-dim", "32", "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
 
 

@@ -72,3 +72,12 @@ def test_ridge_probe_recovers_a_linear_map_and_scores_noise_at_zero():
     assert fit_probe(x[:500], y[:500], x[500:], y[500:]).min() > 0.99
     noise = rng.normal(size=(600, 2))
     assert fit_probe(x[:500], noise[:500], x[500:], noise[500:]).max() < 0.1
+
+
+def test_keypoints_find_the_active_token():
+    from worldmodel.encoders import grid_coords, keypoints
+
+    tokens = torch.zeros(1, 16, 2)
+    tokens[0, 6, 0] = 50.0  # channel 0 fires at row 1, column 2 of a 4 x 4 grid
+    xy = keypoints(tokens, grid_coords(4))[0, :2]
+    assert torch.allclose(xy, torch.tensor([1 / 3, -1 / 3]), atol=1e-4)

@@ -66,7 +66,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     except (SafetensorError, OSError) as exc:
         raise UserError(f"checkpoint {path} is damaged ({exc}); delete it to start over") from None
     weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise UserError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if optimizer is not None and meta["optimizer"] is not None:

@@ -1,6 +1,6 @@
 """Video encoders: a ViT with tubelet patch embedding (V-JEPA, Bardes et al. 2024) and a small
 conv encoder. Both map pixels [B, T, 3, H, W] (uint8 or float) to tokens [B, T', N, D] with
-T' = T / tubelet and N tokens on a grid; `pool` averages the grid to one vector per frame.
+T' = T / tubelet and N tokens on a grid; `FrameLatent` turns a grid into one compact vector.
 
 Tubelet 1 is the single-frame (I-JEPA, Assran et al. 2023) case. Masked pretraining calls the
 ViT with `keep`, the indices of the visible tokens, and only those are processed.
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from envs.errors import UserError
 
 ENCODER_KINDS = ("vit", "conv")
 VIT_SIZES = {  # name: (width, depth, heads)
@@ -38,16 +40,19 @@ class EncoderConfig:
     """ViT size: tiny, mini or small (width, depth, heads in VIT_SIZES)."""
     width: int = 64
     """Conv encoder: token width (channels of the last layer)."""
+    coords: bool = True
+    """Conv encoder: append x and y coordinate channels to the input (CoordConv, Liu et al. 2018),
+    so features can carry where things are, not only what they are."""
 
     def __post_init__(self):
         if self.kind not in ENCODER_KINDS:
-            raise ValueError(f"encoder kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
+            raise UserError(f"encoder kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
         if self.size not in VIT_SIZES:
-            raise ValueError(f"ViT size must be one of {tuple(VIT_SIZES)}, got {self.size!r}")
+            raise UserError(f"ViT size must be one of {tuple(VIT_SIZES)}, got {self.size!r}")
         if self.image_size % self.patch or self.tubelet < 1:
-            raise ValueError(f"image size {self.image_size} must be a multiple of the patch {self.patch}")
+            raise UserError(f"image size {self.image_size} must be a multiple of the patch {self.patch}")
         if self.kind == "conv" and (self.patch & (self.patch - 1) or self.patch < 2):
-            raise ValueError(f"the conv encoder needs a power-of-two patch, got {self.patch}")
+            raise UserError(f"the conv encoder needs a power-of-two patch, got {self.patch}")
 
     @property
     def grid(self) -> int:
@@ -130,7 +135,7 @@ class ConvEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.cfg = cfg
-        layers, channels = [], 3 * cfg.tubelet
+        layers, channels = [], 3 * cfg.tubelet + 2 * cfg.coords
         stages = int(math.log2(cfg.patch))
         for i in range(stages):
             out = cfg.width // 2 ** (stages - 1 - i)
@@ -143,16 +148,42 @@ class ConvEncoder(nn.Module):
         b, t, c, h, w = x.shape
         tp = t // self.cfg.tubelet
         x = x[:, : tp * self.cfg.tubelet].reshape(b * tp, self.cfg.tubelet * c, h, w)
+        if self.cfg.coords:
+            ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
+            x = torch.cat([x, torch.stack([xs, ys]).to(x.dtype).expand(len(x), -1, -1, -1)], 1)
         x = self.net(x)  # [B*T', D, g, g]
         x = x.flatten(2).transpose(1, 2).reshape(b, tp, -1, self.cfg.width)
         return x.reshape(b, -1, self.cfg.width)[:, keep] if keep is not None else x
+
+
+def grid_coords(grid: int) -> torch.Tensor:
+    """(x, y) in [-1, 1] of each token of a grid x grid map, row-major: [N, 2]."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], -1)
+
+
+def keypoints(tokens: torch.Tensor, coords: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Spatial soft-argmax of each channel: tokens [..., N, D] -> expected (x, y) [..., 2D]."""
+    attention = torch.softmax(tokens * temperature, dim=-2)  # [..., N, D]
+    return torch.einsum("...nd,nc->...dc", attention, coords.to(tokens)).flatten(-2)
+
+
+class FrameLatent(nn.Module):
+    """Token grid [..., N, D] -> compact frame latent [..., P]: a linear map of each channel's
+    spatial soft-argmax (its expected x, y over the grid: Finn et al. 2016's keypoints, as in
+    Diffusion Policy's encoder) and its mean. Keypoints make "where" linearly readable."""
+
+    def __init__(self, grid: int, dim: int, out: int):
+        super().__init__()
+        self.register_buffer("coords", grid_coords(grid), persistent=False)  # [N, 2]
+        self.temperature = nn.Parameter(torch.ones(dim))
+        self.linear = nn.Linear(3 * dim, out)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.cat([keypoints(tokens, self.coords, self.temperature), tokens.mean(-2)], -1))
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     """The encoder named by `cfg.kind`."""
     return {"vit": ViTEncoder, "conv": ConvEncoder}[cfg.kind](cfg)
 
-
-def pool(tokens: torch.Tensor) -> torch.Tensor:
-    """Average the token grid: [B, T, N, D] -> [B, T, D]."""
-    return tokens.mean(-2)

@@ -1,14 +1,19 @@
-"""Self-supervised JEPA pretraining of a video encoder on unlabelled clips.
+"""Self-supervised JEPA pretraining of a video encoder on episode clips (no labels, no pixels
+predicted). Two families, chosen by `objective`, compared on the same data and budget:
 
-One predictive task, three ways to keep it from collapsing (`objective`):
 - `vjepa` (V-JEPA, Bardes et al. 2024): a context encoder sees the visible tokens of a clip; a
-  narrow predictor predicts, at the masked positions, the layer-normed features of an EMA
-  target encoder (stop-gradient); L1 loss; multi-block spatiotemporal masks; EMA momentum
-  ramped from `ema_start` to `ema_end`.
-- `sigreg` (LeJEPA, Balestriero & LeCun 2025): no teacher: the targets are the online encoder's
-  own features, and SIGReg keeps the clip embeddings near an isotropic Gaussian.
-- `vicreg` (Bardes et al. 2022): as sigreg, with VICReg's variance and covariance terms.
-The model knows nothing of training: `loss(batch, generator)` returns the loss and metrics.
+  narrow predictor predicts, at the masked positions, the layer-normed features of an EMA target
+  encoder (stop-gradient), with an L1 loss. Masks are V-JEPA's multi-block spatiotemporal masks
+  plus a future mask (the whole last frame); the predictor is told the actions between frames
+  (as in V-JEPA 2-AC), and each target feature's error is weighted by its spread over the batch,
+  so a small moving agent is not drowned by the static background.
+- `sigreg` (LeJEPA, Balestriero & LeCun 2025) and `vicreg` (Bardes, Ponce & LeCun 2022), as in
+  PLDM and LeWM: no teacher. Each frame's tokens become a compact latent (spatial keypoints and
+  mean, then linear: `FrameLatent`); a dynamics MLP predicts the next latent from the current
+  one and the action block, by teacher forcing and by rollout; SIGReg or VICReg's variance and
+  covariance terms keep the latents from collapsing.
+
+The model knows nothing of training: `forward(batch, generator)` returns the loss and metrics.
 """
 
 from __future__ import annotations
@@ -17,15 +22,15 @@ import copy
 from dataclasses import dataclass, field
 from typing import Annotated
 
-import tyro
-
 import torch
 import torch.nn.functional as F
+import tyro
 from torch import nn
 
-from worldmodel.encoders import Block, EncoderConfig, build_encoder, pool, sincos_positions, to_float
+from envs.errors import UserError
+from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder, sincos_positions, to_float
 from worldmodel.masks import MaskConfig, sample_mask
-from worldmodel.regularisers import sigreg, vicreg
+from worldmodel.regularisers import gather_batch, sigreg, vicreg
 
 OBJECTIVES = ("vjepa", "sigreg", "vicreg")
 
@@ -36,10 +41,13 @@ class JEPAConfig:
 
     objective: Annotated[str, tyro.conf.arg(prefix_name=False)] = "vicreg"
     """vjepa (EMA teacher, masked prediction), sigreg or vicreg (no teacher, a regulariser)."""
-    clip_frames: int = 2
+    clip_frames: int = 4
     """Frames per training clip (a multiple of the encoder's tubelet)."""
+    frame_skip: int = 5
+    """Env steps between consecutive frames of a clip; the predictor sees the actions in between,
+    concatenated (an action block)."""
     predictor_width: int = 64
-    """Width of the narrow masked-token predictor."""
+    """Width of the narrow masked-token predictor (vjepa); a quarter of the dynamics MLP's hidden width (sigreg, vicreg)."""
     predictor_depth: int = 2
     """Transformer blocks in the predictor."""
     predictor_heads: int = 4
@@ -48,8 +56,14 @@ class JEPAConfig:
     """vjepa: EMA momentum of the target encoder at the first step..."""
     ema_end: float = 1.0
     """...ramped linearly to this at the last step."""
-    reg_weight: float = 1.0
-    """sigreg: weight of SIGReg; vicreg: weight of the variance hinge."""
+    weight_by_change: bool = True
+    """vjepa: weight each target feature's L1 error by its spread across the batch (relative to
+    the mean spread), so the few tokens that differ between clips (a small agent) dominate the
+    loss rather than the static background."""
+    sigreg_weight: float = 0.1
+    """sigreg: weight of SIGReg (LeWM uses about 0.09)."""
+    variance_weight: float = 1.0
+    """vicreg: weight of the variance hinge."""
     cov_weight: float = 0.04
     """vicreg: weight of the covariance penalty."""
     sigreg_directions: int = 256
@@ -59,16 +73,16 @@ class JEPAConfig:
     a controlled agent is a guess, and the encoder gets no reason to lay its position out smoothly."""
     action_dim: Annotated[int, tyro.conf.Suppress] = 0
     """Size of one action (set from the dataset; 0 with action_conditioned off)."""
-    projector_dim: int = 256
-    """sigreg, vicreg: the regulariser acts on a linear projection of each frame's flattened tokens."""
+    projector_dim: int = 64
+    """sigreg, vicreg: size of the frame latent (FrameLatent of the token grid) that is predicted and regularised."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+            raise UserError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.clip_frames % self.encoder.tubelet:
-            raise ValueError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
+            raise UserError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
 
     @property
     def clip_tokens(self) -> tuple[int, int]:
@@ -90,10 +104,10 @@ class MaskedPredictor(nn.Module):
         self.norm = nn.LayerNorm(width)
         nn.init.normal_(self.mask_token, std=0.02)
         self.tubelet, self.tokens_per_frame = cfg.encoder.tubelet, cfg.clip_tokens[1]
-        self.action = nn.Linear(cfg.action_dim * cfg.encoder.tubelet, width) if cfg.action_dim else None
+        self.action = nn.Linear(cfg.action_dim * cfg.frame_skip * cfg.encoder.tubelet, width) if cfg.action_dim else None
 
     def _action_embedding(self, actions: torch.Tensor) -> torch.Tensor:
-        """actions [B, T-1, A] -> per-token embedding [B, T'*N, W] of the actions leading into each frame."""
+        """action blocks [B, T-1, A] -> per-token embedding [B, T'*N, W] of the actions leading into each frame."""
         b, _, a = actions.shape
         leading = torch.cat([actions.new_zeros(b, 1, a), actions], 1)  # [B, T, A]: none before frame 0
         per_frame = self.action(leading.reshape(b, -1, self.tubelet * a))  # [B, T', W]
@@ -127,13 +141,16 @@ class JEPA(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder)
-        self.predictor = MaskedPredictor(cfg)
-        self.target = self.projector = None
+        self.target = self.projector = self.dynamics = self.predictor = None
         if cfg.objective == "vjepa":
+            self.predictor = MaskedPredictor(cfg)
             self.target = copy.deepcopy(self.encoder).requires_grad_(False)
         else:
-            frames, tokens = cfg.clip_tokens
-            self.projector = nn.Linear(tokens * cfg.encoder.dim, cfg.projector_dim)
+            _, tokens = cfg.clip_tokens
+            hidden = 4 * cfg.predictor_width
+            self.projector = FrameLatent(cfg.encoder.grid, cfg.encoder.dim, cfg.projector_dim)
+            self.dynamics = nn.Sequential(nn.Linear(cfg.projector_dim + cfg.action_dim * cfg.frame_skip * cfg.encoder.tubelet, hidden), nn.GELU(),
+                                          nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, cfg.projector_dim))
 
     def _context(self, pixels: torch.Tensor, context_idx: torch.Tensor) -> torch.Tensor:
         """Encoded visible tokens [B, Kc, D]: the ViT drops masked tokens; the conv encoder sees
@@ -150,41 +167,66 @@ class JEPA(nn.Module):
         return self.encoder(blanked, keep=context_idx)
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """batch["frames"] uint8 [B, T, H, W, 3] (+ "actions" [B, T-1, A]) -> (loss, metrics)."""
+        """batch["frames"] uint8 [B, T, H, W, 3] (+ "actions", the blocks between frames [B, T-1, skip * A]) -> (loss, metrics)."""
         pixels = batch["frames"][:, : self.cfg.clip_frames]
-        frames, tokens = self.cfg.clip_tokens
-        context_idx, target_idx = sample_mask(self.cfg.mask, frames, self.cfg.encoder.grid, generator)
-        context_idx, target_idx = context_idx.to(pixels.device), target_idx.to(pixels.device)
         actions = batch["actions"][:, : self.cfg.clip_frames - 1] if self.cfg.action_dim else None
-        predicted = self.predictor(self._context(pixels, context_idx), context_idx, target_idx, actions)  # [B, Kt, D]
-        metrics = {}
         if self.target is not None:
-            with torch.no_grad():
-                full = self.target(pixels)  # [B, T', N, D]
-                target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]
-            loss = prediction = F.l1_loss(predicted, target)
-            baseline = F.l1_loss(target.mean(1, keepdim=True).expand_as(target), target)
+            loss, metrics, tokens = self._masked_prediction(pixels, actions, generator)
         else:
-            full = self.encoder(pixels)
-            target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]  # scale-free, as vjepa's
-            loss = prediction = F.mse_loss(predicted, target)
-            baseline = F.mse_loss(target.mean(1, keepdim=True).expand_as(target), target).detach()
-            embeddings = self.projector(full.flatten(2)).flatten(0, 1)  # [B*T', P]
-            if self.cfg.objective == "sigreg":
-                reg = sigreg(embeddings, generator, self.cfg.sigreg_directions)
-                metrics["loss/sigreg"] = reg.detach()
-                loss = loss + self.cfg.reg_weight * reg
-            else:
-                variance, covariance = vicreg(embeddings)
-                metrics["loss/variance"], metrics["loss/covariance"] = variance.detach(), covariance.detach()
-                loss = loss + self.cfg.reg_weight * variance + self.cfg.cov_weight * covariance
-        frame_embeddings = full.detach().flatten(2).flatten(0, 1).float()  # [B*T', N*D]: what probes and planners read
+            loss, metrics, tokens = self._latent_prediction(pixels, actions, generator)
+        frame_embeddings = tokens.detach().flatten(2).flatten(0, 1).float()  # [B*T', N*D]: what probes and planners read
         std = frame_embeddings.std(0)
-        metrics |= {"loss/prediction": prediction.detach(),
-                    "loss/mean_token_baseline": baseline.detach(),
-                    "collapse/std_mean": std.mean(), "collapse/std_min": std.min(),
+        metrics |= {"collapse/std_mean": std.mean(), "collapse/std_min": std.min(),
                     "collapse/effective_rank": effective_rank(frame_embeddings)}
         return loss, metrics
+
+    def _masked_prediction(self, pixels, actions, generator):
+        """vjepa: predict the EMA target's layer-normed tokens at masked positions (L1)."""
+        frames, _ = self.cfg.clip_tokens
+        context_idx, target_idx = sample_mask(self.cfg.mask, frames, self.cfg.encoder.grid, generator)
+        context_idx, target_idx = context_idx.to(pixels.device), target_idx.to(pixels.device)
+        predicted = self.predictor(self._context(pixels, context_idx), context_idx, target_idx, actions)  # [B, Kt, D]
+        with torch.no_grad():
+            full = self.target(pixels)  # [B, T', N, D]
+            target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]
+        weight = torch.ones_like(target[0])
+        if self.cfg.weight_by_change:
+            spread = gather_batch(target).std(0)  # [Kt, D] over the global batch (all DDP ranks)
+            weight = spread / spread.mean().clamp_min(1e-6)
+        loss = ((predicted - target).abs() * weight).mean()
+        baseline = ((target.mean(1, keepdim=True) - target).abs() * weight).mean()
+        return loss, {"loss/prediction": loss.detach(), "loss/mean_token_baseline": baseline}, full
+
+    def _latent_prediction(self, pixels, actions, generator):
+        """sigreg / vicreg: each frame's tokens are projected to a latent z; a dynamics MLP predicts
+        z[t+1] from z[t] and the actions, by teacher forcing and by rolling out from the first
+        frame; the regulariser keeps z from collapsing."""
+        tokens = self.encoder(pixels)  # [B, T', N, D]
+        z = self.projector(tokens)  # [B, T', P]
+        b, frames, _ = z.shape
+        if actions is None:  # not action-conditioned
+            steps = z.new_zeros(b, frames - 1, 0)
+        else:  # the action blocks between consecutive token frames: [B, T'-1, tubelet * skip * A]
+            steps = actions[:, : (frames - 1) * self.cfg.encoder.tubelet].reshape(b, frames - 1, -1)
+        forced = z[:, :-1] + self.dynamics(torch.cat([z[:, :-1], steps], -1))
+        teacher = F.mse_loss(forced, z[:, 1:])
+        rolled, rollout = z[:, 0], []
+        for k in range(frames - 1):
+            rolled = rolled + self.dynamics(torch.cat([rolled, steps[:, k]], -1))
+            rollout.append(F.mse_loss(rolled, z[:, k + 1]))
+        prediction = (teacher + torch.stack(rollout).mean()) / 2
+        copy_last = F.mse_loss(z[:, :-1], z[:, 1:]).detach()
+        metrics = {"loss/prediction": prediction.detach(), "loss/copy_last_baseline": copy_last}
+        flat = z.flatten(0, 1)  # [B*T', P]
+        if self.cfg.objective == "sigreg":
+            reg = sigreg(flat, generator, self.cfg.sigreg_directions)
+            metrics["loss/sigreg"] = reg.detach()
+            loss = prediction + self.cfg.sigreg_weight * reg
+        else:
+            variance, covariance = vicreg(flat)
+            metrics["loss/variance"], metrics["loss/covariance"] = variance.detach(), covariance.detach()
+            loss = prediction + self.cfg.variance_weight * variance + self.cfg.cov_weight * covariance
+        return loss, metrics, tokens
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from envs.dataset import EpisodeDataset
+from worldmodel.encoders import grid_coords, keypoints
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -33,15 +34,21 @@ def clips(dataset: EpisodeDataset, index: np.ndarray, length: int) -> np.ndarray
 
 
 @torch.no_grad()
-def embed(encoder: torch.nn.Module, dataset: EpisodeDataset, index: np.ndarray, tubelet: int, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(pooled [N, D], per-token [N, tokens * D]) embeddings of the frames at `index`."""
+def embed(encoder: torch.nn.Module, dataset: EpisodeDataset, index: np.ndarray, tubelet: int,
+          projector: torch.nn.Module | None = None, batch: int = 256) -> dict[str, np.ndarray]:
+    """Embeddings of the frames at `index`: "tokens" [N, tokens * D], "pooled" [N, D] (mean),
+    "keypoints" [N, 2D] (parameter-free spatial soft-argmax of each channel), and with a projector
+    "latent" [N, P] (the compact frame latent that the objective trained)."""
     encoder.eval()
-    pooled, tokens = [], []
+    out: dict[str, list] = {"tokens": [], "pooled": [], "keypoints": [], "latent": []}
     for lo in range(0, len(index), batch):
         z = encoder(torch.from_numpy(clips(dataset, index[lo: lo + batch], tubelet)))[:, -1]  # [B, N, D]
-        pooled.append(z.mean(1).float().numpy())
-        tokens.append(z.flatten(1).float().numpy())
-    return np.concatenate(pooled), np.concatenate(tokens)
+        out["pooled"].append(z.mean(1).float().numpy())
+        out["keypoints"].append(keypoints(z, grid_coords(int(round(z.shape[1] ** 0.5)))).float().numpy())
+        out["tokens"].append(z.flatten(1).float().numpy())
+        if projector is not None:
+            out["latent"].append(projector(z).float().numpy())
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def r2_score(y: np.ndarray, prediction: np.ndarray) -> np.ndarray:

@@ -72,7 +72,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch size must be positive, got {self.steps} and {self.batch_size}")
+            raise UserError(f"steps and batch size must be positive, got {self.steps} and {self.batch_size}")
 
     def lr_at(self, step: int) -> float:
         """Warmup then cosine to min_lr_ratio * lr."""
@@ -88,9 +88,10 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 
 def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank), initialising the process group under torchrun."""
+    """(rank, world size, local rank), initialising the process group under torchrun (even for
+    one process, so a one-GPU torchrun exercises the DDP path)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -110,7 +111,7 @@ class Trainer:
         self.rank, self.world, local = distributed()
         if cfg.batch_size % self.world:
             raise UserError(f"batch size {cfg.batch_size} must divide evenly over {self.world} processes")
-        self.device = torch.device(f"cuda:{local}" if cfg.device.startswith("cuda") and self.world > 1 else cfg.device)
+        self.device = torch.device(f"cuda:{local}" if cfg.device.startswith("cuda") and dist.is_initialized() else cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.checkpoint = self.run_dir / FILENAME
@@ -141,7 +142,7 @@ class Trainer:
         if start >= cfg.steps:
             return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
         net = self.model
-        if self.world > 1:
+        if dist.is_initialized():
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:
             net = torch.compile(net)
@@ -196,6 +197,8 @@ class Trainer:
         if writer is not None:
             writer.close()
         metrics |= {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
+        if dist.is_initialized():
+            dist.destroy_process_group()
         if main:
             tmp = self.run_dir / ".metrics.json.tmp"
             tmp.write_text(json.dumps(metrics, indent=1))

@@ -5,8 +5,9 @@
 #   bash experiments/benchmarks/gpu_check.sh
 # It collects a TwoRoom dataset with EGL rendering, measures bf16 matmul throughput, pretrains
 # the default encoder on CUDA in fp32 and under bf16 autocast, runs the same under torchrun
-# (DDP, nccl, one GPU), probes the result, and prints one JSON line of figures per step.
-set -euo pipefail
+# (DDP, nccl, one GPU), probes the result, measures training throughput against the matmul
+# rate, and prints one JSON line of figures per step. (Planning joins it once it exists.)
+set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -15,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 DATA=/tmp/gpu_data
-t0=$(date +%s.%N)
+SECONDS=0
 python3 -m experiments.cli collect --task two-room --policy noisy-expert --episodes 100 --workers 8 --out $DATA --json
 python3 - <<'PY'
 import json, time, torch
@@ -28,11 +29,12 @@ print(json.dumps({"bf16_matmul_tflops": round(2 * 8192**3 / dt / 1e12, 1)}))
 PY
 for mode in fp32 bf16; do
   flag=""; [ $mode = bf16 ] && flag="--train.bf16"
-  s=$(date +%s.%N)
+  s=$SECONDS
   python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$OUT/pretrain_$mode.log"
-  echo "{\"pretrain_${mode}_wall_s\": $(echo "$(date +%s.%N) - $s" | bc)}"
+  echo "{\"pretrain_${mode}_wall_s\": $((SECONDS - s))}"
   python3 -m experiments.cli probe --run /tmp/gpu_run_$mode --data $DATA --json 2>/dev/null
 done
 torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
   --train.device cuda --train.bf16 --train.steps 100 --json 2>"$OUT/pretrain_ddp.log"
-echo "{\"gpu_check_wall_s\": $(echo "$(date +%s.%N) - $t0" | bc)}"
+python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
+echo "{\"gpu_check_wall_s\": $SECONDS}"

@@ -52,7 +52,7 @@ def measure(cfg: JEPAConfig, device: str, bf16: bool, steps: int, batch: int = 6
     model = JEPA(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = {"frames": torch.randint(0, 255, (batch, cfg.clip_frames, 64, 64, 3), dtype=torch.uint8, device=device),
-            "actions": torch.rand(batch, cfg.clip_frames - 1, 2, device=device)}
+            "actions": torch.rand(batch, cfg.clip_frames - 1, 2 * cfg.frame_skip, device=device)}
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
 
     def step(i: int) -> None:
