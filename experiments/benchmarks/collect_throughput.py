@@ -23,6 +23,7 @@ import numpy as np
 
 from envs import make_task
 from experiments.data_commands import Collect
+from experiments.report import markdown_table
 
 
 def raw_rate(task: str, frames: int = 2000) -> float:
@@ -71,10 +72,8 @@ def main() -> None:
                      "ratio_1w": round(one_m / raw_m, 2), "ratio_2w_per_worker": round(two_m / (2 * raw_m), 2)})
     print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, 64x64, MUJOCO_GL={envs.gl.BACKEND}, "
           f"median of {args.repeats}")
-    print("| task | raw render+physics fps | collect 1 worker | collect 2 workers | 1w / raw | 2w / (2 x raw) |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['raw_fps']} | {r['collect_1w_fps']} | {r['collect_2w_fps']} | {r['ratio_1w']} | {r['ratio_2w_per_worker']} |")
+    print(markdown_table(rows, {"task": "task", "raw_fps": "raw render+physics fps", "collect_1w_fps": "collect 1 worker",
+                                "collect_2w_fps": "collect 2 workers", "ratio_1w": "1w / raw", "ratio_2w_per_worker": "2w / (2 x raw)"}))
     print(json.dumps(rows))
 
 

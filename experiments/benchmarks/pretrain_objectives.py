@@ -19,6 +19,7 @@ from pathlib import Path
 from experiments.data_commands import Collect
 from experiments.pretrain_commands import Probe
 from experiments.cli import main as cli
+from experiments.report import markdown_table
 
 
 def run_json(argv: list[str]) -> dict:
@@ -52,11 +53,11 @@ def main() -> None:
                      "std_mean": round(metrics["collapse/std_mean"], 4), "effective_rank": round(metrics["collapse/effective_rank"], 1),
                      "collapsed": metrics["collapsed"]})
     print(f"# {args.task}, {data}, {args.steps} steps each, batch 64, 2 CPU threads")
-    print("| objective | steps | wall s | position R2 (features) | random-init floor | pixel floor | token std | effective rank | collapsed |")
-    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['objective']} | {r['steps']} | {r['wall_s']} | {r['position_r2']} ({r['features']}) | {r['random_init']} | "
-              f"{r['pixels']} | {r['std_mean']} | {r['effective_rank']} | {r['collapsed']} |")
+        r["r2_features"] = f"{r['position_r2']} ({r['features']})"
+    print(markdown_table(rows, {"objective": "objective", "steps": "steps", "wall_s": "wall s", "r2_features": "position R2 (features)",
+                                "random_init": "random-init floor", "pixels": "pixel floor", "std_mean": "token std",
+                                "effective_rank": "effective rank", "collapsed": "collapsed"}))
     print(json.dumps(rows))
 
 

@@ -18,6 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from experiments.report import markdown_table
 from worldmodel.encoders import EncoderConfig
 from worldmodel.jepa import JEPA, JEPAConfig
 from worldmodel.trainer import step_generator
@@ -95,10 +96,8 @@ def main() -> None:
                          "gflop_per_step": round(r["gflop_per_step"], 2), "achieved_gflop_s": round(r["flop_per_s"] / 1e9, 1),
                          "matmul_gflop_s": round(peak / 1e9, 1), "fraction": round(r["flop_per_s"] / peak, 3)})
     print(f"# device {args.device}, torch threads {torch.get_num_threads()}, batch 64, 64x64, median of {args.steps} steps")
-    print("| config | dtype | frames/s | GFLOP/step | achieved GFLOP/s | matmul GFLOP/s | fraction |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['config']} | {r['dtype']} | {r['frames_per_s']} | {r['gflop_per_step']} | {r['achieved_gflop_s']} | {r['matmul_gflop_s']} | {r['fraction']} |")
+    print(markdown_table(rows, {"config": "config", "dtype": "dtype", "frames_per_s": "frames/s", "gflop_per_step": "GFLOP/step",
+                                "achieved_gflop_s": "achieved GFLOP/s", "matmul_gflop_s": "matmul GFLOP/s", "fraction": "fraction"}))
     print(json.dumps(rows))
 
 
