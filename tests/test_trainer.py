@@ -37,6 +37,7 @@ def test_pretrain_then_probe_end_to_end(tiny_dataset, tmp_path, capsys, objectiv
     run = tmp_path / "run"
     assert main(pretrain_argv(tiny_dataset, run, 4, objective)) == 0
     assert (run / "encoder" / "metrics.json").exists() and list((run / "encoder" / "tb").iterdir())
+    assert json.loads((run / "encoder" / "config.json").read_text())["model"]["objective"] == objective
     capsys.readouterr()
     assert main(["probe", "--run", str(run), "--data", str(tiny_dataset), "--train-frames", "30", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -46,6 +46,13 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return path
 
 
+def write_json(path: Path, value) -> None:
+    """Write JSON through a temporary name, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
 def read_metadata(path: Path) -> dict:
     """The checkpoint's step and config, or a clear error for a missing or damaged file."""
     if not path.exists():

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from envs.errors import UserError
-from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint
+from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint, write_json
 
 COLLAPSE_STD, COLLAPSE_RANK = 1e-3, 1.5
 
@@ -139,6 +139,8 @@ class Trainer:
         self.model.to(self.device)
         optimizer = self._optimizer()
         start = self._resume(optimizer)
+        if main:  # human-readable copy of the config the checkpoint carries in its metadata
+            write_json(self.run_dir / "config.json", self.config)
         if start >= cfg.steps:
             return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
         net = self.model
@@ -200,7 +202,5 @@ class Trainer:
         if dist.is_initialized():
             dist.destroy_process_group()
         if main:
-            tmp = self.run_dir / ".metrics.json.tmp"
-            tmp.write_text(json.dumps(metrics, indent=1))
-            os.replace(tmp, self.run_dir / "metrics.json")
+            write_json(self.run_dir / "metrics.json", metrics)
         return metrics
