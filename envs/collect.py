@@ -40,7 +40,7 @@ class CollectSpec:
         if self.policy not in POLICIES:
             raise UserError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
         if self.steps < 0:
-            raise UserError(f"steps must be positive, got {self.steps}")
+            raise UserError(f"steps must be positive (or 0 for the task's default), got {self.steps}")
 
     @property
     def episode_steps(self) -> int:
@@ -107,9 +107,14 @@ def _env_kwargs(spec: CollectSpec) -> dict:
 
 
 def collect(spec: CollectSpec, episodes: int, workers: int = 1) -> Iterator[Episode]:
-    """Yield `episodes` episodes in index order, run by `workers` processes (1: in this one)."""
+    """Iterator over `episodes` episodes in index order, run by `workers` processes (1: in this
+    one). Arguments are checked here, before any episode runs."""
     if episodes < 1 or workers < 1:
         raise UserError(f"episodes and workers must be at least 1, got {episodes} and {workers}")
+    return _episodes(spec, episodes, workers)
+
+
+def _episodes(spec: CollectSpec, episodes: int, workers: int) -> Iterator[Episode]:
     if workers == 1:
         env = make_task(spec.task, **_env_kwargs(spec))
         try:

@@ -62,15 +62,19 @@ class DatasetWriter:
         self.tmp = self.path.with_suffix(".h5.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.tmp, "w")
-        self.episode_frames, self.count = episode_frames, 0
+        self.episodes, self.episode_frames, self.count = episodes, episode_frames, 0
         total = episodes * episode_frames
-        for name in PER_FRAME:
-            value = getattr(example, name)
-            self.file.create_dataset(name, (total, *value.shape[1:]), dtype=value.dtype)  # contiguous
-        self.file.create_dataset("goal_state", (episodes, *example.goal_state.shape), dtype=np.float64)
-        self.file.create_dataset("goal_frames", (episodes, *example.goal_frame.shape), dtype=np.uint8)
-        self.file.create_dataset("episode_starts", data=np.arange(episodes + 1, dtype=np.int64) * episode_frames)
-        self.file.attrs.update({"format": FORMAT, "version": VERSION, **attrs})
+        try:
+            for name in PER_FRAME:
+                value = getattr(example, name)
+                self.file.create_dataset(name, (total, *value.shape[1:]), dtype=value.dtype)  # contiguous
+            self.file.create_dataset("goal_state", (episodes, *example.goal_state.shape), dtype=np.float64)
+            self.file.create_dataset("goal_frames", (episodes, *example.goal_frame.shape), dtype=np.uint8)
+            self.file.create_dataset("episode_starts", data=np.arange(episodes + 1, dtype=np.int64) * episode_frames)
+            self.file.attrs.update({"format": FORMAT, "version": VERSION, **attrs})
+        except BaseException:
+            self.abort()
+            raise
 
     def add(self, episode: Episode) -> None:
         """Append one episode (episodes must come in order of index)."""
@@ -83,7 +87,13 @@ class DatasetWriter:
 
     def close(self) -> Path:
         """Finish the file and move it into place (an old dataset stays intact until then)."""
+        if self.count != self.episodes:
+            self.abort()
+            raise UserError(f"dataset incomplete: {self.count} of {self.episodes} episodes written; nothing was replaced")
         self.file.close()
+        fd = os.open(self.tmp, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -139,7 +149,8 @@ class EpisodeDataset:
 
 
 def split_episodes(dataset: EpisodeDataset, holdout: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """(training episodes, held-out episodes): the last `holdout` fraction is held out."""
+    """(training episodes, held-out episodes): the last `holdout` fraction is held out (at least
+    one episode whenever there are two or more)."""
     n = dataset.num_episodes
     held = max(1, int(round(n * holdout))) if n > 1 else 0
     if n - held < 1:
@@ -150,14 +161,15 @@ def split_episodes(dataset: EpisodeDataset, holdout: float = 0.2) -> tuple[np.nd
 class WindowSampler:
     """Random windows of T consecutive frames inside single episodes of the given episodes."""
 
-    def __init__(self, dataset: EpisodeDataset, window: int, episodes: np.ndarray | None = None, seed: int = 0):
+    def __init__(self, dataset: EpisodeDataset, window: int, episodes: np.ndarray | None = None):
+        if window < 1:
+            raise UserError(f"windows need at least one frame, got {window}")
         episodes = np.arange(dataset.num_episodes) if episodes is None else np.asarray(episodes)
         starts = [np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1] - window + 1) for e in episodes]
         self.starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
         if len(self.starts) == 0:
             raise UserError(f"no episode is long enough for windows of {window} frames")
         self.dataset, self.window = dataset, window
-        self.rng = np.random.default_rng(seed)
 
     def draw(self, batch: int, rng: np.random.Generator) -> np.ndarray:
         """First frame indices [B] of `batch` random windows."""
@@ -170,7 +182,3 @@ class WindowSampler:
         frames = np.empty((len(index), self.window, *self.dataset.frames.shape[1:]), np.uint8)
         frames[order] = self.dataset.frames[index[order]]
         return frames, self.dataset.actions[index[:, :-1]]
-
-    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """`batch` random windows from the sampler's own generator."""
-        return self.load(self.draw(batch, self.rng))

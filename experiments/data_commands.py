@@ -79,8 +79,7 @@ class Collect:
                            frame_skip=self.frame_skip, seed=self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder")
-        if self.episodes < 1 or self.workers < 1:
-            raise UserError(f"episodes and workers must be at least 1, got {self.episodes} and {self.workers}")
+        episodes = collect(spec, self.episodes, self.workers)  # checks the counts before the bar starts
         env = make_task(self.task, image_size=self.image_size, frame_skip=self.frame_skip)  # checks the options
         frame_skip = env.frame_skip
         env.close()
@@ -89,7 +88,7 @@ class Collect:
         bar = tqdm(total=self.episodes, unit="ep", desc=f"collect {self.task}", file=sys.stderr, dynamic_ncols=True)
         start = time.perf_counter()
         try:
-            for index, episode in enumerate(collect(spec, self.episodes, self.workers)):
+            for index, episode in enumerate(episodes):
                 if writer is None:
                     attrs = {"task": self.task, "image_size": self.image_size, "policy": self.policy, "seed": self.seed,
                              "frame_skip": frame_skip, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes})}
@@ -108,6 +107,7 @@ class Collect:
             bar.close()
         elapsed = time.perf_counter() - start
         path = writer.close()
+        (self.out / "episodes.mp4").unlink(missing_ok=True)  # a video of an older dataset would mislead
         frames = self.episodes * episode_frames
         result = {"episodes": self.episodes, "frames": frames, "frames_per_s": round(frames / elapsed, 1),
                   "success_rate": float(np.mean(successes)), "path": str(path)}

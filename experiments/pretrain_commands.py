@@ -87,13 +87,13 @@ class Probe:
     run: Path
     """Run folder written by `jepa pretrain`."""
     data: Path
-    """Dataset folder (the run's held-out split is used for scoring)."""
+    """Dataset folder: the run's own (scored on its held-out episodes) or another one of the same image size."""
     train_frames: int = 4000
     """Training frames for the probe (sampled evenly from the training episodes)."""
     test_frames: int = 2000
     """Held-out frames it is scored on."""
-    holdout: float = 0.2
-    """Fraction of episodes (the last ones) held out."""
+    holdout: float | None = None
+    """Fraction of episodes (the last ones) held out (default: the run's, so the encoder never saw them)."""
     json: bool = False
     """Print {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels", ...} on stdout."""
 
@@ -106,14 +106,16 @@ class Probe:
                             f"{dataset.attrs['image_size']}px: collect with --image-size {enc_cfg.image_size}")
         env = task_spec(dataset.task).env_class(pixels=False)
         names, positions = env.probe_names, [env.probe_names.index(n) for n in env.position_names]
-        train_eps, test_eps = split_episodes(dataset, self.holdout)
+        train_eps, test_eps = split_episodes(dataset, config["holdout"] if self.holdout is None else self.holdout)
+        if self.train_frames < 1 or self.test_frames < 1:
+            raise UserError(f"--train-frames and --test-frames must be positive, got {self.train_frames} and {self.test_frames}")
         train_idx = frame_indices(dataset, train_eps, self.train_frames)
         test_idx = frame_indices(dataset, test_eps, self.test_frames)
         train_y, test_y = env.probe_variables(dataset.state[train_idx]), env.probe_variables(dataset.state[test_idx])
 
         def probe(jepa: JEPA) -> dict[str, np.ndarray]:
-            train = embed(jepa.encoder, dataset, train_idx, enc_cfg.tubelet, jepa.projector)
-            test = embed(jepa.encoder, dataset, test_idx, enc_cfg.tubelet, jepa.projector)
+            train = embed(jepa.encoder, dataset, train_idx, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
+            test = embed(jepa.encoder, dataset, test_idx, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
             return {k: fit_probe(train[k], train_y, test[k], test_y) for k in train}
 
         def best(r2: dict[str, np.ndarray]) -> tuple[str, float]:

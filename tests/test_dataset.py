@@ -18,8 +18,8 @@ def test_round_trip_and_sampler(tiny_dataset):
     assert data.frames.shape == (44, 64, 64, 3) and data.actions.shape == (44, 2)
     assert np.all(data.actions[data.episode(0)][-1] == 0), "last action of an episode is padding"
     assert data.goal_frames.shape == (4, 64, 64, 3)
-    sampler = WindowSampler(data, window=4, seed=0)
-    frames, actions = sampler.sample(8)
+    sampler = WindowSampler(data, window=4)
+    frames, actions = sampler.load(sampler.draw(8, np.random.default_rng(0)))
     assert frames.shape == (8, 4, 64, 64, 3) and frames.dtype == np.uint8
     assert actions.shape == (8, 3, 2)
     # every window lies inside one episode: its frames are consecutive frames of the file
@@ -121,3 +121,15 @@ def test_minari_export_without_minari_says_what_to_install(tiny_dataset, capsys)
         pass
     assert main(["export-minari", "--data", str(tiny_dataset)]) == 2
     assert "pip install 'minari[create,hdf5]'" in capsys.readouterr().err
+
+
+def test_incomplete_writer_replaces_nothing(tiny_dataset):
+    from envs.dataset import DatasetWriter
+
+    before = (tiny_dataset / FILENAME).read_bytes()
+    episode = next(iter(collect(CollectSpec(task="two-room", steps=10), 1)))
+    writer = DatasetWriter(tiny_dataset, 2, 11, episode, {"task": "two-room"})
+    writer.add(episode)
+    with pytest.raises(UserError, match="1 of 2 episodes"):
+        writer.close()
+    assert (tiny_dataset / FILENAME).read_bytes() == before and not list(tiny_dataset.glob("*.tmp"))

@@ -129,3 +129,13 @@ def test_damaged_checkpoint_gives_a_user_error(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(UserError, match="damaged"):
         read_metadata(path)
+
+
+@pytest.mark.parametrize("flag, value", [("--model.clip-frames", "1"), ("--model.frame-skip", "0"),
+                                         ("--train.log-every", "0"), ("--train.device", "cuda")])
+def test_bad_training_options_give_one_line_errors(tiny_dataset, tmp_path, capsys, flag, value):
+    if value == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(pretrain_argv(tiny_dataset, tmp_path / "run", 2, extra=[flag, value])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jepa: error:") and "\n" not in err

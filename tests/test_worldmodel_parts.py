@@ -81,3 +81,18 @@ def test_keypoints_find_the_active_token():
     tokens[0, 6, 0] = 50.0  # channel 0 fires at row 1, column 2 of a 4 x 4 grid
     xy = keypoints(tokens, grid_coords(4))[0, :2]
     assert torch.allclose(xy, torch.tensor([1 / 3, -1 / 3]), atol=1e-4)
+
+
+@pytest.mark.parametrize("objective", ["vicreg", "sigreg", "vjepa"])
+@pytest.mark.parametrize("tubelet", [1, 2])
+def test_every_objective_trains_a_step_with_single_frames_and_tubelets(objective, tubelet):
+    from worldmodel.jepa import JEPA, JEPAConfig
+
+    cfg = JEPAConfig(objective=objective, clip_frames=4, frame_skip=2, action_dim=2, predictor_width=16, projector_dim=8,
+                     encoder=EncoderConfig(kind="conv", image_size=32, patch=8, tubelet=tubelet, width=16))
+    model = JEPA(cfg)
+    batch = {"frames": torch.randint(0, 255, (4, 4, 32, 32, 3), dtype=torch.uint8), "actions": torch.rand(4, 3, 4)}
+    loss, metrics = model(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and "collapse/effective_rank" in metrics
+    assert model.encoder.net[0].weight.grad is not None

@@ -42,14 +42,27 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         meta["optimizer"] = json.dumps(scalars)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    fsync(tmp)
     os.replace(tmp, path)
     return path
+
+
+def fsync(path: Path) -> None:
+    """Flush a written file to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, value) -> None:
     """Write JSON through a temporary name, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
+    with open(tmp, "w") as f:
+        f.write(json.dumps(value, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -81,6 +81,8 @@ class JEPAConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise UserError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.clip_frames < 2 or self.frame_skip < 1:
+            raise UserError(f"clips need at least 2 frames and a frame skip of at least 1, got {self.clip_frames} and {self.frame_skip}")
         if self.clip_frames % self.encoder.tubelet:
             raise UserError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
 
@@ -174,7 +176,7 @@ class JEPA(nn.Module):
             loss, metrics, tokens = self._masked_prediction(pixels, actions, generator)
         else:
             loss, metrics, tokens = self._latent_prediction(pixels, actions, generator)
-        frame_embeddings = tokens.detach().flatten(2).flatten(0, 1).float()  # [B*T', N*D]: what probes and planners read
+        frame_embeddings = gather_batch(tokens.detach().flatten(2).flatten(0, 1).float())  # [B*T', N*D], all ranks
         std = frame_embeddings.std(0)
         metrics |= {"collapse/std_mean": std.mean(), "collapse/std_min": std.min(),
                     "collapse/effective_rank": effective_rank(frame_embeddings)}
@@ -206,8 +208,8 @@ class JEPA(nn.Module):
         b, frames, _ = z.shape
         if actions is None:  # not action-conditioned
             steps = z.new_zeros(b, frames - 1, 0)
-        else:  # the action blocks between consecutive token frames: [B, T'-1, tubelet * skip * A]
-            steps = actions[:, : (frames - 1) * self.cfg.encoder.tubelet].reshape(b, frames - 1, -1)
+        else:  # the blocks leading into each later token frame's frames: [B, T'-1, tubelet * skip * A]
+            steps = actions[:, self.cfg.encoder.tubelet - 1:].reshape(b, frames - 1, -1)
         forced = z[:, :-1] + self.dynamics(torch.cat([z[:, :-1], steps], -1))
         teacher = F.mse_loss(forced, z[:, 1:])
         rolled, rollout = z[:, 0], []

@@ -3,9 +3,10 @@
 - AdamW, linear warmup then cosine decay (the rate is a function of the step: nothing to save),
   gradient clipping, bf16 autocast on request (on CUDA and CPU), optional `torch.compile`.
 - Runs unchanged under `torchrun` with DistributedDataParallel (gloo on CPU, nccl on GPU).
-- Exact resume: the batch and the model's randomness (masks, projections) at step k are drawn
-  from generators seeded by (seed, k), and the checkpoint holds weights and optimizer state, so
-  a run killed at any point and started again ends with the same weights as an uninterrupted one.
+- Exact resume: the model's randomness (masks, projections) at step k comes from a generator
+  seeded by (seed, k), the `batches` callable must likewise be a function of the step, and the
+  checkpoint holds weights and optimizer state, so a run killed at any point and started again
+  ends with the same weights as an uninterrupted one.
 - TensorBoard (`loss/`, `train/`, `collapse/`, `perf/`), a progress bar with ETA, and a loud
   warning when the representation collapses; a non-finite loss stops the run and leaves the
   last checkpoint intact.
@@ -71,8 +72,10 @@ class TrainConfig:
     """torch CPU threads per process (0: torch's default)."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise UserError(f"steps and batch size must be positive, got {self.steps} and {self.batch_size}")
+        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every) < 1 or self.threads < 0:
+            raise UserError("steps, batch size, log-every and checkpoint-every must be positive and threads not negative")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--train.device {self.device}: no CUDA device is available here; use cpu")
 
     def lr_at(self, step: int) -> float:
         """Warmup then cosine to min_lr_ratio * lr."""
@@ -82,18 +85,21 @@ class TrainConfig:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """The generator of step `step` (stream 0: the model's masks; 1: the data)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + stream)
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of the model's randomness (masks, projections) at step `step`."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4)  # the figures in BENCHMARKS.md used this
 
 
-def distributed() -> tuple[int, int, int]:
+def distributed(device: str) -> tuple[int, int, int]:
     """(rank, world size, local rank), initialising the process group under torchrun (even for
-    one process, so a one-GPU torchrun exercises the DDP path)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    one process, so a one-GPU torchrun exercises the DDP path): nccl for CUDA, gloo for CPU."""
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return int(os.environ.get("RANK", "0")), world, local
 
 
 class TrainingDiverged(UserError):
@@ -108,7 +114,7 @@ class Trainer:
         self.cfg, self.batches, self.model, self.run_dir = cfg, batches, model, Path(run_dir)
         self.config = json.loads(json.dumps(config))  # as it will read back from a checkpoint
         self.frames_per_sample = frames_per_sample
-        self.rank, self.world, local = distributed()
+        self.rank, self.world, local = distributed(cfg.device)
         if cfg.batch_size % self.world:
             raise UserError(f"batch size {cfg.batch_size} must divide evenly over {self.world} processes")
         self.device = torch.device(f"cuda:{local}" if cfg.device.startswith("cuda") and dist.is_initialized() else cfg.device)
@@ -142,6 +148,8 @@ class Trainer:
         if main:  # human-readable copy of the config the checkpoint carries in its metadata
             write_json(self.run_dir / "config.json", self.config)
         if start >= cfg.steps:
+            if dist.is_initialized():
+                dist.destroy_process_group()
             return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
         net = self.model
         if dist.is_initialized():
@@ -155,7 +163,7 @@ class Trainer:
 
             writer = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, disable=not main, dynamic_ncols=True)
-        metrics, collapsed, tick, began = {}, False, time.perf_counter(), time.perf_counter()
+        metrics, collapsed, tick, began, logged = {}, False, time.perf_counter(), time.perf_counter(), start
         for step in range(start, cfg.steps):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches(step, self.rank, self.world).items()}
             for group in optimizer.param_groups:
@@ -181,11 +189,10 @@ class Trainer:
             bar.update(1)
             if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
                 now = time.perf_counter()
-                steps_done = (step + 1 - start) % cfg.log_every or cfg.log_every
                 metrics = {"loss/total": reduced.item(), "train/lr": cfg.lr_at(step),
-                           "perf/frames_per_s": steps_done * cfg.batch_size * self.frames_per_sample / (now - tick)}
+                           "perf/frames_per_s": (step + 1 - logged) * cfg.batch_size * self.frames_per_sample / (now - tick)}
                 metrics |= {k: float(v) for k, v in step_metrics.items()}
-                tick = now
+                tick, logged = now, step + 1
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, step + 1)
                 bar.set_postfix(loss=f"{metrics['loss/total']:.4f}")
