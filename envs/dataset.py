@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from envs.errors import UserError
+from envs.files import fsync
 
 FORMAT, VERSION = "jepa-worlds/episodes", 1
 FILENAME = "episodes.h5"
@@ -91,9 +92,7 @@ class DatasetWriter:
             self.abort()
             raise UserError(f"dataset incomplete: {self.count} of {self.episodes} episodes written; nothing was replaced")
         self.file.close()
-        fd = os.open(self.tmp, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        fsync(self.tmp)
         os.replace(self.tmp, self.path)
         return self.path
 

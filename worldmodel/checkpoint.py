@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
 from envs.errors import UserError
+from envs.files import fsync
 
 FILENAME = "checkpoint.safetensors"
 
@@ -47,22 +48,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return path
 
 
-def fsync(path: Path) -> None:
-    """Flush a written file to disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json(path: Path, value) -> None:
     """Write JSON through a temporary name, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(value, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
+    tmp.write_text(json.dumps(value, indent=1))
+    fsync(tmp)
     os.replace(tmp, path)
 
 
