@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Two commands for a fresh machine: `make demo` (the main job: jepa quickstart) and `make test` (the suite).
 # Both create .venv and install the package into it the first time, and reuse it after.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/jepa collect --task two-room --policy noisy-expert --episodes 20 --out runs/demo/data --video
+	$(VENV)/bin/jepa quickstart --task two-room --out runs/quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,1 +1,7 @@
-"""Planners, the MPC loop and policies that act with JEPA world models."""
+"""Agents: planners (CEM, MPPI, gradient) behind one interface, and model-predictive control."""
+
+from agents.cem import CEM, CEMConfig
+from agents.gradient import GradConfig, GradientPlanner
+from agents.mppi import MPPI, MPPIConfig
+
+PLANNERS = {"cem": (CEM, CEMConfig), "mppi": (MPPI, MPPIConfig), "grad": (GradientPlanner, GradConfig)}

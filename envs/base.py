@@ -87,7 +87,7 @@ class MujocoTaskEnv(gym.Env):
         raise NotImplementedError
 
     def goal_error(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Task errors of `state` against `goal`, each compared with its tolerance."""
+        """Task errors [..., K] of states [..., S] against one goal [S], each compared with its tolerance."""
         raise NotImplementedError
 
     tolerance: np.ndarray = np.zeros(1)
@@ -99,9 +99,9 @@ class MujocoTaskEnv(gym.Env):
         """Probe targets [N, K] (in `probe_names` order) from true states [N, S]."""
         raise NotImplementedError
 
-    def apply_action(self, action: np.ndarray) -> None:
-        """Write the action into the controls (default: scaled velocity targets)."""
-        self.data.ctrl[:] = action * self.model.actuator_ctrlrange[:, 1]
+    def controls(self, action: np.ndarray) -> np.ndarray:
+        """Actuator controls [..., nu] of actions [..., A] (default: scaled velocity targets)."""
+        return action * self.model.actuator_ctrlrange[:, 1]
 
     # ---- state -------------------------------------------------------------------------
     @property
@@ -129,9 +129,12 @@ class MujocoTaskEnv(gym.Env):
 
     def goal_distance(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> float:
         """Errors divided by tolerances, max over terms: <= 1 means success."""
-        state = self.get_state() if state is None else state
+        return float(self.goal_distances(self.get_state() if state is None else np.asarray(state), goal))
+
+    def goal_distances(self, states: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+        """`goal_distance` of many states [..., S] at once -> [...]."""
         goal = self.goal_state if goal is None else goal
-        return float(np.max(self.goal_error(state, goal) / self.tolerance))
+        return (self.goal_error(states, goal) / self.tolerance).max(-1)
 
     def random_state(self, rng: np.random.Generator) -> np.ndarray:
         """A random valid state at rest."""
@@ -153,7 +156,7 @@ class MujocoTaskEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
         if action.shape != self.action_space.shape:
             raise UserError(f"action must have shape {self.action_space.shape}, got {action.shape}")
-        self.apply_action(action)
+        self.data.ctrl[:] = self.controls(action)
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         info = self._info()
         return self._observation(), -info["goal_distance"], False, False, info

@@ -17,7 +17,7 @@ from envs import make_task, task_spec
 from envs.dataset import Episode
 from envs.errors import UserError
 
-POLICIES = ("random", "expert", "noisy-expert")
+POLICIES = ("random", "wander", "expert", "noisy-expert", "mixed")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class CollectSpec:
     seed: int = 0
     noise: float = 0.3  # noisy-expert: std of the Gaussian added to the expert's action
     random_prob: float = 0.1  # noisy-expert: chance per step of a uniform random action
+    max_hold: int = 10  # wander: a random action is held for 1 to max_hold steps
     pixels: bool = True
     env_kwargs: dict = field(default_factory=dict)
 
@@ -50,10 +51,23 @@ class CollectSpec:
 def make_policy(spec: CollectSpec, env, rng: np.random.Generator) -> Callable[[], np.ndarray]:
     """The action source for one episode (experts read the env's true state)."""
     low, high = env.action_space.low, env.action_space.high
-    if spec.policy == "random":
+    policy = spec.policy
+    if policy == "mixed":  # half the episodes noisy-expert, half wandering: goal-directed data plus the
+        policy = "noisy-expert" if rng.random() < 0.5 else "wander"  # collisions an expert never makes
+    if policy == "random":
         return lambda: rng.uniform(-1.0, 1.0, low.shape)  # the action space is [-1, 1]^A
+    if policy == "wander":
+        held = {"action": None, "left": 0}
+
+        def wander() -> np.ndarray:
+            if held["left"] == 0:
+                held["action"], held["left"] = rng.uniform(low, high), int(rng.integers(1, spec.max_hold + 1))
+            held["left"] -= 1
+            return held["action"]
+
+        return wander
     expert = task_spec(spec.task).expert_class(env)
-    if spec.policy == "expert":
+    if policy == "expert":
         return expert
 
     def noisy() -> np.ndarray:

@@ -35,9 +35,8 @@ class CubeEnv(MujocoTaskEnv):
     def probe_variables(self, states):
         return states[:, [5, 6, 7, 0, 1, 2, 3]]
 
-    def apply_action(self, action):
-        self.data.ctrl[:3] = action[:3] * self.model.actuator_ctrlrange[:3, 1]
-        self.data.ctrl[3] = OPEN * (1.0 - action[3]) / 2.0
+    def controls(self, action):
+        return np.concatenate([action[..., :3] * self.model.actuator_ctrlrange[:3, 1], OPEN * (1.0 - action[..., 3:]) / 2.0], -1)
 
     def proprio(self, data):
         return np.concatenate([data.qpos[:4], data.qvel[:3]])
@@ -53,7 +52,7 @@ class CubeEnv(MujocoTaskEnv):
         return np.concatenate([hand, [OPEN, OPEN], cube, [HALF], quat])
 
     def goal_error(self, state, goal):
-        return np.array([np.linalg.norm(state[5:8] - goal[5:8])])
+        return np.linalg.norm(state[..., 5:8] - goal[5:8], axis=-1)[..., None]
 
 
 class CubeExpert:

@@ -13,3 +13,12 @@ def fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary name, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    fsync(tmp)
+    os.replace(tmp, path)

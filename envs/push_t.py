@@ -60,4 +60,4 @@ class PushTEnv(MujocoTaskEnv):
                 return np.concatenate([block, pusher])
 
     def goal_error(self, state, goal):
-        return np.array([np.linalg.norm(state[:2] - goal[:2]), abs(wrap(state[2] - goal[2]))])
+        return np.stack([np.linalg.norm(state[..., :2] - goal[:2], axis=-1), np.abs(wrap(state[..., 2] - goal[2]))], -1)

@@ -50,7 +50,7 @@ class ReacherEnv(MujocoTaskEnv):
         return np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-ELBOW_LIMIT, ELBOW_LIMIT)])
 
     def goal_error(self, state, goal):
-        return np.array([np.linalg.norm(fingertip(state[:2]) - fingertip(goal[:2]))])
+        return np.linalg.norm(fingertip(state[..., :2]) - fingertip(goal[:2]), axis=-1)[..., None]
 
 
 class ReacherExpert:

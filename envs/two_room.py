@@ -40,7 +40,7 @@ class TwoRoomEnv(MujocoTaskEnv):
         return np.array([x, rng.uniform(-FREE, FREE)])
 
     def goal_error(self, state, goal):
-        return np.array([np.linalg.norm(state[:2] - goal[:2])])
+        return np.linalg.norm(state[..., :2] - goal[:2], axis=-1)[..., None]
 
     @staticmethod
     def room(x: float) -> int:

@@ -11,9 +11,15 @@ import sys
 
 def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
+    from experiments.plan_commands import PlanEval
     from experiments.pretrain_commands import Pretrain, Probe
+    from experiments.quickstart import Quickstart
+    from experiments.rollout_eval import RolloutEval
+    from experiments.wm_commands import TrainWM
 
-    return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe}
+    return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe,
+            "train-wm": TrainWM, "rollout-eval": RolloutEval,
+            "plan-eval": PlanEval, "quickstart": Quickstart}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,8 @@ class Collect:
     task: str = "two-room"
     """Task: two-room, reacher, push-t or cube."""
     policy: str = "noisy-expert"
-    """random, expert (scripted, uses the true state) or noisy-expert (expert + noise, for diverse data)."""
+    """random, wander (random actions held 1-10 steps), expert (scripted, uses the true state), noisy-expert
+    (expert + noise) or mixed (half the episodes noisy-expert, half wander: the most diverse data)."""
     episodes: int = 50
     """Number of episodes."""
     out: Path = Path("runs/data")

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
 from envs.errors import UserError
-from envs.files import fsync
+from envs.files import fsync, write_text
 
 FILENAME = "checkpoint.safetensors"
 
@@ -50,10 +50,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def write_json(path: Path, value) -> None:
     """Write JSON through a temporary name, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    fsync(tmp)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(value, indent=1))
 
 
 def read_metadata(path: Path) -> dict:

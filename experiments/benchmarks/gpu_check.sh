@@ -6,7 +6,8 @@
 # It collects a TwoRoom dataset with EGL rendering, measures bf16 matmul throughput, pretrains
 # the default encoder on CUDA in fp32 and under bf16 autocast, runs the same under torchrun
 # (DDP, nccl, one GPU), probes the result, measures training throughput against the matmul
-# rate, and prints one JSON line of figures per step. (Planning joins it once it exists.)
+# rate, trains a world model on CUDA and plans with it (planning runs on the CPU, its target),
+# and prints one JSON line of figures per step.
 set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -36,5 +37,10 @@ for mode in fp32 bf16; do
 done
 torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
   --train.device cuda --train.bf16 --train.steps 100 --json 2>"$OUT/pretrain_ddp.log"
+s=$SECONDS
+python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --json 2>"$OUT/train_wm.log"
+echo "{\"train_wm_wall_s\": $((SECONDS - s))}"
+python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --json 2>/dev/null
+python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --json 2>"$OUT/plan_eval.log"
 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"

@@ -1,0 +1,157 @@
+"""Model-predictive control (receding horizon) around any planner and any model of the future.
+
+Every `execute` model steps the agent replans H model steps ahead, warm-starting from the
+previous plan shifted by what was executed (PlaNet, TD-MPC2, DINO-WM's MPC). One model step is an
+action block of `frame_skip` env steps; with `repeat_actions` the planner searches one action per
+block, held for the block (H x A numbers instead of H x skip x A).
+
+The model of the future is an `Imagination`: `observe` takes each real observation, `cost` scores
+candidate action blocks from the latest one. `LatentImagination` is the world model with the
+goal image's latent; the evaluation protocol also plugs in the true simulator (the ceiling).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Annotated, Protocol
+
+import numpy as np
+import torch
+import tyro
+
+from agents import PLANNERS
+from agents.cem import CEMConfig
+from agents.gradient import GradConfig
+from agents.mppi import MPPIConfig
+from agents.planner import latent_cost
+from envs.errors import UserError
+
+
+@dataclass
+class MPCConfig:
+    """Receding-horizon control and the cost."""
+
+    planner: Annotated[str, tyro.conf.arg(prefix_name=False)] = "cem"
+    """cem, mppi or grad."""
+    horizon: int = 5
+    """Model steps (action blocks) planned ahead."""
+    execute: int = 1
+    """Model steps executed before replanning."""
+    norm: str = "l2"
+    """Latent distance: l2 (mean squared) or l1."""
+    final_weight: float = 0.0
+    """Extra weight of the last predicted step in the cost (every step counts once already)."""
+    repeat_actions: bool = True
+    """Plan one action per block, held for the block's env steps."""
+    cem: CEMConfig = field(default_factory=CEMConfig)
+    mppi: MPPIConfig = field(default_factory=MPPIConfig)
+    grad: GradConfig = field(default_factory=GradConfig)
+
+    def __post_init__(self):
+        if self.planner not in PLANNERS:
+            raise UserError(f"planner must be one of {tuple(PLANNERS)}, got {self.planner!r}")
+        if self.norm not in ("l1", "l2", "dist"):
+            raise UserError(f"norm must be l1 or l2, got {self.norm!r}")
+        if not 1 <= self.execute <= self.horizon:
+            raise UserError(f"execute ({self.execute}) must be between 1 and the horizon ({self.horizon})")
+
+    def build_planner(self):
+        """The configured planner."""
+        cls, _ = PLANNERS[self.planner]
+        return cls(getattr(self, self.planner))
+
+
+class Imagination(Protocol):
+    def observe(self, obs: dict, info: dict, executed: np.ndarray | None) -> None:
+        """Record a real observation (and the action block [skip * A] that led to it, None at the start)."""
+
+    def cost(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Cost [1, S] of candidate action blocks [1, S, H, skip * A] from the latest observation."""
+
+
+class LatentImagination:
+    """A world model's rollouts scored against the goal image's latent (see `latent_cost`)."""
+
+    def __init__(self, model, goal_pixels: np.ndarray, norm: str = "l2", final_weight: float = 0.0):
+        self.model, self.norm, self.final_weight = model.requires_grad_(False), norm, final_weight
+        self.goal = self._encode(goal_pixels)[None]  # [1, N, D]
+        history = model.cfg.predictor.history
+        self.latents, self.actions = deque(maxlen=history), deque(maxlen=history - 1)
+
+    def _encode(self, pixels: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode(torch.from_numpy(np.ascontiguousarray(pixels))[None, None])[0, 0]  # [N, D]
+
+    def observe(self, obs: dict, info: dict, executed: np.ndarray | None) -> None:
+        if executed is not None and self.actions.maxlen:
+            self.actions.append(torch.as_tensor(executed, dtype=torch.float32))
+        self.latents.append(self._encode(obs["pixels"]))
+
+    def _with_history(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history latents [Th, N, D], the action blocks between them followed by `blocks` [..., Th-1+H, skip * A])."""
+        z_hist = torch.stack(list(self.latents))
+        if len(z_hist) == 1:
+            return z_hist, blocks
+        past = torch.stack(list(self.actions)[-(len(z_hist) - 1):])  # [Th-1, skip * A]
+        return z_hist, torch.cat([past.expand(*blocks.shape[:-2], *past.shape), blocks], -2)
+
+    def cost(self, blocks: torch.Tensor) -> torch.Tensor:
+        z_hist, blocks = self._with_history(blocks)
+        predicted = self.model.rollout(z_hist.expand(*blocks.shape[:2], *z_hist.shape), blocks)  # [1, S, H, N, D]
+        return latent_cost(predicted, self.goal, self.norm, self.final_weight)
+
+    @torch.no_grad()
+    def predicted(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The imagined latents [H, N, D] of one plan's blocks [H, skip * A] (for videos)."""
+        return self.model.rollout(*self._with_history(blocks))
+
+
+class MPC:
+    """Receding-horizon controller: `reset(imagination)`, then `act(obs, info)` every env step."""
+
+    def __init__(self, cfg: MPCConfig, action_dim: int, frame_skip: int, seed: int = 0):
+        self.cfg, self.action_dim, self.frame_skip = cfg, action_dim, frame_skip
+        self.planner = cfg.build_planner()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.plan_times: list[float] = []
+
+    @property
+    def planned_width(self) -> int:
+        """Numbers per planned step: one action, or a whole block."""
+        return self.action_dim * (1 if self.cfg.repeat_actions else self.frame_skip)
+
+    def reset(self, imagination: Imagination) -> None:
+        """Start an episode toward the goal the imagination holds."""
+        self.imagination = imagination
+        self.mean = torch.zeros(1, self.cfg.horizon, self.planned_width)
+        self.queue: list[np.ndarray] = []
+        self.recent: list[np.ndarray] = []  # env actions since the last block boundary
+        self.steps = 0
+        self.last_plan: torch.Tensor | None = None
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        """The next env action [A]; the imagination sees every block boundary's observation, and
+        the planner runs when the executed blocks run out."""
+        began = time.perf_counter()
+        if self.steps % self.frame_skip == 0:
+            self.imagination.observe(obs, info, np.concatenate(self.recent) if self.recent else None)
+            self.recent = []
+        if not self.queue:
+            result = self.planner.plan(lambda a: self.imagination.cost(self._hold(a)), self.mean, self.generator)
+            self.plan_times.append(time.perf_counter() - began)
+            self.last_plan = self._hold(result.actions)[0]  # [H, skip * A]
+            self.queue = list(self.last_plan[: self.cfg.execute].reshape(-1, self.action_dim).numpy())
+            shifted = result.actions[:, self.cfg.execute:]  # warm start: the rest of the plan, then zeros
+            self.mean = torch.cat([shifted, torch.zeros(1, self.cfg.execute, self.planned_width)], 1)
+        action = self.queue.pop(0)
+        self.recent.append(action)
+        self.steps += 1
+        return action
+
+    def _hold(self, planned: torch.Tensor) -> torch.Tensor:
+        """[..., H, planned_width] -> action blocks [..., H, skip * A] (each action held for its block)."""
+        if not self.cfg.repeat_actions:
+            return planned
+        return planned[..., None, :].expand(*planned.shape[:-1], self.frame_skip, self.action_dim).flatten(-2)

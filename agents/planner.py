@@ -1,0 +1,61 @@
+"""The planner interface shared by CEM, MPPI and the gradient planner, and the latent goal cost.
+
+A planner minimises a cost over action sequences: `plan(cost_fn, init) -> PlanResult`, where
+`cost_fn(actions[B, S, H, A]) -> cost[B, S]` scores S candidates for each of B problems at once
+(one batched world-model rollout) and `init [B, H, A]` is the starting mean (zeros, or the
+previous plan shifted: the MPC warm start). Actions stay in [-1, 1]. Planners hold no state, log
+nothing and never touch a simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions [B, S, H, A] -> cost [B, S]
+
+
+@dataclass
+class PlanResult:
+    """The planned sequence [B, H, A], its cost [B] and planner diagnostics."""
+
+    actions: torch.Tensor
+    cost: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+
+class Planner(Protocol):
+    def plan(self, cost_fn: CostFn, init: torch.Tensor, generator: torch.Generator | None = None) -> PlanResult:
+        """Minimise `cost_fn` starting from the mean `init` [B, H, A]."""
+
+
+def gaussian_candidates(mean: torch.Tensor, std: torch.Tensor, samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """S candidates [B, S, H, A] around mean [B, H, A] with spread std (same shape), clipped to
+    [-1, 1]; candidate 0 is the mean itself, so an iteration never loses the incumbent."""
+    noise = torch.randn((mean.shape[0], samples, *mean.shape[1:]), generator=generator, dtype=mean.dtype).to(mean.device)
+    candidates = (mean[:, None] + std[:, None] * noise).clamp(-1.0, 1.0)
+    candidates[:, 0] = mean
+    return candidates
+
+
+def elites(candidates: torch.Tensor, cost: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `count` cheapest candidates [B, K, H, A] and their costs [B, K], cheapest first."""
+    cost, index = cost.topk(min(count, cost.shape[1]), dim=1, largest=False)
+    return candidates.gather(1, index[:, :, None, None].expand(-1, -1, *candidates.shape[2:])), cost
+
+
+def latent_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", final_weight: float = 0.0) -> torch.Tensor:
+    """Distance of predicted latents [B, S, H, N, D] to the goal latent [B, N, D] -> [B, S]:
+    mean squared (l2) or absolute (l1) error per step, averaged over every step of the horizon,
+    plus `final_weight` times the last step's (a final-step cost alone leaves MPC's first moves
+    arbitrary; some weight on it favours plans that end at the goal over ones that hover near it)."""
+    diff = predicted - goal[:, None, None]
+    if norm == "l1":
+        per_step = diff.abs().mean((-2, -1))  # [B, S, H]
+    else:
+        per_step = (diff**2).mean((-2, -1))
+        if norm == "dist":
+            per_step = per_step.clamp_min(1e-12).sqrt()
+    return per_step.mean(-1) + final_weight * per_step[..., -1]

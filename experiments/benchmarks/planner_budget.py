@@ -1,0 +1,52 @@
+"""Success versus planner budget (samples x iterations) for CEM, MPPI and the gradient planner,
+on one trained run, under the evaluation protocol (same pairs for every budget).
+
+    python experiments/benchmarks/planner_budget.py --run RUN [--pairs 50] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from experiments.plan_commands import PlanEval  # noqa: E402
+from experiments.report import markdown_table  # noqa: E402
+
+BUDGETS = {  # planner -> (samples, iterations)
+    "cem": [(50, 3), (100, 5), (200, 5), (300, 10)],
+    "mppi": [(50, 3), (100, 5), (200, 5), (300, 10)],
+    "grad": [(4, 10), (16, 20), (32, 40)],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--setting", default="default")
+    parser.add_argument("--pairs", type=int, default=50)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--planners", default="cem,mppi,grad")
+    args = parser.parse_args()
+    rows = []
+    for planner in args.planners.split(","):
+        for samples, iterations in BUDGETS[planner]:
+            evaluation = PlanEval(run=args.run, setting=args.setting, pairs=args.pairs, seeds=args.seeds, floor=False,
+                                  ceiling_pairs=0, videos=0, json=True)
+            evaluation.mpc.planner = planner
+            budget = getattr(evaluation.mpc, planner)
+            budget.samples, budget.iterations = samples, iterations
+            result = evaluation()
+            rows.append({"planner": planner, "budget": f"{samples} x {iterations}",
+                         "success": f"{result['success_rate']:.0%} [{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}]",
+                         "median": f"{1000 * result['plan_time_s_median']:.1f}", "p90": f"{1000 * result['plan_time_s_p90']:.1f}",
+                         "distance": f"{result['mean_final_distance']:.2f}"})
+            print(rows[-1], file=sys.stderr)
+    print(f"run {args.run}, setting {args.setting}, {args.pairs} pairs x seeds {args.seeds}")
+    print(markdown_table(rows, {"planner": "planner", "budget": "samples x iterations", "success": "success (95% CI)",
+                                "median": "plan ms median", "p90": "plan ms p90", "distance": "final distance / tolerance"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`jepa plan-eval`: goal-image planning with a trained world model, under the evaluation
+protocol of `experiments/protocol.py` (success with a Wilson interval, floor and ceiling)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.mpc import MPC, LatentImagination, MPCConfig
+from envs import task_spec
+from envs.dataset import EpisodeDataset, split_episodes
+from envs.errors import UserError
+from experiments.protocol import SimulatorImagination, draw_pairs, run_episode, setting_of, wilson
+from experiments.video import write_video
+from experiments.wm_commands import encode_frames, load_world_model
+from worldmodel.checkpoint import write_json
+from worldmodel.probe import frame_indices
+
+PLAN_STAGE = "plan_eval"
+
+
+def parse_seeds(seeds: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2], or a one-line error."""
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise UserError(f"--seeds must be comma-separated integers such as 0,1,2, got {seeds!r}")
+    return values
+
+
+class Retrieval:
+    """Nearest training frame of a latent: how imagined futures are shown (no decoder is trained)."""
+
+    def __init__(self, model, data: Path, holdout: float, count: int = 4000):
+        dataset = EpisodeDataset(data)
+        self.index = frame_indices(dataset, split_episodes(dataset, holdout)[0], count)
+        self.frames = dataset.frames
+        self.latents = ((encode_frames(model, dataset.frames[self.index], desc="encode retrieval frames") - model.z_mean) / model.z_std).flatten(1)
+
+    def __call__(self, z: torch.Tensor) -> np.ndarray:
+        """Frames [K, H, W, 3] nearest to latents [K, N, D]."""
+        return self.frames[self.index[torch.cdist(z.flatten(1), self.latents).argmin(1).numpy()]]
+
+
+@dataclass
+class PlanEval:
+    """Plan toward goal images with the run's world model (MPC) and report success with its interval,
+    the random-action floor and the true-simulator ceiling."""
+
+    run: Path
+    """Run folder with a world model (`jepa train-wm` or `jepa quickstart`)."""
+    task: str | None = None
+    """Task (default: the one the world model was trained on; another one is an error)."""
+    setting: str = "default"
+    """Named start/goal setting (protocol table in BENCHMARKS.md): default, or cross-room for two-room."""
+    pairs: int = 50
+    """Start/goal pairs per seed."""
+    seeds: str = "0,1,2"
+    """Comma-separated seeds; each draws different pairs."""
+    mpc: MPCConfig = field(default_factory=MPCConfig)
+    floor: bool = True
+    """Also run random actions on the same pairs."""
+    ceiling_pairs: int = 10
+    """Pairs per seed on which the same planner runs with the true simulator as its model (0: none;
+    none for grad, as MuJoCo gives no gradients)."""
+    videos: int = 1
+    """Episodes per seed written as mp4 (observation | goal | imagined end of the current plan)."""
+    json: bool = False
+    """Print {"success_rate", "ci95", "floor", "ceiling", "plan_time_s_median", "plan_time_s_p90", "pairs", "seeds", ...}."""
+
+    def __call__(self) -> dict:
+        model, config = load_world_model(self.run)
+        task = config["task"] if self.task is None else self.task
+        if task != config["task"]:
+            raise UserError(f"the world model in {self.run} was trained on {config['task']}, not {task}: train one on {task} data")
+        setting, seeds = setting_of(task, self.setting), parse_seeds(self.seeds)
+        if self.pairs < 1:
+            raise UserError(f"--pairs must be positive, got {self.pairs}")
+        env = task_spec(task).env_class(image_size=model.image_size)
+        skip, a = model.cfg.frame_skip, env.action_space.shape[0]
+        retrieval = Retrieval(model, Path(config["data"]), config["holdout"]) if self.videos and Path(config["data"]).exists() else None
+        out = Path(self.run) / PLAN_STAGE
+        out.mkdir(parents=True, exist_ok=True)
+        outcome = {"agent": [], "floor": [], "ceiling": []}
+        distances, agent_times, ceiling_times = [], [], []
+        bar = tqdm(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair", file=sys.stderr, dynamic_ncols=True)
+        for seed in seeds:
+            for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs)):
+                mpc = MPC(self.mpc, a, skip, seed=seed * 100_003 + i)
+                mpc.reset(LatentImagination(model, env.render_state(goal), self.mpc.norm, self.mpc.final_weight))
+                frames = [] if retrieval is not None and i < self.videos else None
+                record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
+                success, distance, _ = run_episode(env, start, goal, setting.eval_budget, mpc.act, record)
+                outcome["agent"].append(success)
+                distances.append(distance)
+                agent_times += mpc.plan_times
+                if frames:
+                    write_video(out / f"{task}_{self.setting}_{self.mpc.planner}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
+                if self.floor:
+                    rng = np.random.default_rng([seed, i, 7])
+                    outcome["floor"].append(run_episode(env, start, goal, setting.eval_budget, lambda *_: rng.uniform(-1, 1, a))[0])
+                if i < self.ceiling_pairs and self.mpc.planner != "grad":  # the simulator has no gradients
+                    oracle = MPC(self.mpc, a, skip, seed=seed * 100_003 + i)
+                    oracle.reset(SimulatorImagination(env, goal, skip))
+                    outcome["ceiling"].append(run_episode(env, start, goal, setting.eval_budget, oracle.act)[0])
+                    ceiling_times += oracle.plan_times
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
+        bar.close()
+        env.close()
+        result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times)
+        write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
+        self._log(out, result)
+        if not self.json:
+            print(summary_line(result))
+        return result
+
+    def _result(self, task, seeds, outcome, distances, agent_times, ceiling_times) -> dict:
+        def rate(values):
+            return (round(float(np.mean(values)), 4), list(wilson(int(np.sum(values)), len(values)))) if values else (None, None)
+
+        success, ci = rate(outcome["agent"])
+        floor, floor_ci = rate(outcome["floor"])
+        ceiling, ceiling_ci = rate(outcome["ceiling"])
+        times = np.array(agent_times)
+        return {
+            "task": task, "setting": self.setting, "planner": self.mpc.planner,
+            "success_rate": success, "ci95": ci, "floor": floor, "floor_ci95": floor_ci,
+            "ceiling": ceiling, "ceiling_ci95": ceiling_ci, "ceiling_episodes": len(outcome["ceiling"]),
+            "mean_final_distance": round(float(np.mean(distances)), 4),
+            "plan_time_s_median": round(float(np.median(times)), 5), "plan_time_s_p90": round(float(np.percentile(times, 90)), 5),
+            "ceiling_plan_time_s_median": round(float(np.median(ceiling_times)), 5) if ceiling_times else None,
+            "pairs": self.pairs, "seeds": seeds, "episodes": len(outcome["agent"]),
+        }
+
+    @staticmethod
+    def _panel(obs: dict, env, goal: np.ndarray, mpc: MPC, retrieval: Retrieval) -> np.ndarray:
+        """observation | goal | training frame nearest the current plan's imagined last latent."""
+        imagined = np.zeros_like(obs["pixels"])
+        if mpc.last_plan is not None:
+            imagined = retrieval(mpc.imagination.predicted(mpc.last_plan)[-1:])[0]
+        return np.concatenate([obs["pixels"], env.render_state(goal), imagined], 1)
+
+    @staticmethod
+    def _log(out: Path, result: dict) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(out / "tb")) as writer:
+            tag = f"{result['task']}_{result['setting']}_{result['planner']}"
+            for key in ("success_rate", "floor", "ceiling", "plan_time_s_median", "mean_final_distance"):
+                if result[key] is not None:
+                    writer.add_scalar(f"eval/{tag}/{key}", result[key], 0)
+
+
+def summary_line(result: dict) -> str:
+    """One line a person reads: success with interval, floor, ceiling, time per plan."""
+    ceiling = "n/a" if result["ceiling"] is None else f"{result['ceiling']:.0%} ({result['ceiling_episodes']} episodes)"
+    floor = "n/a" if result["floor"] is None else f"{result['floor']:.0%}"
+    return (f"{result['task']} {result['setting']} {result['planner']}: success {result['success_rate']:.0%} "
+            f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {result['episodes']} episodes | random floor {floor} | "
+            f"simulator ceiling {ceiling} | plan {1000 * result['plan_time_s_median']:.1f} ms median, "
+            f"{1000 * result['plan_time_s_p90']:.1f} ms p90")

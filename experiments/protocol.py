@@ -1,0 +1,131 @@
+"""The planning evaluation protocol (LeWM / stable-worldmodel style), used by every command that
+reports a planning success rate.
+
+Start/goal pairs come from expert episodes that no dataset contains (seeded apart from
+`jepa collect`): for pair i of seed s, an expert episode is run and a start step drawn; the goal
+is the simulator state `goal_offset` steps later. Pairs whose start already meets the goal are
+redrawn, and so are those a setting rejects (cross-room: start and goal in the same room). The
+agent then has `eval_budget` env steps; success is the task's own criterion at any step.
+
+Reported beside the agent: the random-action floor and the ceiling, the same planner and budget
+with the true simulator as its model (cost: the task's goal distance), on the same pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout as mj_rollout
+
+from envs import task_spec
+from envs.errors import UserError
+
+EVAL_TAG = 0x6A657061  # keeps evaluation episodes apart from any collected dataset's seeds
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One named start/goal setting of a task."""
+
+    goal_offset: int
+    eval_budget: int
+    cross_room: bool = False
+
+
+SETTINGS = {  # task -> setting name -> (goal offset, eval budget) in env steps
+    "two-room": {"default": Setting(25, 50), "cross-room": Setting(75, 100, cross_room=True)},
+    "reacher": {"default": Setting(25, 50)},
+    "push-t": {"default": Setting(25, 50)},
+    "cube": {"default": Setting(50, 100)},
+}
+
+
+def setting_of(task: str, name: str) -> Setting:
+    """The named setting of a task, or a one-line error listing the ones it has."""
+    if name not in SETTINGS.get(task, {}):
+        raise UserError(f"{task} has no setting {name!r}; it has {', '.join(SETTINGS.get(task, {}))}")
+    return SETTINGS[task][name]
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def draw_pairs(task: str, setting: Setting, seed: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` (start state, goal state) pairs of one seed (see the module docstring)."""
+    spec = task_spec(task)
+    env = spec.env_class(pixels=False)
+    expert = spec.expert_class(env)
+    pairs = []
+    for i in range(count):
+        rng = np.random.default_rng([EVAL_TAG, seed, i])
+        for _ in range(100):
+            env.reset(seed=int(rng.integers(2**31)))
+            expert.reset()
+            states = [env.get_state()]
+            for _ in range(max(env.default_max_steps, setting.goal_offset)):
+                env.step(expert())
+                states.append(env.get_state())
+            t = int(rng.integers(0, len(states) - setting.goal_offset))
+            start, goal = states[t], states[t + setting.goal_offset]
+            if env.goal_distance(start, goal) <= 1.0:
+                continue
+            if setting.cross_room and np.sign(start[0]) == np.sign(goal[0]):
+                continue
+            pairs.append((start, goal))
+            break
+        else:
+            raise UserError(f"could not draw a {task} pair for seed {seed}, pair {i}")
+    env.close()
+    return pairs
+
+
+class SimulatorImagination:
+    """The true simulator as the planner's model (the ceiling): candidate action blocks are rolled
+    out with `mujoco.rollout` from the current true state and scored by the task's goal distance
+    after every block, averaged over the horizon (as the latent cost is)."""
+
+    def __init__(self, env, goal: np.ndarray, frame_skip: int):
+        self.env, self.goal, self.frame_skip = env, goal, frame_skip
+        self.data = mujoco.MjData(env.model)
+        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.initial = np.zeros(mujoco.mj_stateSize(env.model, self.spec))
+
+    def observe(self, obs: dict, info: dict, executed) -> None:
+        mujoco.mj_getState(self.env.model, self.env.data, self.initial, self.spec)
+
+    def cost(self, blocks: torch.Tensor) -> torch.Tensor:
+        model, a = self.env.model, self.env.action_space.shape[0]
+        actions = blocks[0].detach().numpy().astype(np.float64)  # [S, H, skip * A]
+        s, h = actions.shape[:2]
+        control = self.env.controls(actions.reshape(s, h * self.frame_skip, a))  # [S, H*skip, nu]
+        control = np.repeat(control, self.env.frame_skip, axis=1)  # physics steps
+        states, _ = mj_rollout.rollout(model, self.data, self.initial, control)
+        ends = states[:, self.frame_skip * self.env.frame_skip - 1:: self.frame_skip * self.env.frame_skip]  # [S, H, nstate]
+        qpos_qvel = ends[..., 1: 1 + model.nq + model.nv]
+        return torch.from_numpy(self.env.goal_distances(qpos_qvel, self.goal).mean(-1))[None].float()
+
+
+def run_episode(env, start: np.ndarray, goal: np.ndarray, budget: int, act: Callable[[dict, dict], np.ndarray],
+                on_step: Callable[[dict, np.ndarray], None] | None = None) -> tuple[bool, float, int]:
+    """(success at any step, final goal distance, steps taken) of one controlled episode."""
+    obs, info = env.reset(options={"state": start, "goal": goal})
+    for step in range(budget):
+        action = act(obs, info)
+        if on_step is not None:
+            on_step(obs, action)
+        obs, _, _, _, info = env.step(action)
+        if info["is_success"]:
+            return True, info["goal_distance"], step + 1
+    return False, info["goal_distance"], budget

@@ -1,0 +1,140 @@
+"""`jepa quickstart`: the main job in one command. On a machine with no data and no GPU it collects
+episodes, pretrains the encoder, trains the world model, checks its rollouts, plans toward goal
+images under the evaluation protocol, and writes a run folder with a report. Each stage is the
+same code as its own command, and a rerun reuses the stages that finished."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.mpc import MPCConfig
+from envs import TASKS
+from envs.dataset import FILENAME as DATASET_FILE
+from envs.errors import UserError
+from envs.files import write_text
+from experiments.data_commands import Collect
+from experiments.plan_commands import PlanEval, summary_line
+from experiments.pretrain_commands import Pretrain
+from experiments.protocol import SETTINGS
+from experiments.rollout_eval import RolloutEval
+from experiments.wm_commands import TrainWM
+from worldmodel.checkpoint import write_json
+from worldmodel.trainer import TrainConfig
+
+EPISODES = {"two-room": 100, "reacher": 200, "push-t": 200, "cube": 200}  # noisy-expert episodes collected per task
+
+
+@dataclass
+class Quickstart:
+    """Collect, pretrain, train the world model, plan, and report: the whole pipeline on one task."""
+
+    task: str = "two-room"
+    """Task: two-room, reacher, push-t or cube."""
+    out: Path = Path("runs/quickstart")
+    """Run folder (data/, encoder/, world_model/, plan_eval/, report.md, metrics.json)."""
+    episodes: int = 0
+    """Noisy-expert episodes to collect (0: the task's default, see EPISODES)."""
+    pretrain_steps: int = 500
+    """Encoder pretraining steps."""
+    wm_steps: int = 3000
+    """World-model training steps."""
+    planner: str = "cem"
+    """cem, mppi or grad."""
+    pairs: int = 50
+    """Start/goal pairs per seed, for every setting of the task."""
+    seeds: str = "0,1,2"
+    """Comma-separated evaluation seeds."""
+    workers: int = 2
+    """Collection worker processes."""
+    json: bool = False
+    """End with the plan-eval JSON of the default setting (others under "settings")."""
+
+    def __call__(self) -> dict:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        began, data = time.perf_counter(), self.out / "data"
+        timings = {}
+
+        def stage(name: str, run):
+            print(f"== {name}", file=sys.stderr)
+            tick = time.perf_counter()
+            value = run()
+            timings[name] = round(time.perf_counter() - tick, 1)
+            return value
+
+        if not (data / DATASET_FILE).exists():
+            stage("collect", Collect(task=self.task, episodes=self.episodes or EPISODES[self.task], out=data, workers=self.workers, json=True))
+        stage("pretrain", Pretrain(data=data, out=self.out, train=TrainConfig(steps=self.pretrain_steps, lr=2e-3), json=True))
+        stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out,
+                                  train=TrainConfig(steps=self.wm_steps, batch_size=128, checkpoint_every=1000), json=True))
+        rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
+        results = {}
+        for name in SETTINGS[self.task]:
+            results[name] = stage(f"plan-eval {name}", PlanEval(run=self.out, setting=name, pairs=self.pairs, seeds=self.seeds,
+                                                                mpc=MPCConfig(planner=self.planner), json=True))
+        total = round(time.perf_counter() - began, 1)
+        write_report(self.out, self.task, results, rollout, timings, total)
+        if not self.json:
+            print(f"\njepa quickstart {self.task}: {total:.0f} s (stages: {timings})")
+            for result in results.values():
+                print(summary_line(result))
+            print(f"report: {self.out / 'report.md'}")
+        return results["default"] | {"settings": results, "wall_s": total, "stage_wall_s": timings}
+
+
+def write_report(out: Path, task: str, results: dict, rollout: dict, timings: dict, total: float) -> None:
+    """report.md with a results table and plot (success with intervals; rollout error by horizon), and metrics.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    names = list(results)
+    for offset, (key, label) in enumerate([("floor", "random floor"), ("success_rate", "world model + planner"), ("ceiling", "simulator ceiling")]):
+        values = [results[n][key] or 0.0 for n in names]
+        lows = [v - ((results[n]["ci95"] if key == "success_rate" else results[n][f"{key}_ci95"]) or [v, v])[0] for n, v in zip(names, values)]
+        highs = [((results[n]["ci95"] if key == "success_rate" else results[n][f"{key}_ci95"]) or [v, v])[1] - v for n, v in zip(names, values)]
+        left.bar([i + 0.27 * (offset - 1) for i in range(len(names))], values, 0.25, yerr=[lows, highs], capsize=3, label=label)
+    left.set_xticks(range(len(names)), names)
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("success (Wilson 95%)")
+    left.legend(fontsize=7, loc="lower right")
+    left.set_title(f"{task}: planning toward a goal image")
+    for key, label in [("latent_error", "world model"), ("copy_last_error", "copy last frame"), ("shuffled_action_error", "shuffled actions")]:
+        right.plot(rollout["env_steps"], rollout[key], marker="o", label=label)
+    right.set_xlabel("env steps ahead")
+    right.set_ylabel("latent error (standardised MSE)")
+    right.legend(fontsize=7)
+    right.set_title("open-loop rollouts, held-out episodes")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=110)
+    plt.close(fig)
+    rows = "\n".join(f"| {n} | {r['success_rate']:.0%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}] | {r['floor']:.0%} | "
+                     f"{r['ceiling']:.0%} ({r['ceiling_episodes']} ep.) | {1000 * r['plan_time_s_median']:.1f} / {1000 * r['plan_time_s_p90']:.1f} |"
+                     for n, r in results.items())
+    k = rollout["env_steps"].index(25) if 25 in rollout["env_steps"] else -1
+    text = f"""# jepa quickstart: {task}
+
+Total {total:.0f} s on this machine; stages (s): {timings}.
+
+| setting | success (95% CI) | random floor | simulator ceiling | plan ms (median / p90) |
+|---|---|---|---|---|
+{rows}
+
+Episodes: {results['default']['episodes']} per setting ({results['default']['pairs']} pairs x seeds {results['default']['seeds']}), planner {results['default']['planner']}.
+
+Open-loop rollout at {rollout['env_steps'][k]} env steps: latent error {rollout['latent_error'][k]:.4f} (copy-last {rollout['copy_last_error'][k]:.4f},
+shuffled actions {rollout['shuffled_action_error'][k]:.4f}); probe-decoded position error {rollout['position_error'][k]:.4f}
+against a success tolerance of {rollout['success_tolerance']}.
+
+![results](report.png)
+
+Videos: `plan_eval/*.mp4` (observation | goal | imagined end of the current plan, nearest training frame),
+`world_model/rollout.mp4` (real top, imagined bottom). TensorBoard: `tensorboard --logdir {out}`.
+"""
+    write_text(out / "report.md", text)
+    write_json(out / "metrics.json", {"task": task, "plan_eval": results, "rollout_eval": rollout, "stage_wall_s": timings, "wall_s": total})

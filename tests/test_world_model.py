@@ -1,0 +1,146 @@
+"""The action-conditioned world model: rollout semantics, batching, and the train-wm /
+rollout-eval / plan-eval commands end to end with tiny budgets, including their bad-input errors."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from envs.collect import CollectSpec, collect
+from envs.dataset import DatasetWriter
+from experiments.cli import main
+from worldmodel.jepa import JEPAConfig
+from worldmodel.predictor import PredictorConfig
+from worldmodel.world_model import WorldModel, WorldModelConfig
+
+PRETRAIN_TINY = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--model.predictor-width", "16",
+                 "--model.predictor-depth", "1", "--model.projector-dim", "16", "--train.batch-size", "8", "--train.warmup", "2"]
+WM_TINY = ["--model.frame-skip", "2", "--model.rollout-steps", "2", "--model.predictor.width", "16", "--model.predictor.heads", "2",
+           "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
+PLAN_TINY = ["--pairs", "1", "--seeds", "0", "--ceiling-pairs", "1", "--mpc.horizon", "2", "--mpc.cem.samples", "8", "--mpc.cem.iterations", "2",
+             "--mpc.mppi.samples", "8", "--mpc.mppi.iterations", "2", "--mpc.grad.samples", "2", "--mpc.grad.iterations", "2"]
+
+
+def make_dataset(path, task="two-room", image_size=64):
+    spec = CollectSpec(task=task, policy="noisy-expert", steps=10, seed=3, image_size=image_size)
+    episodes = list(collect(spec, 4))
+    writer = DatasetWriter(path, 4, 11, episodes[0], {"task": task, "image_size": image_size, "policy": "noisy-expert", "seed": 3})
+    for episode in episodes:
+        writer.add(episode)
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(dataset, run folder with a tiny encoder and world model)."""
+    root = tmp_path_factory.mktemp("wm")
+    data, run = make_dataset(root / "data"), root / "run"
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "4", *WM_TINY]) == 0
+    return data, run
+
+
+def tiny_model(history=1, mode="adaln", latent="frame"):
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(latent=latent, action_dim=2, frame_skip=2, encoder=dataclasses.asdict(JEPAConfig()),
+                           predictor=PredictorConfig(width=32, history=history, action_mode=mode))
+    model = WorldModel(cfg).eval()
+    for p in model.predictor.parameters():  # leave the zero init, so outputs depend on every input
+        torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("history", [1, 3])
+@pytest.mark.parametrize("mode", ["adaln", "token", "both"])
+def test_rollout_is_the_predictor_fed_its_own_predictions(history, mode):
+    model = tiny_model(history, mode)
+    z = torch.randn(2, history, 1, 64)
+    actions = torch.randn(2, history - 1 + 4, 4)
+    rolled = model.rollout(z, actions)
+    assert rolled.shape == (2, 4, 1, 64)
+    seq, acts = z, actions
+    for k in range(4):  # the window slides over the sequence of real then predicted latents
+        window = seq[:, -history:]
+        last = history - 1 + k
+        step = model.predictor(window, acts[:, last + 1 - window.shape[1]: last + 1])[:, -1:]
+        assert torch.allclose(rolled[:, k: k + 1], step, atol=1e-5)
+        seq = torch.cat([seq, step], 1)
+
+
+def test_rollout_batches_over_leading_dims_and_depends_on_actions():
+    model = tiny_model(2, latent="tokens")
+    z = torch.randn(3, 5, 2, 16, 64)  # [B, S, Th, N, D]
+    actions = torch.randn(3, 5, 4, 4)
+    rolled = model.rollout(z, actions)
+    assert rolled.shape == (3, 5, 3, 16, 64)
+    assert torch.allclose(rolled[1, 2], model.rollout(z[1, 2], actions[1, 2]), atol=1e-5)
+    assert not torch.allclose(rolled, model.rollout(z, -actions))
+
+
+def test_untrained_predictor_copies_the_last_latent():
+    cfg = WorldModelConfig(action_dim=2, encoder=dataclasses.asdict(JEPAConfig()))
+    model = WorldModel(cfg)
+    z = torch.randn(4, 1, 1, 64)
+    assert torch.allclose(model.rollout(z, torch.randn(4, 3, 10)), z.expand(-1, 3, -1, -1))
+
+
+def test_frozen_encoder_is_not_trained(trained_run):
+    data, run = trained_run
+    config = json.loads((run / "world_model" / "config.json").read_text())
+    assert config["model"]["encoder"]["encoder"]["width"] == 16 and config["model"]["action_dim"] == 2
+    from safetensors.torch import load_file
+
+    encoder = load_file(str(run / "encoder" / "checkpoint.safetensors"))
+    world = load_file(str(run / "world_model" / "checkpoint.safetensors"))
+    keys = [k for k in world if k.startswith("model/encoder.")]
+    assert keys and all(torch.equal(world[k], encoder[k]) for k in keys)
+
+
+def test_rollout_eval_json_is_aligned_by_horizon(trained_run, capsys):
+    data, run = trained_run
+    capsys.readouterr()
+    assert main(["rollout-eval", "--run", str(run), "--data", str(data), "--horizon", "4", "--samples", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env_steps"] == [2, 4]
+    for key in ("latent_error", "copy_last_error", "shuffled_action_error", "position_error"):
+        assert len(result[key]) == 2 and all(v >= 0 for v in result[key])
+    assert result["success_tolerance"] == 0.1
+    assert (run / "world_model" / "rollout.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("planner", ["cem", "mppi", "grad"])
+def test_plan_eval_smoke(trained_run, capsys, planner):
+    data, run = trained_run
+    capsys.readouterr()
+    assert main(["plan-eval", "--run", str(run), "--planner", planner, *PLAN_TINY, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"success_rate", "ci95", "floor", "ceiling", "plan_time_s_median", "plan_time_s_p90", "pairs", "seeds"}
+    assert result["pairs"] == 1 and result["seeds"] == [0] and 0 <= result["ci95"][0] <= result["ci95"][1] <= 1
+    assert list((run / "plan_eval").glob(f"two-room_default_{planner}_seed0_pair0.mp4"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train-wm", "--data", "{data}", "--encoder", "{empty}", "--out", "{empty}"], "jepa pretrain"),
+    (["rollout-eval", "--run", "{empty}", "--data", "{data}"], "jepa train-wm"),
+    (["plan-eval", "--run", "{empty}"], "jepa train-wm"),
+    (["plan-eval", "--run", "{run}", "--task", "reacher"], "trained on two-room"),
+    (["plan-eval", "--run", "{run}", "--setting", "maze"], "no setting 'maze'"),
+    (["plan-eval", "--run", "{run}", "--seeds", "a,b"], "--seeds"),
+    (["plan-eval", "--run", "{run}", "--planner", "astar"], "planner must be one of"),
+    (["rollout-eval", "--run", "{run}", "--data", "{small}"], "--image-size 64"),
+    (["rollout-eval", "--run", "{run}", "--data", "{data}", "--horizon", "400"], "lower --horizon"),
+])
+def test_bad_input_gives_one_line_errors(trained_run, tmp_path_factory, capsys, argv, message):
+    data, run = trained_run
+    empty = tmp_path_factory.mktemp("empty")
+    small = tmp_path_factory.getbasetemp() / "small"
+    if not small.exists():
+        make_dataset(small, image_size=32)
+    before = sorted(p.name for p in (run / "world_model").iterdir())
+    argv = [a.format(data=data, run=run, empty=empty, small=small) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in (run / "world_model").iterdir()) == before

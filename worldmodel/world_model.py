@@ -1,0 +1,170 @@
+"""A JEPA world model: the pretrained encoder's latent space plus an action-conditioned predictor
+of its dynamics, trained by teacher forcing and by multi-step rollout (V-JEPA 2-AC, Assran et al.
+2025: L1 teacher forcing + a 2-step rollout loss; DINO-WM, Zhou et al. 2024; PLDM, Sobal et al.
+2025). The encoder is frozen by default; with `finetune` it trains too, with VICReg's variance
+and covariance terms against collapse.
+
+Latent per frame, selectable (planning cost grows with it):
+- `frame`: one vector per frame (N = 1): the pretraining's `FrameLatent` where it trained one,
+  else the parameter-free keypoints and mean of the token grid;
+- `tokens`: the token grid average-pooled to `latent_grid` x `latent_grid` tokens.
+Latents are standardised per channel with statistics of the training frames, so losses and
+planning costs are in units of the data's spread.
+
+Public interface: `encode(pixels)`, `rollout(z_hist, actions)`, batched over any leading dims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from envs.errors import UserError
+from worldmodel.encoders import FrameLatent, build_encoder, grid_coords, keypoints
+from worldmodel.jepa import JEPAConfig
+from worldmodel.predictor import ActionPredictor, PredictorConfig
+from worldmodel.regularisers import vicreg
+
+LATENTS = ("frame", "tokens")
+
+
+@dataclass
+class WorldModelConfig:
+    """World model: latent, action blocks, losses."""
+
+    latent: str = "frame"
+    """frame (one vector per frame) or tokens (a pooled token grid)."""
+    latent_grid: int = 4
+    """tokens: grid side after pooling (latent_grid**2 tokens per frame)."""
+    frame_skip: int = 5
+    """Env steps per model step; the predictor sees their actions concatenated (an action block)."""
+    rollout_steps: int = 3
+    """Model steps the predictor is rolled out on its own predictions in the rollout loss."""
+    loss: str = "l2"
+    """Prediction loss: l2 (MSE) or l1."""
+    finetune: bool = False
+    """Train the encoder too (with VICReg variance + covariance against collapse)."""
+    variance_weight: float = 1.0
+    """finetune: weight of the variance hinge."""
+    cov_weight: float = 0.04
+    """finetune: weight of the covariance penalty."""
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    action_dim: Annotated[int, tyro.conf.Suppress] = 0
+    """Size of one env action (set from the dataset)."""
+    encoder: Annotated[dict, tyro.conf.Suppress] = field(default_factory=dict)
+    """The pretraining's JEPAConfig (set from the encoder run)."""
+
+    def __post_init__(self):
+        if self.latent not in LATENTS:
+            raise UserError(f"latent must be one of {LATENTS}, got {self.latent!r}")
+        if self.loss not in ("l1", "l2"):
+            raise UserError(f"loss must be l1 or l2, got {self.loss!r}")
+        if min(self.latent_grid, self.frame_skip, self.rollout_steps) < 1:
+            raise UserError("latent grid, frame skip and rollout steps must be positive")
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames per training window: the predictor's history plus the rollout."""
+        return self.predictor.history + self.rollout_steps
+
+
+class WorldModel(nn.Module):
+    """Encoder (+ frame latent) and action-conditioned predictor; see the module docstring."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        from worldmodel.checkpoint import dataclass_from_dict
+
+        self.cfg = cfg
+        jepa = dataclass_from_dict(JEPAConfig, cfg.encoder)
+        if jepa.encoder.tubelet != 1:
+            raise UserError(f"the world model needs a single-frame encoder (tubelet 1), this one has tubelet {jepa.encoder.tubelet}")
+        self.image_size = jepa.encoder.image_size
+        self.encoder = build_encoder(jepa.encoder)
+        self.projector = None
+        if cfg.latent == "frame" and jepa.objective != "vjepa":
+            self.projector = FrameLatent(jepa.encoder.grid, jepa.encoder.dim, jepa.projector_dim)
+        grid, dim = jepa.encoder.grid, jepa.encoder.dim
+        self.register_buffer("coords", grid_coords(grid), persistent=False)
+        tokens, width = (1, jepa.projector_dim if self.projector else 3 * dim) if cfg.latent == "frame" else (cfg.latent_grid**2, dim)
+        if cfg.latent == "tokens" and grid % cfg.latent_grid:
+            raise UserError(f"latent grid {cfg.latent_grid} must divide the encoder's token grid {grid}")
+        self.register_buffer("z_mean", torch.zeros(width))
+        self.register_buffer("z_std", torch.ones(width))
+        self.predictor = ActionPredictor(cfg.predictor, tokens, width, cfg.action_dim * cfg.frame_skip)
+        for module in (self.encoder, self.projector):
+            if module is not None:
+                module.requires_grad_(cfg.finetune)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(N tokens, D width) of one frame's latent."""
+        return self.predictor.tokens, self.z_mean.shape[0]
+
+    def raw_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 [B, T, H, W, 3] -> unstandardised latents [B, T, N, D]."""
+        tokens = self.encoder(pixels)  # [B, T, G*G, D]
+        if self.cfg.latent == "tokens":
+            b, t, n, d = tokens.shape
+            g = int(round(n**0.5))
+            grid = tokens.reshape(b * t, g, g, d).permute(0, 3, 1, 2)
+            return F.adaptive_avg_pool2d(grid, self.cfg.latent_grid).flatten(2).transpose(1, 2).reshape(b, t, -1, d)
+        if self.projector is not None:
+            return self.projector(tokens)[:, :, None]
+        return torch.cat([keypoints(tokens, self.coords), tokens.mean(-2)], -1)[:, :, None]
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 [..., T, H, W, 3] -> standardised latents [..., T, N, D]."""
+        lead = pixels.shape[:-4]
+        z = self.raw_latent(pixels.reshape(-1, *pixels.shape[-4:]))
+        return ((z - self.z_mean) / self.z_std).reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def set_normalisation(self, raw: torch.Tensor) -> None:
+        """Per-channel mean and spread of unstandardised latents [..., D] of training frames."""
+        flat = raw.reshape(-1, raw.shape[-1]).float()
+        self.z_mean.copy_(flat.mean(0))
+        self.z_std.copy_(flat.std(0).clamp_min(1e-6))
+
+    def rollout(self, z_hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """z_hist [..., Th, N, D], action blocks [..., Th-1+H, A*skip] (those between the history
+        frames, then H to imagine) -> predicted latents [..., H, N, D]."""
+        lead, (th, n, d) = z_hist.shape[:-3], z_hist.shape[-3:]
+        history = self.cfg.predictor.history
+        window = z_hist.reshape(-1, th, n, d)[:, -history:]
+        actions = actions.reshape(window.shape[0], -1, actions.shape[-1])
+        horizon = actions.shape[1] - (th - 1)
+        if horizon < 1:
+            raise ValueError(f"rollout needs {th - 1} history action blocks plus at least one to imagine, got {actions.shape[1]}")
+        predictions = []
+        for step in range(horizon):
+            last = th - 1 + step  # index of the window's last frame in the whole sequence
+            nxt = self.predictor(window, actions[:, last + 1 - window.shape[1]: last + 1])[:, -1:]  # [S, 1, N, D]
+            predictions.append(nxt)
+            window = torch.cat([window, nxt], 1)[:, -history:]
+        return torch.cat(predictions, 1).reshape(*lead, horizon, n, d)
+
+    def _distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(a, b) if self.cfg.loss == "l2" else F.l1_loss(a, b)
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """batch: "latents" [B, T, N, D] (frozen encoder, precomputed) or "frames" uint8
+        [B, T, H, W, 3], and "actions" [B, T-1, A*skip] -> (loss, metrics)."""
+        z = batch["latents"] if "latents" in batch else self.encode(batch["frames"])
+        actions, h = batch["actions"], self.cfg.predictor.history
+        teacher = self._distance(self.predictor(z[:, :h], actions[:, :h]), z[:, 1: h + 1])
+        rolled = self.rollout(z[:, :h], actions[:, : h - 1 + self.cfg.rollout_steps])
+        rollout = self._distance(rolled, z[:, h:])
+        loss = (teacher + rollout) / 2
+        metrics = {"loss/teacher_forcing": teacher.detach(), "loss/rollout": rollout.detach(),
+                   "loss/copy_last_baseline": self._distance(z[:, h - 1: h].expand_as(z[:, h:]), z[:, h:]).detach()}
+        if self.cfg.finetune:
+            variance, covariance = vicreg(z.flatten(0, 2))
+            metrics |= {"loss/variance": variance.detach(), "loss/covariance": covariance.detach()}
+            loss = loss + self.cfg.variance_weight * variance + self.cfg.cov_weight * covariance
+        return loss, metrics
