@@ -7,30 +7,15 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.planner import CostFn, PlanResult, elites, gaussian_candidates
-from envs.errors import UserError
+from agents.planner import CostFn, PlanResult, SamplingConfig, elites, gaussian_candidates
 
 
 @dataclass
-class CEMConfig:
+class CEMConfig(SamplingConfig):
     """CEM budget and schedule."""
 
-    samples: int = 200
-    """Candidates per iteration."""
-    iterations: int = 5
-    """Refits of the sampling distribution."""
-    elites: int = 20
-    """Cheapest candidates the distribution is refitted to."""
-    init_std: float = 0.7
-    """Initial spread of every action component."""
-    min_std: float = 0.05
-    """Floor of the spread (keeps exploring)."""
     momentum: float = 0.1
     """Weight of the old mean in each refit (V-JEPA 2-AC: 0.15)."""
-
-    def __post_init__(self):
-        if min(self.samples, self.iterations, self.elites) < 1 or self.init_std <= 0:
-            raise UserError("CEM samples, iterations and elites must be positive, and init-std above 0")
 
 
 class CEM:

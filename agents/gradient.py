@@ -27,7 +27,7 @@ class GradConfig:
 
     def __post_init__(self):
         if min(self.samples, self.iterations) < 1 or self.lr <= 0 or self.init_std < 0:
-            raise UserError("gradient planner samples and iterations must be positive, lr above 0")
+            raise UserError("gradient planner samples and iterations must be positive, lr above 0 and init-std not negative")
 
 
 class GradientPlanner:

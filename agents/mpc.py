@@ -35,14 +35,14 @@ class MPCConfig:
 
     planner: Annotated[str, tyro.conf.arg(prefix_name=False)] = "cem"
     """cem, mppi or grad."""
-    horizon: int = 5
-    """Model steps (action blocks) planned ahead."""
+    horizon: int | None = None
+    """Model steps (action blocks) planned ahead (None: the evaluation setting's, 5 by default)."""
     execute: int = 1
     """Model steps executed before replanning."""
     norm: str = "l2"
-    """Latent distance: l2 (mean squared) or l1."""
-    final_weight: float = 0.0
-    """Extra weight of the last predicted step in the cost (every step counts once already)."""
+    """Latent distance per step: l2 (mean squared), dist (root mean squared) or l1 (mean absolute)."""
+    final_weight: float | None = None
+    """Extra weight of the last predicted step in the cost, on top of every step's (None: the setting's, 0 by default)."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -53,8 +53,10 @@ class MPCConfig:
         if self.planner not in PLANNERS:
             raise UserError(f"planner must be one of {tuple(PLANNERS)}, got {self.planner!r}")
         if self.norm not in ("l1", "l2", "dist"):
-            raise UserError(f"norm must be l1 or l2, got {self.norm!r}")
-        if not 1 <= self.execute <= self.horizon:
+            raise UserError(f"norm must be l1, l2 or dist, got {self.norm!r}")
+        if self.horizon is not None and self.horizon < 1:
+            raise UserError(f"the planning horizon must be at least 1, got {self.horizon}")
+        if self.execute < 1 or (self.horizon is not None and self.execute > self.horizon):
             raise UserError(f"execute ({self.execute}) must be between 1 and the horizon ({self.horizon})")
 
     def build_planner(self):
@@ -112,6 +114,8 @@ class MPC:
     """Receding-horizon controller: `reset(imagination)`, then `act(obs, info)` every env step."""
 
     def __init__(self, cfg: MPCConfig, action_dim: int, frame_skip: int, seed: int = 0):
+        if cfg.horizon is None:
+            raise ValueError("MPCConfig.horizon must be set (plan-eval takes it from the evaluation setting)")
         self.cfg, self.action_dim, self.frame_skip = cfg, action_dim, frame_skip
         self.planner = cfg.build_planner()
         self.generator = torch.Generator().manual_seed(seed)

@@ -8,30 +8,23 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.planner import CostFn, PlanResult, elites, gaussian_candidates
+from agents.planner import CostFn, PlanResult, SamplingConfig, elites, gaussian_candidates
 from envs.errors import UserError
 
 
 @dataclass
-class MPPIConfig:
+class MPPIConfig(SamplingConfig):
     """MPPI budget and weighting."""
 
-    samples: int = 200
-    """Candidates per iteration."""
-    iterations: int = 5
-    """Refits of the sampling distribution (TD-MPC2: 6)."""
     elites: int = 32
     """Cheapest candidates that are weighted (TD-MPC2: 64 of 512)."""
     temperature: float = 0.2
     """Weights are exp(-cost / temperature), costs rescaled to [0, 1] over the elites (scale-free)."""
-    init_std: float = 0.7
-    """Initial spread of every action component."""
-    min_std: float = 0.05
-    """Floor of the spread (TD-MPC2: 0.05)."""
 
     def __post_init__(self):
-        if min(self.samples, self.iterations, self.elites) < 1 or self.temperature <= 0 or self.init_std <= 0:
-            raise UserError("MPPI samples, iterations and elites must be positive, temperature and init-std above 0")
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise UserError(f"MPPI temperature must be above 0, got {self.temperature}")
 
 
 class MPPI:
@@ -51,4 +44,4 @@ class MPPI:
             weight = torch.softmax(-(best_cost - best_cost[:, :1]) / spread / cfg.temperature, 1)[:, :, None, None]
             mean = (weight * best).sum(1)
             std = (weight * (best - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, 2.0)
-        return PlanResult(mean, best_cost[:, 0], {"std": std.mean().item()})
+        return PlanResult(mean, cost_fn(mean[:, None])[:, 0], {"std": std.mean().item()})

@@ -14,6 +14,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from envs.errors import UserError
+
 CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions [B, S, H, A] -> cost [B, S]
 
 
@@ -24,6 +26,26 @@ class PlanResult:
     actions: torch.Tensor
     cost: torch.Tensor
     info: dict = field(default_factory=dict)
+
+
+@dataclass
+class SamplingConfig:
+    """Budget of a sampling planner (CEM, MPPI)."""
+
+    samples: int = 200
+    """Candidates per iteration."""
+    iterations: int = 5
+    """Refits of the sampling distribution."""
+    elites: int = 20
+    """Cheapest candidates the distribution is refitted to."""
+    init_std: float = 0.7
+    """Initial spread of every action component."""
+    min_std: float = 0.05
+    """Floor of the spread (keeps exploring)."""
+
+    def __post_init__(self):
+        if min(self.samples, self.iterations, self.elites) < 1 or self.init_std <= 0:
+            raise UserError("planner samples, iterations and elites must be positive, and init-std above 0")
 
 
 class Planner(Protocol):
@@ -48,7 +70,8 @@ def elites(candidates: torch.Tensor, cost: torch.Tensor, count: int) -> tuple[to
 
 def latent_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", final_weight: float = 0.0) -> torch.Tensor:
     """Distance of predicted latents [B, S, H, N, D] to the goal latent [B, N, D] -> [B, S]:
-    mean squared (l2) or absolute (l1) error per step, averaged over every step of the horizon,
+    mean squared (l2), root mean squared (dist) or mean absolute (l1) error per step, averaged
+    over every step of the horizon,
     plus `final_weight` times the last step's (a final-step cost alone leaves MPC's first moves
     arbitrary; some weight on it favours plans that end at the goal over ones that hover near it)."""
     diff = predicted - goal[:, None, None]

@@ -3,12 +3,12 @@ protocol of `experiments/protocol.py` (success with a Wilson interval, floor and
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from agents.mpc import MPC, LatentImagination, MPCConfig
@@ -17,7 +17,7 @@ from envs.dataset import EpisodeDataset, split_episodes
 from envs.errors import UserError
 from experiments.protocol import SimulatorImagination, draw_pairs, run_episode, setting_of, wilson
 from experiments.video import write_video
-from experiments.wm_commands import encode_frames, load_world_model
+from experiments.wm_commands import Retrieval, env_frame_skip, load_world_model
 from worldmodel.checkpoint import write_json
 from worldmodel.probe import frame_indices
 
@@ -30,23 +30,9 @@ def parse_seeds(seeds: str) -> list[int]:
         values = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         values = []
-    if not values:
-        raise UserError(f"--seeds must be comma-separated integers such as 0,1,2, got {seeds!r}")
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise UserError(f"--seeds must be distinct non-negative integers separated by commas, such as 0,1,2; got {seeds!r}")
     return values
-
-
-class Retrieval:
-    """Nearest training frame of a latent: how imagined futures are shown (no decoder is trained)."""
-
-    def __init__(self, model, data: Path, holdout: float, count: int = 4000):
-        dataset = EpisodeDataset(data)
-        self.index = frame_indices(dataset, split_episodes(dataset, holdout)[0], count)
-        self.frames = dataset.frames
-        self.latents = ((encode_frames(model, dataset.frames[self.index], desc="encode retrieval frames") - model.z_mean) / model.z_std).flatten(1)
-
-    def __call__(self, z: torch.Tensor) -> np.ndarray:
-        """Frames [K, H, W, 3] nearest to latents [K, N, D]."""
-        return self.frames[self.index[torch.cdist(z.flatten(1), self.latents).argmin(1).numpy()]]
 
 
 @dataclass
@@ -72,6 +58,8 @@ class PlanEval:
     none for grad, as MuJoCo gives no gradients)."""
     videos: int = 1
     """Episodes per seed written as mp4 (observation | goal | imagined end of the current plan)."""
+    save: bool = True
+    """Write RUN/plan_eval/<task>_<setting>_<planner>.json and TensorBoard scalars (off: print only)."""
     json: bool = False
     """Print {"success_rate", "ci95", "floor", "ceiling", "plan_time_s_median", "plan_time_s_p90", "pairs", "seeds", ...}."""
 
@@ -81,20 +69,26 @@ class PlanEval:
         if task != config["task"]:
             raise UserError(f"the world model in {self.run} was trained on {config['task']}, not {task}: train one on {task} data")
         setting, seeds = setting_of(task, self.setting), parse_seeds(self.seeds)
+        mpc_cfg = dataclasses.replace(self.mpc, horizon=setting.horizon if self.mpc.horizon is None else self.mpc.horizon,
+                                      final_weight=setting.final_weight if self.mpc.final_weight is None else self.mpc.final_weight)
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
-        env = task_spec(task).env_class(image_size=model.image_size)
+        physics_skip = env_frame_skip(config)
+        env = task_spec(task).env_class(image_size=model.image_size, frame_skip=physics_skip)
         skip, a = model.cfg.frame_skip, env.action_space.shape[0]
-        retrieval = Retrieval(model, Path(config["data"]), config["holdout"]) if self.videos and Path(config["data"]).exists() else None
+        retrieval = None
+        if self.videos and Path(config["data"]).exists():
+            dataset = EpisodeDataset(config["data"])
+            retrieval = Retrieval(model, dataset, frame_indices(dataset, split_episodes(dataset, config["holdout"])[0], 4000))
         out = Path(self.run) / PLAN_STAGE
         out.mkdir(parents=True, exist_ok=True)
         outcome = {"agent": [], "floor": [], "ceiling": []}
-        distances, agent_times, ceiling_times = [], [], []
+        distances, agent_times, ceiling_times, shown = [], [], [], None
         bar = tqdm(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair", file=sys.stderr, dynamic_ncols=True)
         for seed in seeds:
-            for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs)):
-                mpc = MPC(self.mpc, a, skip, seed=seed * 100_003 + i)
-                mpc.reset(LatentImagination(model, env.render_state(goal), self.mpc.norm, self.mpc.final_weight))
+            for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
+                mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
+                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg.norm, mpc_cfg.final_weight))
                 frames = [] if retrieval is not None and i < self.videos else None
                 record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
                 success, distance, _ = run_episode(env, start, goal, setting.eval_budget, mpc.act, record)
@@ -102,22 +96,25 @@ class PlanEval:
                 distances.append(distance)
                 agent_times += mpc.plan_times
                 if frames:
+                    shown = shown if shown is not None else np.stack(frames)
                     write_video(out / f"{task}_{self.setting}_{self.mpc.planner}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
                 if self.floor:
                     rng = np.random.default_rng([seed, i, 7])
                     outcome["floor"].append(run_episode(env, start, goal, setting.eval_budget, lambda *_: rng.uniform(-1, 1, a))[0])
                 if i < self.ceiling_pairs and self.mpc.planner != "grad":  # the simulator has no gradients
-                    oracle = MPC(self.mpc, a, skip, seed=seed * 100_003 + i)
-                    oracle.reset(SimulatorImagination(env, goal, skip))
+                    oracle = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
+                    oracle.reset(SimulatorImagination(env, goal, skip, mpc_cfg.final_weight))
                     outcome["ceiling"].append(run_episode(env, start, goal, setting.eval_budget, oracle.act)[0])
                     ceiling_times += oracle.plan_times
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
         bar.close()
         env.close()
-        result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times)
-        write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
-        self._log(out, result)
+        result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | {
+            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight}
+        if self.save:
+            write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
+            self._log(out, result, shown)
         if not self.json:
             print(summary_line(result))
         return result
@@ -149,7 +146,9 @@ class PlanEval:
         return np.concatenate([obs["pixels"], env.render_state(goal), imagined], 1)
 
     @staticmethod
-    def _log(out: Path, result: dict) -> None:
+    def _log(out: Path, result: dict, frames: np.ndarray | None) -> None:
+        """Scalars, and the first episode's video as a strip of every 10th frame (TensorBoard's
+        own video writer needs moviepy 1.0.3; the mp4 files are beside it)."""
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(out / "tb")) as writer:
@@ -157,6 +156,8 @@ class PlanEval:
             for key in ("success_rate", "floor", "ceiling", "plan_time_s_median", "mean_final_distance"):
                 if result[key] is not None:
                     writer.add_scalar(f"eval/{tag}/{key}", result[key], 0)
+            if frames is not None:
+                writer.add_image(f"eval/{tag}/observation_goal_imagined", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
 
 
 def summary_line(result: dict) -> str:

@@ -24,7 +24,7 @@ from envs.dataset import EpisodeDataset, split_episodes
 from envs.errors import UserError
 from experiments.report import markdown_table
 from experiments.video import upscale, write_video
-from experiments.wm_commands import WORLD_MODEL_STAGE, check_dataset, encode_frames, load_world_model
+from experiments.wm_commands import WORLD_MODEL_STAGE, Retrieval, check_dataset, load_world_model
 from worldmodel.checkpoint import write_json
 from worldmodel.probe import frame_indices, predict, ridge_weights
 
@@ -83,9 +83,8 @@ class RolloutEval:
             hist, target = z[:, :history], z[:, history:]  # [S, Th, N, D], [S, H, N, D]
             predicted = model.rollout(hist, actions)
             shuffled = model.rollout(hist, actions[torch.from_numpy(rng.permutation(len(starts)))])
-            library_idx = frame_indices(dataset, train_eps, 4000)
-            library = (encode_frames(model, dataset.frames[library_idx], desc="encode probe frames") - model.z_mean) / model.z_std
-        probe = position_probe(library, env.probe_variables(dataset.state[library_idx])[:, positions])
+        library = Retrieval(model, dataset, frame_indices(dataset, train_eps, 4000))
+        probe = position_probe(library.latents, env.probe_variables(dataset.state[library.index])[:, positions])
         error = lambda a: ((a - target) ** 2).mean((0, 2, 3)).tolist()  # noqa: E731  per horizon
         distance = lambda p: np.linalg.norm(p - true_pos[:, history:], axis=-1).mean(0).tolist()  # noqa: E731
         result = {
@@ -99,7 +98,7 @@ class RolloutEval:
         out = Path(self.run) / WORLD_MODEL_STAGE
         write_json(out / "rollout_eval.json", result)
         if self.videos:
-            self._video(out, dataset, frames[: self.videos, history:], predicted[: self.videos], library, library_idx)
+            self._video(out, dataset, frames[: self.videos, history:], predicted[: self.videos], library)
         if not self.json:
             columns = {"env_steps": "env steps", "latent_error": "latent err", "copy_last_error": "copy-last",
                        "shuffled_action_error": "shuffled actions", "position_error": "position err",
@@ -107,17 +106,16 @@ class RolloutEval:
             rows = [{key: result[key][k] if key == "env_steps" else f"{result[key][k]:.4f}" for key in columns} for k in range(blocks)]
             print(f"open-loop rollouts on {len(starts)} held-out {dataset.task} starts (success tolerance {result['success_tolerance']}):")
             print(markdown_table(rows, columns))
-            print(f"video strip: {out / 'rollout.mp4'}", file=sys.stderr)
+            if self.videos:
+                print(f"video strip: {out / 'rollout.mp4'}", file=sys.stderr)
         return result
 
-    def _video(self, out: Path, dataset: EpisodeDataset, real_idx: np.ndarray, predicted: torch.Tensor,
-               library: torch.Tensor, library_idx: np.ndarray) -> None:
+    def _video(self, out: Path, dataset: EpisodeDataset, real_idx: np.ndarray, predicted: torch.Tensor, retrieval: Retrieval) -> None:
         """Real frames (top) against the training frames nearest each predicted latent (bottom), one clip per start."""
         from torch.utils.tensorboard import SummaryWriter
 
-        nearest = torch.cdist(predicted.flatten(2), library.flatten(1)).argmin(-1).numpy()  # [V, H]
         real = dataset.frames[real_idx.ravel()].reshape(*real_idx.shape, *dataset.frames.shape[1:])
-        imagined = dataset.frames[library_idx[nearest.ravel()]].reshape(real.shape)
+        imagined = retrieval(predicted)  # [V, H, h, w, 3]
         pairs = np.concatenate([real, imagined], 2)  # [V, H, 2*h, w, 3]
         clip = np.concatenate(list(pairs), 2)  # [H, 2*h, V*w, 3]: the starts side by side
         write_video(out / "rollout.mp4", clip, fps=2)

@@ -39,14 +39,24 @@ def load_world_model(run: Path) -> tuple[WorldModel, dict]:
     return model.eval(), config
 
 
+def env_frame_skip(config: dict) -> int | None:
+    """Physics steps per env action of the data a world model was trained on (None for runs that
+    predate recording it: the task's default, which every such run used)."""
+    return config["env_frame_skip"] if "env_frame_skip" in config else None
+
+
 def check_dataset(dataset: EpisodeDataset, config: dict, image_size: int, command: str) -> None:
-    """One-line errors when a dataset does not match the task and image size a model was trained on."""
+    """One-line errors when a dataset does not match the task, image size or physics frame skip a model was trained on."""
     if dataset.task != config["task"]:
         raise UserError(f"the model was trained on {config['task']} but {dataset.path} holds {dataset.task}: "
                         f"pass a {config['task']} dataset to `jepa {command}`")
     if int(dataset.attrs["image_size"]) != image_size:
         raise UserError(f"the model was trained on {image_size}px frames but {dataset.path} has {dataset.attrs['image_size']}px: "
                         f"collect with --image-size {image_size}")
+    skip = env_frame_skip(config)
+    if skip is not None and int(dataset.attrs["frame_skip"]) != skip:
+        raise UserError(f"the model was trained on data with --frame-skip {skip} but {dataset.path} has {dataset.attrs['frame_skip']}: "
+                        f"collect with --frame-skip {skip}")
 
 
 @torch.no_grad()
@@ -56,6 +66,25 @@ def encode_frames(model: WorldModel, frames: np.ndarray, batch: int = 512, desc:
     for lo in tqdm(range(0, len(frames), batch), desc=desc, unit="batch", file=sys.stderr, leave=False):
         out.append(model.raw_latent(torch.from_numpy(np.array(frames[lo: lo + batch]))[:, None])[:, 0])
     return torch.cat(out)
+
+
+def standardised_latents(model: WorldModel, frames: np.ndarray, desc: str = "encode") -> torch.Tensor:
+    """Standardised latents [F, N, D] of frames [F, H, W, 3] (as `model.encode` gives, in batches)."""
+    return (encode_frames(model, frames, desc=desc) - model.z_mean) / model.z_std
+
+
+class Retrieval:
+    """Nearest training frame of a latent: how imagined futures are shown (no decoder is trained)."""
+
+    def __init__(self, model: WorldModel, dataset: EpisodeDataset, index: np.ndarray):
+        self.frames, self.index = dataset.frames, index
+        self.latents = standardised_latents(model, dataset.frames[index], "encode retrieval frames")  # [K, N, D]
+
+    def __call__(self, z: torch.Tensor) -> np.ndarray:
+        """Frames [..., H, W, 3] nearest to latents [..., N, D]."""
+        flat = z.reshape(-1, z.shape[-2] * z.shape[-1])
+        nearest = torch.cdist(flat, self.latents.flatten(1)).argmin(1).numpy()
+        return self.frames[self.index[nearest]].reshape(*z.shape[:-2], *self.frames.shape[1:])
 
 
 @dataclass
@@ -108,7 +137,7 @@ class TrainWM:
 
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "holdout": self.holdout,
-                  "encoder_run": str(Path(self.encoder).resolve()), "model": dataclasses.asdict(model_cfg), "train": train_cfg}
+                  "env_frame_skip": int(dataset.attrs["frame_skip"]), "encoder_run": str(Path(self.encoder).resolve()), "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         metrics = Trainer(cfg, batches, model.train(), self.out / WORLD_MODEL_STAGE, config, frames).fit()
         if not self.json:
             print(f"world model written to {self.out / WORLD_MODEL_STAGE / FILENAME}; rollout loss "

@@ -105,7 +105,7 @@ def test_probe_variables_name_every_column_and_include_positions(name):
 def test_wander_holds_actions_and_mixed_uses_both_sources():
     """wander repeats each random action for a while; mixed gives some wander and some expert episodes."""
     spec = CollectSpec(task="two-room", policy="wander", steps=30, seed=4, pixels=False)
-    actions = next(iter(collect(spec, 1))).actions[:-1]
+    actions = list(collect(spec, 1))[0].actions[:-1]
     changes = int((np.abs(np.diff(actions, axis=0)).sum(1) > 0).sum())
     assert 2 <= changes < 29, changes  # held for several steps, yet not constant
     mixed = CollectSpec(task="two-room", policy="mixed", steps=30, seed=4, pixels=False)

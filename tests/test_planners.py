@@ -1,6 +1,5 @@
 """Planners on a toy cost with a known optimum, and the MPC loop's bookkeeping."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from envs import task_spec
 from envs.collect import CollectSpec, collect
 from envs.dataset import DatasetWriter
 from experiments.cli import main
@@ -25,7 +26,8 @@ PLAN_TINY = ["--pairs", "1", "--seeds", "0", "--ceiling-pairs", "1", "--mpc.hori
 def make_dataset(path, task="two-room", image_size=64):
     spec = CollectSpec(task=task, policy="noisy-expert", steps=10, seed=3, image_size=image_size)
     episodes = list(collect(spec, 4))
-    writer = DatasetWriter(path, 4, 11, episodes[0], {"task": task, "image_size": image_size, "policy": "noisy-expert", "seed": 3})
+    attrs = {"task": task, "image_size": image_size, "frame_skip": task_spec(task).env_class.default_frame_skip, "policy": "noisy-expert", "seed": 3}
+    writer = DatasetWriter(path, 4, 11, episodes[0], attrs)
     for episode in episodes:
         writer.add(episode)
     writer.close()
@@ -98,6 +100,14 @@ def test_frozen_encoder_is_not_trained(trained_run):
     assert keys and all(torch.equal(world[k], encoder[k]) for k in keys)
 
 
+def test_rerunning_train_wm_reuses_the_finished_model(trained_run):
+    data, run = trained_run
+    checkpoint = run / "world_model" / "checkpoint.safetensors"
+    before = checkpoint.read_bytes()
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "4", *WM_TINY]) == 0
+    assert checkpoint.read_bytes() == before
+
+
 def test_rollout_eval_json_is_aligned_by_horizon(trained_run, capsys):
     data, run = trained_run
     capsys.readouterr()
@@ -128,6 +138,9 @@ def test_plan_eval_smoke(trained_run, capsys, planner):
     (["plan-eval", "--run", "{run}", "--task", "reacher"], "trained on two-room"),
     (["plan-eval", "--run", "{run}", "--setting", "maze"], "no setting 'maze'"),
     (["plan-eval", "--run", "{run}", "--seeds", "a,b"], "--seeds"),
+    (["plan-eval", "--run", "{run}", "--seeds", "0,0"], "--seeds"),
+    (["plan-eval", "--run", "{run}", "--mpc.horizon", "0"], "horizon must be at least 1"),
+    (["quickstart", "--out", "{run}", "--seeds", "-1"], "--seeds"),
     (["plan-eval", "--run", "{run}", "--planner", "astar"], "planner must be one of"),
     (["rollout-eval", "--run", "{run}", "--data", "{small}"], "--image-size 64"),
     (["rollout-eval", "--run", "{run}", "--data", "{data}", "--horizon", "400"], "lower --horizon"),
@@ -144,3 +157,30 @@ def test_bad_input_gives_one_line_errors(trained_run, tmp_path_factory, capsys, 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in (run / "world_model").iterdir()) == before
+
+
+def test_quickstart_smoke_and_rerun_reuses_stages(tmp_path, capsys):
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--out", str(out), "--episodes", "4", "--pretrain-steps", "2", "--wm-steps", "2", "--pairs", "1",
+            "--seeds", "0", "--workers", "1", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"success_rate", "ci95", "floor", "ceiling", "plan_time_s_median", "wall_s"} <= set(result)
+    for path in ("data/episodes.h5", "encoder/checkpoint.safetensors", "world_model/checkpoint.safetensors", "report.md", "report.png", "metrics.json"):
+        assert (out / path).exists(), path
+    checkpoint = (out / "world_model" / "checkpoint.safetensors").read_bytes()
+    assert main(argv) == 0  # a rerun reuses the data and both trained stages
+    assert (out / "world_model" / "checkpoint.safetensors").read_bytes() == checkpoint
+    assert main(["plan-eval", "--run", str(out), "--pairs", "1", "--seeds", "1", "--ceiling-pairs", "0", "--json"]) == 0
+
+
+def test_finetune_trains_the_encoder_too(trained_run, tmp_path):
+    data, run = trained_run
+    out = tmp_path / "ft"
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(out), "--train.steps", "3", "--model.finetune", *WM_TINY]) == 0
+    from safetensors.torch import load_file
+
+    encoder = load_file(str(run / "encoder" / "checkpoint.safetensors"))
+    tuned = load_file(str(out / "world_model" / "checkpoint.safetensors"))
+    keys = [k for k in tuned if k.startswith("model/encoder.") and "weight" in k]
+    assert any(not torch.equal(tuned[k], encoder[k]) for k in keys)

@@ -67,18 +67,22 @@ class ModulatedBlock(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """x [B, L, W], mask [L, L], cond [B, L, W] or None -> [B, L, W]."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, modulation: torch.Tensor | None) -> torch.Tensor:
+        """x [B, L, W], mask [L, L], modulation [B, L, 6W] (from `modulate`) or None -> [B, L, W]."""
         shift1 = scale1 = shift2 = scale2 = 0.0
         gate1 = gate2 = 1.0
-        if self.modulation is not None:
-            shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).chunk(6, -1)
+        if modulation is not None:
+            shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, -1)
         h = self.norm1(x) * (1 + scale1) + shift1
         b, length, width = h.shape
         q, k, v = self.qkv(h).reshape(b, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, L, W/heads]
         x = x + gate1 * self.proj(attended.transpose(1, 2).reshape(b, length, width))
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+    def modulate(self, cond: torch.Tensor) -> torch.Tensor:
+        """Condition [..., W] -> AdaLN shifts, scales and gates [..., 6W]."""
+        return self.modulation(F.silu(cond))
 
 
 class ActionPredictor(nn.Module):
@@ -100,21 +104,28 @@ class ActionPredictor(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """z [B, F, N, D], actions [B, F, A] -> predicted successors [B, F, N, D]."""
+    def embed_actions(self, actions: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Action blocks [B, F, A] -> (embedding [B, F, W], per-block AdaLN modulation [B, F, 6W] or
+        None). A rollout computes these once for all its steps and slices them per window."""
+        act = self.action(actions)
+        return act, [block.modulate(act) if self.use_adaln else None for block in self.blocks]
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor | None = None, embedded: tuple | None = None) -> torch.Tensor:
+        """z [B, F, N, D] and action blocks [B, F, A] (or their `embed_actions`) -> predicted successors [B, F, N, D]."""
         b, frames, n, _ = z.shape
         if frames > self.cfg.history:
             raise ValueError(f"the predictor sees at most {self.cfg.history} frames, got {frames}")
+        act, modulations = self.embed_actions(actions) if embedded is None else embedded
         time = self.time[:, :frames]  # [1, F, 1, W]
         x = self.inp(z) + self.space + time  # [B, F, N, W]
-        act = self.action(actions)[:, :, None]  # [B, F, 1, W]
         if self.use_token:
-            x = torch.cat([x, act + time], 2)  # [B, F, N+1, W]
+            x = torch.cat([x, act[:, :, None] + time], 2)  # [B, F, N+1, W]
         per_frame = x.shape[2]
-        cond = act.expand(-1, -1, per_frame, -1).reshape(b, frames * per_frame, -1) if self.use_adaln else None
         mask = frame_mask(frames, per_frame, z.device)
         x = x.reshape(b, frames * per_frame, -1)
-        for block in self.blocks:
-            x = block(x, mask, cond)
+        for block, modulation in zip(self.blocks, modulations):
+            if modulation is not None and per_frame > 1:  # the frame's condition, for each of its tokens
+                modulation = modulation[:, :, None].expand(-1, -1, per_frame, -1).reshape(b, frames * per_frame, -1)
+            x = block(x, mask, modulation)
         x = self.norm(x).reshape(b, frames, per_frame, -1)[:, :, :n]
         return z + self.out(x)

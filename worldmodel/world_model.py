@@ -141,10 +141,13 @@ class WorldModel(nn.Module):
         horizon = actions.shape[1] - (th - 1)
         if horizon < 1:
             raise ValueError(f"rollout needs {th - 1} history action blocks plus at least one to imagine, got {actions.shape[1]}")
+        act, modulations = self.predictor.embed_actions(actions)  # once for every step
         predictions = []
         for step in range(horizon):
             last = th - 1 + step  # index of the window's last frame in the whole sequence
-            nxt = self.predictor(window, actions[:, last + 1 - window.shape[1]: last + 1])[:, -1:]  # [S, 1, N, D]
+            lo, hi = last + 1 - window.shape[1], last + 1
+            embedded = act[:, lo:hi], [m if m is None else m[:, lo:hi] for m in modulations]
+            nxt = self.predictor(window, embedded=embedded)[:, -1:]  # [S, 1, N, D]
             predictions.append(nxt)
             window = torch.cat([window, nxt], 1)[:, -history:]
         return torch.cat(predictions, 1).reshape(*lead, horizon, n, d)

@@ -15,9 +15,9 @@ from experiments.plan_commands import PlanEval  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
 BUDGETS = {  # planner -> (samples, iterations)
-    "cem": [(50, 3), (100, 5), (200, 5), (300, 10)],
-    "mppi": [(50, 3), (100, 5), (200, 5), (300, 10)],
-    "grad": [(4, 10), (16, 20), (32, 40)],
+    "cem": [(100, 3), (200, 5), (300, 10)],
+    "mppi": [(100, 3), (200, 5), (300, 10)],
+    "grad": [(16, 20)],
 }
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     for planner in args.planners.split(","):
         for samples, iterations in BUDGETS[planner]:
             evaluation = PlanEval(run=args.run, setting=args.setting, pairs=args.pairs, seeds=args.seeds, floor=False,
-                                  ceiling_pairs=0, videos=0, json=True)
+                                  ceiling_pairs=0, videos=0, save=False, json=True)
             evaluation.mpc.planner = planner
             budget = getattr(evaluation.mpc, planner)
             budget.samples, budget.iterations = samples, iterations
