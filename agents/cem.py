@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from agents.planner import CostFn, PlanResult, SamplingConfig, elites, gaussian_candidates
+from agents.planner import PlanResult, SamplingConfig, SamplingPlanner
 
 
 @dataclass
@@ -18,19 +16,13 @@ class CEMConfig(SamplingConfig):
     """Weight of the old mean in each refit (V-JEPA 2-AC: 0.15)."""
 
 
-class CEM:
-    """See the module docstring."""
+class CEM(SamplingPlanner):
+    """See the module docstring: the refit is the elites' mean (with momentum) and spread; the
+    cheapest candidate of the last iteration is returned."""
 
-    def __init__(self, cfg: CEMConfig):
-        self.cfg = cfg
+    def refit(self, mean, best, best_cost):
+        mean = self.cfg.momentum * mean + (1 - self.cfg.momentum) * best.mean(1)
+        return mean, best.std(1, unbiased=False).clamp_min(self.cfg.min_std)
 
-    @torch.no_grad()
-    def plan(self, cost_fn: CostFn, init: torch.Tensor, generator: torch.Generator | None = None) -> PlanResult:
-        cfg = self.cfg
-        mean, std = init.clone(), torch.full_like(init, cfg.init_std)  # [B, H, A]
-        for _ in range(cfg.iterations):
-            candidates = gaussian_candidates(mean, std, cfg.samples, generator)
-            best, best_cost = elites(candidates, cost_fn(candidates), cfg.elites)
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * best.mean(1)
-            std = best.std(1, unbiased=False).clamp_min(cfg.min_std)
+    def result(self, cost_fn, mean, std, best, best_cost):
         return PlanResult(best[:, 0], best_cost[:, 0], {"std": std.mean().item()})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.planner import CostFn, PlanResult, SamplingConfig, elites, gaussian_candidates
+from agents.planner import PlanResult, SamplingConfig, SamplingPlanner
 from envs.errors import UserError
 
 
@@ -27,21 +27,15 @@ class MPPIConfig(SamplingConfig):
             raise UserError(f"MPPI temperature must be above 0, got {self.temperature}")
 
 
-class MPPI:
-    """See the module docstring."""
+class MPPI(SamplingPlanner):
+    """See the module docstring: the refit is the elites' cost-weighted mean and spread; the
+    final mean is returned, with its cost."""
 
-    def __init__(self, cfg: MPPIConfig):
-        self.cfg = cfg
+    def refit(self, mean, best, best_cost):
+        spread = (best_cost[:, -1:] - best_cost[:, :1]).clamp_min(1e-9)
+        weight = torch.softmax(-(best_cost - best_cost[:, :1]) / spread / self.cfg.temperature, 1)[:, :, None, None]
+        mean = (weight * best).sum(1)
+        return mean, (weight * (best - mean[:, None]) ** 2).sum(1).sqrt().clamp(self.cfg.min_std, 2.0)
 
-    @torch.no_grad()
-    def plan(self, cost_fn: CostFn, init: torch.Tensor, generator: torch.Generator | None = None) -> PlanResult:
-        cfg = self.cfg
-        mean, std = init.clone(), torch.full_like(init, cfg.init_std)  # [B, H, A]
-        for _ in range(cfg.iterations):
-            candidates = gaussian_candidates(mean, std, cfg.samples, generator)
-            best, best_cost = elites(candidates, cost_fn(candidates), cfg.elites)  # [B, K, H, A], [B, K]
-            spread = (best_cost[:, -1:] - best_cost[:, :1]).clamp_min(1e-9)
-            weight = torch.softmax(-(best_cost - best_cost[:, :1]) / spread / cfg.temperature, 1)[:, :, None, None]
-            mean = (weight * best).sum(1)
-            std = (weight * (best - mean[:, None]) ** 2).sum(1).sqrt().clamp(cfg.min_std, 2.0)
+    def result(self, cost_fn, mean, std, best, best_cost):
         return PlanResult(mean, cost_fn(mean[:, None])[:, 0], {"std": std.mean().item()})

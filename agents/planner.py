@@ -48,6 +48,32 @@ class SamplingConfig:
             raise UserError("planner samples, iterations and elites must be positive, and init-std above 0")
 
 
+class SamplingPlanner:
+    """The loop CEM and MPPI share: sample around a Gaussian, keep the elites, refit; subclasses
+    give the refit and which plan to return."""
+
+    def __init__(self, cfg: SamplingConfig):
+        self.cfg = cfg
+
+    @torch.no_grad()
+    def plan(self, cost_fn: CostFn, init: torch.Tensor, generator: torch.Generator | None = None) -> PlanResult:
+        cfg = self.cfg
+        mean, std = init.clone(), torch.full_like(init, cfg.init_std)  # [B, H, A]
+        for _ in range(cfg.iterations):
+            candidates = gaussian_candidates(mean, std, cfg.samples, generator)
+            best, best_cost = elites(candidates, cost_fn(candidates), cfg.elites)  # [B, K, H, A], [B, K]
+            mean, std = self.refit(mean, best, best_cost)
+        return self.result(cost_fn, mean, std, best, best_cost)
+
+    def refit(self, mean: torch.Tensor, best: torch.Tensor, best_cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """New (mean, std) [B, H, A] from the old mean and the elites."""
+        raise NotImplementedError
+
+    def result(self, cost_fn: CostFn, mean, std, best, best_cost) -> PlanResult:
+        """The plan returned after the last iteration."""
+        raise NotImplementedError
+
+
 class Planner(Protocol):
     def plan(self, cost_fn: CostFn, init: torch.Tensor, generator: torch.Generator | None = None) -> PlanResult:
         """Minimise `cost_fn` starting from the mean `init` [B, H, A]."""
