@@ -1,7 +1,8 @@
 """MuJoCo pixel tasks for JEPA world models, registered with gymnasium as `jepa/<Name>-v0`.
 
 `TASKS` maps the command-line name of each task to its spec: the env class, its scripted expert
-and its gymnasium id. `make_task("two-room", image_size=64)` builds one.
+and its gymnasium id. `make_task("two-room", image_size=64)` builds one. Meta-World v3 tasks are
+named `metaworld:<task>-v3` (`envs/metaworld_tasks.py`; imitation only: they take no start state).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import gymnasium as gym
 
 from envs.base import MujocoTaskEnv
 from envs.cube import CubeEnv, CubeExpert
+from envs import metaworld_tasks
 from envs.errors import UserError
-from envs.push_t import PushTEnv
+from envs.push_t import PushTEnv, PushTFixedGoalEnv
 from envs.push_t_expert import PushTExpert
 from envs.reacher import ReacherEnv, ReacherExpert
 from envs.two_room import TwoRoomEnv, TwoRoomExpert
@@ -33,6 +35,7 @@ TASKS = {
     "two-room": TaskSpec(TwoRoomEnv, TwoRoomExpert, "jepa/TwoRoom-v0", "point mass through a door to a goal position"),
     "reacher": TaskSpec(ReacherEnv, ReacherExpert, "jepa/Reacher-v0", "two-link arm to a goal configuration"),
     "push-t": TaskSpec(PushTEnv, PushTExpert, "jepa/PushT-v0", "push a T block to a goal pose"),
+    "push-t-fixed": TaskSpec(PushTFixedGoalEnv, PushTExpert, "jepa/PushTFixedGoal-v0", "push a T block to one fixed goal pose (the Push-T imitation protocol)"),
     "cube": TaskSpec(CubeEnv, CubeExpert, "jepa/Cube-v0", "pick a cube up and place it at a goal location"),
 }
 
@@ -43,6 +46,8 @@ for _spec in TASKS.values():
 
 def task_spec(name: str) -> TaskSpec:
     """The spec of a task by command-line name, with a clear error for unknown names."""
+    if name.startswith(metaworld_tasks.PREFIX):
+        return TaskSpec(metaworld_tasks.metaworld_task(name), metaworld_tasks.MetaWorldExpert, name, "Meta-World v3 task (imitation)")
     if name not in TASKS:
         raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)} (see `jepa tasks`)")
     return TASKS[name]

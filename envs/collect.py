@@ -18,6 +18,7 @@ from envs.dataset import Episode
 from envs.errors import UserError
 
 POLICIES = ("random", "wander", "expert", "noisy-expert", "mixed")
+SB3_PREFIX = "sb3:"  # sb3:RUN, the expert `jepa train-expert --out RUN` trained
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,14 @@ class CollectSpec:
     max_hold: int = 10  # wander: a random action is held for 1 to max_hold steps
     pixels: bool = True
     env_kwargs: dict = field(default_factory=dict)
+    factory: Callable | None = None  # sb3:RUN: builds the demonstrator, `factory(env)() -> action` (picklable)
 
     def __post_init__(self):
         task_spec(self.task)
-        if self.policy not in POLICIES:
-            raise UserError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        if self.policy not in POLICIES and not self.policy.startswith(SB3_PREFIX):
+            raise UserError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}, or sb3:RUN")
+        if self.policy.startswith(SB3_PREFIX) and self.factory is None:
+            raise UserError(f"{self.policy}: an SB3 expert is built by the command layer (experiments.expert_commands.demonstrator_spec)")
         if self.steps < 0:
             raise UserError(f"steps must be positive (or 0 for the task's default), got {self.steps}")
 
@@ -52,6 +56,8 @@ def make_policy(spec: CollectSpec, env, rng: np.random.Generator) -> Callable[[]
     """The action source for one episode (experts read the env's true state)."""
     low, high = env.action_space.low, env.action_space.high
     policy = spec.policy
+    if spec.factory is not None:
+        return spec.factory(env)
     if policy == "mixed":  # half the episodes noisy-expert, half wandering: goal-directed data plus the
         policy = "noisy-expert" if rng.random() < 0.5 else "wander"  # collisions an expert never makes
     if policy == "random":

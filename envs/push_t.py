@@ -61,3 +61,17 @@ class PushTEnv(MujocoTaskEnv):
 
     def goal_error(self, state, goal):
         return np.stack([np.linalg.norm(state[..., :2] - goal[:2], axis=-1), np.abs(wrap(state[..., 2] - goal[2]))], -1)
+
+
+FIXED_GOAL = np.array([0.0, 0.0, np.pi / 4, 0.18, -0.18, 0.0, 0.0, 0.0, 0.0, 0.0])  # block centred at 45 degrees, pusher aside
+FIXED_GOAL.flags.writeable = False
+
+
+class PushTFixedGoalEnv(PushTEnv):
+    """PushT with one goal pose for every episode (the block centred, turned 45 degrees), as in the
+    Push-T imitation benchmark of Diffusion Policy; starts stay random."""
+
+    def reset(self, *, seed=None, options=None):
+        options = dict(options or {})
+        options.setdefault("goal", FIXED_GOAL.copy())
+        return super().reset(seed=seed, options=options)

@@ -11,6 +11,8 @@ import sys
 
 def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
+    from experiments.expert_commands import TrainExpert
+    from experiments.imitate_commands import Imitate, PolicyEval
     from experiments.plan_commands import PlanEval
     from experiments.pretrain_commands import Pretrain, Probe
     from experiments.quickstart import Quickstart
@@ -19,7 +21,8 @@ def _commands() -> dict:
 
     return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe,
             "train-wm": TrainWM, "rollout-eval": RolloutEval,
-            "plan-eval": PlanEval, "quickstart": Quickstart}
+            "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": Imitate,
+            "policy-eval": PolicyEval}
 
 
 def main(argv: list[str] | None = None) -> int:

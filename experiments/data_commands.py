@@ -13,10 +13,11 @@ import numpy as np
 from tqdm import tqdm
 
 from envs import TASKS, make_task
-from envs.collect import CollectSpec, collect
+from envs.collect import collect
 from envs.dataset import DatasetWriter, EpisodeDataset
 from envs.minari_export import export_minari
 from envs.errors import UserError
+from experiments.expert_commands import demonstrator_spec
 from experiments.video import write_video
 
 VIDEO_EPISODES = 4
@@ -44,6 +45,8 @@ class Tasks:
             for name, row in rows.items():
                 print(f"{name:9s} {row['gym_id']:16s} actions {row['action_dim']}  proprio {row['proprio_dim']}  "
                       f"steps {row['episode_steps']:3d}  {row['summary']}\n{'':9s} success: {row['success']}")
+            print("metaworld:<task>-v3 (e.g. metaworld:reach-v3): the Meta-World v3 tasks, for collect, imitate and policy-eval;"
+                  " see envs/metaworld_tasks.py")
         return rows
 
 
@@ -52,10 +55,11 @@ class Collect:
     """Run a policy in a task and write an episode dataset (HDF5, see DATASET.md)."""
 
     task: str = "two-room"
-    """Task: two-room, reacher, push-t or cube."""
+    """Task: two-room, reacher, push-t, cube, or a Meta-World task such as metaworld:reach-v3."""
     policy: str = "noisy-expert"
     """random, wander (random actions held 1-10 steps), expert (scripted, uses the true state), noisy-expert
-    (expert + noise) or mixed (half the episodes noisy-expert, half wander: the most diverse data)."""
+    (expert + noise), mixed (half the episodes noisy-expert, half wander: the most diverse data), or sb3:RUN
+    (the stable-baselines3 expert of `jepa train-expert --out RUN`)."""
     episodes: int = 50
     """Number of episodes."""
     out: Path = Path("runs/data")
@@ -76,8 +80,8 @@ class Collect:
     """Print one JSON object on stdout: episodes, frames, frames_per_s, success_rate."""
 
     def __call__(self) -> dict:
-        spec = CollectSpec(task=self.task, policy=self.policy, steps=self.steps, image_size=self.image_size,
-                           frame_skip=self.frame_skip, seed=self.seed)
+        spec = demonstrator_spec(self.task, self.policy, steps=self.steps, image_size=self.image_size,
+                                 frame_skip=self.frame_skip, seed=self.seed)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder")
         episodes = collect(spec, self.episodes, self.workers)  # checks the counts before the bar starts
@@ -91,8 +95,8 @@ class Collect:
         try:
             for index, episode in enumerate(episodes):
                 if writer is None:
-                    attrs = {"task": self.task, "image_size": self.image_size, "policy": self.policy, "seed": self.seed,
-                             "frame_skip": frame_skip, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes})}
+                    attrs = {"task": self.task, "image_size": self.image_size, "policy": spec.policy, "seed": self.seed,
+                             "frame_skip": frame_skip, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes, "factory": None})}
                     writer = DatasetWriter(self.out, self.episodes, episode_frames, episode, attrs)
                 writer.add(episode)
                 successes.append(episode.succeeded)

@@ -15,7 +15,7 @@ from agents.mpc import MPC, LatentImagination, MPCConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from envs.errors import UserError
-from experiments.protocol import SimulatorImagination, draw_pairs, run_episode, setting_of, wilson
+from experiments.protocol import SimulatorImagination, draw_pairs, rate, run_episode, setting_of
 from experiments.video import write_video
 from experiments.wm_commands import Retrieval, env_frame_skip, load_world_model
 from worldmodel.checkpoint import write_json
@@ -120,9 +120,6 @@ class PlanEval:
         return result
 
     def _result(self, task, seeds, outcome, distances, agent_times, ceiling_times) -> dict:
-        def rate(values):
-            return (round(float(np.mean(values)), 4), list(wilson(int(np.sum(values)), len(values)))) if values else (None, None)
-
         success, ci = rate(outcome["agent"])
         floor, floor_ci = rate(outcome["floor"])
         ceiling, ceiling_ci = rate(outcome["ceiling"])

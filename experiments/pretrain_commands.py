@@ -104,6 +104,8 @@ class Probe:
             raise UserError(f"the encoder was trained on {enc_cfg.image_size}px frames but {self.data} has "
                             f"{dataset.attrs['image_size']}px: collect with --image-size {enc_cfg.image_size}")
         env = task_spec(dataset.task).env_class(pixels=False)
+        if not getattr(env, "probe_names", ()):
+            raise UserError(f"{dataset.task} defines no probe variables: probe on one of this project's own tasks")
         names, positions = env.probe_names, [env.probe_names.index(n) for n in env.position_names]
         train_eps, test_eps = split_episodes(dataset, config["holdout"] if self.holdout is None else self.holdout)
         if self.train_frames < 1 or self.test_frames < 1:

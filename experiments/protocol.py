@@ -1,5 +1,6 @@
-"""The planning evaluation protocol (LeWM / stable-worldmodel style), used by every command that
-reports a planning success rate.
+"""The evaluation protocols, used by every command that reports a success rate: planning
+toward goal states (LeWM / stable-worldmodel style, below) and imitation (`eval_reset_seeds`,
+`run_lockstep`: fresh episodes of the task, seeded apart from any dataset, success at any step).
 
 Start/goal pairs come from expert episodes that no dataset contains (seeded apart from
 `jepa collect`): for pair i of seed s, an expert episode is run and a start step drawn; the goal
@@ -67,6 +68,13 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def rate(outcomes: list) -> tuple[float | None, list | None]:
+    """(success rate, [Wilson 95% low, high]) of boolean outcomes, or (None, None) for none."""
+    if not len(outcomes):
+        return None, None
+    return round(float(np.mean(outcomes)), 4), list(wilson(int(np.sum(outcomes)), len(outcomes)))
 
 
 def draw_pairs(task: str, setting: Setting, seed: int, count: int, frame_skip: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -139,3 +147,32 @@ def run_episode(env, start: np.ndarray, goal: np.ndarray, budget: int, act: Call
         if info["is_success"]:
             return True, info["goal_distance"], step + 1
     return False, info["goal_distance"], budget
+
+
+def eval_reset_seeds(seed: int, count: int) -> list[int]:
+    """Reset seeds of the `count` imitation-evaluation episodes of one seed (random start and goal
+    from the task's own sampler; seeded apart from any collected dataset)."""
+    return [int(np.random.default_rng([EVAL_TAG, seed, i, 1]).integers(2**31)) for i in range(count)]
+
+
+def run_lockstep(envs: list, resets: list[int], budget: int, act: Callable[[dict, list], np.ndarray],
+                 on_step: Callable[[dict], None] | None = None) -> np.ndarray:
+    """Run one episode per env side by side (one batched `act(obs, envs) -> actions [n, A]` call
+    per step, obs batched: pixels, proprio, goal) for up to `budget` steps; an env stops once it
+    succeeds. Returns success at any step [n]."""
+    n = len(envs)
+    observations = [env.reset(seed=s)[0] for env, s in zip(envs, resets, strict=True)]
+    goals = np.stack([env.render_goal() for env in envs])
+    success = np.zeros(n, bool)
+    for t in range(budget):
+        obs = {"pixels": np.stack([o["pixels"] for o in observations]), "proprio": np.stack([o["proprio"] for o in observations]),
+               "goal": goals}
+        if on_step is not None:
+            on_step(obs)
+        actions = np.asarray(act(obs, envs))
+        for i in np.flatnonzero(~success):
+            observations[i], _, _, _, info = envs[i].step(actions[i])
+            success[i] = info["is_success"]
+        if success.all():
+            break
+    return success

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
 from envs.errors import UserError
+from envs.metaworld_tasks import PREFIX as METAWORLD
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.jepa import load_jepa
@@ -47,6 +48,8 @@ def env_frame_skip(config: dict) -> int | None:
 
 def check_dataset(dataset: EpisodeDataset, config: dict, image_size: int, command: str) -> None:
     """One-line errors when a dataset does not match the task, image size or physics frame skip a model was trained on."""
+    if dataset.task.startswith(METAWORLD):
+        raise UserError(f"world models here are evaluated with simulator states; {dataset.task} is for imitation (jepa imitate)")
     if dataset.task != config["task"]:
         raise UserError(f"the model was trained on {config['task']} but {dataset.path} holds {dataset.task}: "
                         f"pass a {config['task']} dataset to `jepa {command}`")

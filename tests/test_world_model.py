@@ -7,9 +7,7 @@ import json
 import pytest
 import torch
 
-from envs import task_spec
-from envs.collect import CollectSpec, collect
-from envs.dataset import DatasetWriter
+from conftest import write_dataset
 from experiments.cli import main
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import PredictorConfig
@@ -24,14 +22,7 @@ PLAN_TINY = ["--pairs", "1", "--seeds", "0", "--ceiling-pairs", "1", "--mpc.hori
 
 
 def make_dataset(path, task="two-room", image_size=64):
-    spec = CollectSpec(task=task, policy="noisy-expert", steps=10, seed=3, image_size=image_size)
-    episodes = list(collect(spec, 4))
-    attrs = {"task": task, "image_size": image_size, "frame_skip": task_spec(task).env_class.default_frame_skip, "policy": "noisy-expert", "seed": 3}
-    writer = DatasetWriter(path, 4, 11, episodes[0], attrs)
-    for episode in episodes:
-        writer.add(episode)
-    writer.close()
-    return path
+    return write_dataset(path, task=task, image_size=image_size)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@
 # the default encoder on CUDA in fp32 and under bf16 autocast, runs the same under torchrun
 # (DDP, nccl, one GPU), probes the result, measures training throughput against the matmul
 # rate, trains a world model on CUDA and plans with it (planning runs on the CPU, its target),
-# and prints one JSON line of figures per step.
+# trains an ACT-JEPA policy on CUDA under bf16 and evaluates it, and prints one JSON line of
+# figures per step.
 set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -42,5 +43,9 @@ python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --o
 echo "{\"train_wm_wall_s\": $((SECONDS - s))}"
 python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --json 2>/dev/null
 python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --json 2>"$OUT/plan_eval.log"
+s=$SECONDS
+python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$OUT/imitate.log"
+echo "{\"imitate_act_jepa_500_steps_wall_s\": $((SECONDS - s))}"
+python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --json 2>/dev/null
 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"

@@ -1,0 +1,236 @@
+"""Visuomotor policies learned from demonstrations, one network and one interface for three kinds:
+
+- `act-jepa` (ACT-JEPA, Vujinovic & Kovacevic 2025): from the current observation the policy
+  predicts (a) a chunk of the next k actions and (b) the embeddings of future observations
+  (frames t+s, t+2s, ..., t+k), against an EMA copy of its own encoder (stop-gradient, L1 on
+  layer-normed targets), so the representation must carry how the world responds.
+- `act`: the same network with action chunking alone (ACT, Zhao et al. 2023, without its CVAE:
+  scripted demonstrations are nearly unimodal), so the JEPA term's effect is measured.
+- `bc`: the same network predicting one action (behaviour cloning).
+
+The goal is an image (the tasks are goal-conditioned). Each image (goal, history frames) becomes
+a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
+model's latent); with the proprio token and k action queries (and, for act-jepa, m latent
+queries) they pass a transformer; linear heads read the queries.
+
+    obs = {"pixels": uint8 [B, H, W, 3], "proprio": [B, P], "goal": uint8 [B, H, W, 3]}
+    batch = {"frames": uint8 [B, h, H, W, 3], "goal": ..., "proprio": [B, P], "actions": [B, k, A],
+             "action_valid": bool [B, k], "future": uint8 [B, m, H, W, 3], "future_valid": bool [B, m]}
+
+Execution: run a chunk's first `execute` actions then query again, or (`ensemble` > 0) query
+every step and average the overlapping chunks' actions for this step with weights
+exp(-ensemble * age) (ACT's temporal ensembling, oldest weighted most).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+
+from envs.errors import UserError
+from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
+from worldmodel.jepa import effective_rank
+
+POLICY_KINDS = ("act-jepa", "act", "bc")
+
+
+@dataclass
+class PolicyConfig:
+    """Policy architecture, objective and execution."""
+
+    kind: Annotated[str, tyro.conf.Suppress] = "act-jepa"
+    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action); `--policy` sets it."""
+    chunk: int = 8
+    """Actions predicted per query (bc: 1)."""
+    history: int = 1
+    """Observation frames the policy sees (the current one and history - 1 before it)."""
+    width: int = 128
+    """Transformer width, also each image's vector size."""
+    depth: int = 3
+    """Transformer blocks."""
+    heads: int = 4
+    """Attention heads."""
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="conv", width=32, patch=8))
+    """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
+    jepa_weight: float = 1.0
+    """Weight of the future-embedding loss (act-jepa)."""
+    jepa_stride: int = 2
+    """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa)."""
+    ema_start: float = 0.99
+    """Momentum of the target encoder, ramped linearly to ema_end over training (act-jepa)."""
+    ema_end: float = 1.0
+    """Final momentum of the target encoder."""
+    shift: int = 4
+    """Random-shift augmentation in pixels during training (0: off)."""
+    execute: int = 4
+    """Actions of each chunk executed before the next query (ignored when ensemble > 0)."""
+    ensemble: float = 0.0
+    """Temporal-ensembling coefficient (> 0: query every step, ACT uses 0.01)."""
+    action_dim: Annotated[int, tyro.conf.Suppress] = 0
+    proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
+
+    def __post_init__(self):
+        if self.kind not in POLICY_KINDS:
+            raise UserError(f"policy must be one of {', '.join(POLICY_KINDS)}, got {self.kind!r}")
+        if min(self.chunk, self.history, self.width, self.depth, self.heads, self.jepa_stride) < 1 or self.width % self.heads:
+            raise UserError("chunk, history, width, depth, heads and jepa-stride must be positive, and width a multiple of heads")
+        if self.kind == "act-jepa" and self.jepa_stride > self.chunk:
+            raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
+        if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
+            raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
+        if self.encoder.tubelet != 1:
+            raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
+        if not 1 <= self.execute <= self.horizon and self.kind != "bc":
+            raise UserError(f"execute (actions run per chunk) must be from 1 to the chunk ({self.chunk}), got {self.execute}")
+
+    @property
+    def horizon(self) -> int:
+        """Actions predicted per query."""
+        return 1 if self.kind == "bc" else self.chunk
+
+    @property
+    def future_offsets(self) -> list[int]:
+        """Steps ahead of the future frames whose embeddings are predicted (empty unless act-jepa)."""
+        return list(range(self.jepa_stride, self.chunk + 1, self.jepa_stride)) if self.kind == "act-jepa" else []
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each sample's images [B, n, H, W, 3] (all n alike) by up to `pad` pixels, edges replicated (DrQ)."""
+    b, n, h, w, c = images.shape
+    padded = F.pad(images.permute(0, 1, 4, 2, 3).flatten(1, 2).float(), (pad,) * 4, mode="replicate")  # [B, n*3, H+2p, W+2p]
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(images.device)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # [B, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # [B, 1, W]
+    shifted = padded[torch.arange(b, device=images.device)[:, None, None], :, rows, cols]  # [B, H, W, n*3]
+    return shifted.reshape(b, h, w, n, c).permute(0, 3, 1, 2, 4).to(images.dtype)
+
+
+class ChunkPolicy(nn.Module):
+    """The network and the policy interface; see the module docstring."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        if not cfg.action_dim:
+            raise UserError("the policy needs action_dim (set from the demonstrations)")
+        self.cfg, width, enc = cfg, cfg.width, cfg.encoder
+        self.encoder = build_encoder(enc)
+        self.latent = FrameLatent(enc.grid, enc.dim, width)  # tokens -> one vector per image
+        self.target = None
+        if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
+            self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
+        self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None
+        queries = cfg.horizon + len(cfg.future_offsets)
+        tokens = 1 + cfg.history + (self.proprio is not None) + queries
+        self.positions = nn.Parameter(torch.randn(tokens, width) * 0.02)  # also tells goal, frames, queries apart
+        self.blocks = nn.ModuleList(Block(width, cfg.heads) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(width)
+        self.action_head = nn.Linear(width, cfg.action_dim)
+        self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
+        self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
+        self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
+        self.reset()
+
+    # ---- network -----------------------------------------------------------------------
+    def embed(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> torch.Tensor:
+        """uint8 images [B, n, H, W, 3] -> vectors [B, n, width], each image on its own (a ViT
+        would otherwise attend across them); by default through the online encoder."""
+        b, n = images.shape[:2]
+        tokens = (encoder or self.encoder)(images.flatten(0, 1)[:, None])[:, 0]  # [B*n, N, D]
+        return (latent or self.latent)(tokens).reshape(b, n, -1)
+
+    def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
+        image vectors [B, 1 + h, width])."""
+        b = frames.shape[0]
+        images = self.embed(torch.cat([goal[:, None], frames], 1))  # [B, 1 + h, width]
+        parts = [images]
+        if self.proprio is not None:
+            parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
+        queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
+        x = torch.cat(parts + [queries], 1) + self.positions
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x[:, -queries.shape[1]:]), images
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """Training loss: L1 on the valid actions of the chunk (+ jepa_weight x the future-embedding L1)."""
+        cfg, h = self.cfg, self.cfg.history
+        images = torch.cat([batch["goal"][:, None], batch["frames"]] + ([batch["future"]] if self.target is not None else []), 1)
+        if cfg.shift and self.training:
+            images = random_shift(images, cfg.shift, generator if generator is not None else torch.default_generator)
+        out, embedded = self._trunk(images[:, 1: 1 + h], images[:, 0], batch["proprio"])
+        actions = self.action_head(out[:, : cfg.horizon])  # [B, k, A]
+        valid = batch["action_valid"][:, : cfg.horizon, None].to(actions)
+        action_loss = ((actions - batch["actions"][:, : cfg.horizon]).abs() * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1)
+        metrics = {"loss/action_l1": action_loss.detach()}
+        loss = action_loss
+        if self.target is not None:
+            predicted = self.future_head(out[:, cfg.horizon:])  # [B, m, width]
+            with torch.no_grad():
+                target = self.embed(images[:, 1 + h:], self.target["encoder"], self.target["latent"])
+                target = F.layer_norm(target, target.shape[-1:])
+            fvalid = batch["future_valid"][..., None].to(predicted)
+            jepa = ((predicted - target).abs() * fvalid).sum() / (fvalid.sum() * predicted.shape[-1]).clamp_min(1)
+            metrics["loss/jepa"] = jepa.detach()
+            loss = loss + cfg.jepa_weight * jepa
+        z = embedded[:, -1].detach().float()  # the current frame's vectors: the trainer warns if they collapse
+        metrics |= {"collapse/std_mean": z.std(0).mean(), "collapse/effective_rank": effective_rank(z)}
+        return loss, metrics
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA update of the target encoder (act-jepa), momentum ramped over training."""
+        if self.target is None:
+            return
+        m = self.cfg.ema_start + (self.cfg.ema_end - self.cfg.ema_start) * step / max(total_steps, 1)
+        online = list(self.encoder.parameters()) + list(self.latent.parameters())
+        for t, s in zip(self.target.parameters(), online, strict=True):
+            t.lerp_(s.detach(), 1.0 - m)
+
+    # ---- policy interface --------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the observation history and queued actions (call at each episode start)."""
+        self._frames: deque = deque(maxlen=self.cfg.history)
+        self._chunks: deque = deque(maxlen=self.cfg.horizon)  # (ensemble) recent chunks, newest last
+        self._queue: torch.Tensor | None = None  # [B, n, A] actions left of the current chunk
+
+    def _observe(self, obs: dict) -> None:
+        """Add the observation's frames [B, H, W, 3] to the history."""
+        pixels = torch.as_tensor(obs["pixels"], device=self.positions.device)
+        while len(self._frames) < self.cfg.history - 1:  # an episode's first frame stands in for the past
+            self._frames.append(pixels)
+        self._frames.append(pixels)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
+        """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+        if observe:
+            self._observe(obs)
+        frames = torch.stack(list(self._frames), 1)  # [B, h, H, W, 3]
+        goal = torch.as_tensor(obs["goal"], device=self.positions.device)
+        proprio = torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.positions.device)
+        return self.action_head(self._trunk(frames, goal, proprio)[0][:, : self.cfg.horizon]).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def select_action(self, obs: dict) -> torch.Tensor:
+        """The action [B, A] to take now (chunks executed `execute` at a time, or temporally ensembled)."""
+        cfg = self.cfg
+        self._observe(obs)
+        if cfg.ensemble > 0:
+            self._chunks.append(self.predict_action_chunk(obs, observe=False))
+            ages = len(self._chunks)
+            # chunk j (0 oldest) was predicted ages-1-j steps ago: its action for now is at that index
+            actions = torch.stack([c[:, ages - 1 - j] for j, c in enumerate(self._chunks)], 0)  # [n, B, A]
+            weights = torch.exp(-cfg.ensemble * torch.arange(ages, dtype=torch.float32, device=actions.device))
+            return (weights[:, None, None] * actions).sum(0) / weights.sum()
+        if self._queue is None or self._queue.shape[1] == 0:
+            self._queue = self.predict_action_chunk(obs, observe=False)[:, : min(cfg.execute, cfg.horizon)]
+        action, self._queue = self._queue[:, 0], self._queue[:, 1:]
+        return action

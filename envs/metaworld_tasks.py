@@ -1,0 +1,132 @@
+"""Meta-World v3 tasks (Yu et al. 2019; the `metaworld` package, MuJoCo) as pixel tasks of this
+project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate, policy-eval).
+
+- Observation: `{"pixels": 64x64 from the fixed `corner4` camera, turned 180 degrees (Meta-World's
+  corner cameras render upside down), "proprio": hand position and gripper opening [4]}`.
+- Every reset draws new object and goal positions from the reset seed. The goal is shown in the
+  scene as Meta-World's goal marker, so the goal image is the episode's first frame.
+- `--policy expert` is the package's own scripted policy (it reads the full state observation).
+- Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
+  be lost again, so success is counted at any step; this project's episodes are 150 steps (the
+  scripted policies succeed within about 80), not Meta-World's 500.
+- Rendering has shadows and multisampling turned off (several times faster, see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import gymnasium as gym
+import numpy as np
+
+from envs.errors import UserError
+
+PREFIX = "metaworld:"
+CAMERA = "corner4"
+EPISODE_STEPS = 150
+
+
+def _package():
+    try:
+        import metaworld
+    except ImportError:
+        raise UserError("Meta-World tasks need the metaworld package: pip install metaworld==3.1.1") from None
+    # its scripted policies warn at every step that their gains exceed the action range (they are clipped)
+    warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
+    return metaworld
+
+
+class MetaWorldTask(gym.Env):
+    """One Meta-World v3 task with this project's observation and info conventions."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    task_name = ""  # set by `metaworld_task`
+    default_max_steps = EPISODE_STEPS
+
+    def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
+        if frame_skip not in (None, 5):
+            raise UserError(f"Meta-World tasks run at their own frame skip (5), got --frame-skip {frame_skip}")
+        if not isinstance(image_size, int) or not 8 <= image_size <= 512:
+            raise UserError(f"image size must be an integer from 8 to 512, got {image_size!r}")
+        self.image_size, self.pixels, self.frame_skip, self.render_mode = image_size, pixels, 5, render_mode
+        env = _package().env_dict.ALL_V3_ENVIRONMENTS[self.task_name](
+            render_mode="rgb_array" if pixels else None, camera_name=CAMERA, width=image_size, height=image_size)
+        env.model.vis.quality.shadowsize, env.model.vis.quality.offsamples = 0, 0
+        env._partially_observable = False  # the scripted expert reads the goal from the state observation
+        del env.sawyer_observation_space  # cached with the goal hidden
+        env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
+        env.max_path_length = 10**9  # this wrapper owns episode length
+        self.env, self.model = env, env.model
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.observation_space = gym.spaces.Dict({
+            "pixels": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+        self.state_dim = 39
+        self.last_state = np.zeros(39)
+        self.goal_state = np.zeros(3)
+        self._goal_frame = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options:
+            raise UserError("Meta-World tasks draw their own starts and goals; they take no start or goal state")
+        self.env.seed(int(self.np_random.integers(2**31)))
+        self.last_state, _ = self.env.reset()
+        self.goal_state = self.last_state[-3:].copy()
+        obs = self._observation()
+        self._goal_frame = obs["pixels"]
+        return obs, self._info(False)
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
+        if action.shape != (4,):
+            raise UserError(f"action must have shape (4,), got {action.shape}")
+        self.last_state, reward, _, _, info = self.env.step(action)
+        return self._observation(), float(reward), False, False, self._info(bool(info["success"]))
+
+    def render(self) -> np.ndarray:
+        if not self.pixels:
+            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        return np.ascontiguousarray(self.env.render()[::-1, ::-1])
+
+    def render_goal(self) -> np.ndarray:
+        """The episode's first frame: the goal marker shows where things must go."""
+        return self._goal_frame if self._goal_frame is not None else self.render()
+
+    def close(self):
+        self.env.close()
+
+    def _observation(self) -> dict:
+        return {"pixels": self.render(), "proprio": self.last_state[:4].astype(np.float32)}
+
+    def _info(self, success: bool) -> dict:
+        return {"is_success": success, "state": self.last_state.copy()}
+
+
+class MetaWorldExpert:
+    """The package's scripted policy for the task, acting on the full state observation."""
+
+    def __init__(self, env: MetaWorldTask):
+        self.env = env
+        from metaworld.policies import ENV_POLICY_MAP
+
+        self.policy = ENV_POLICY_MAP[env.task_name]()
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self) -> np.ndarray:
+        return np.clip(self.policy.get_action(self.env.last_state), -1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def metaworld_task(name: str) -> type:
+    """The env class of `metaworld:<task>-v3` (one subclass per task, so the class names the task)."""
+    task = name[len(PREFIX):]
+    known = _package().env_dict.ALL_V3_ENVIRONMENTS
+    if task not in known:
+        close = [k for k in known if task.split("-v")[0] in k][:3]
+        raise UserError(f"unknown Meta-World task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else
+                                                              "; names look like metaworld:reach-v3"))
+    return type(f"MetaWorld[{task}]", (MetaWorldTask,), {"task_name": task})

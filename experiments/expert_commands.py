@@ -1,0 +1,116 @@
+"""`jepa train-expert`: a state-based stable-baselines3 expert (`agents/sb3_expert.py`) whose
+demonstrations `jepa collect --policy sb3:RUN` records, with its success rate measured on the
+evaluation episodes that `jepa policy-eval` uses."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from agents.sb3_expert import EXPERT_STAGE, SB3Expert, StateTaskEnv, build_model, expert_config, save_expert
+from envs import make_task, task_spec
+from envs.collect import SB3_PREFIX, CollectSpec
+from envs.errors import UserError
+from envs.metaworld_tasks import PREFIX as METAWORLD
+from experiments.plan_commands import parse_seeds
+from experiments.protocol import eval_reset_seeds, rate, run_lockstep
+from worldmodel.checkpoint import write_json
+
+
+def demonstrator_spec(task: str, policy: str, **options) -> CollectSpec:
+    """The collection spec of `policy` on `task`; for sb3:RUN the run folder is checked now and
+    recorded as an absolute path, and the SB3 expert is attached as the spec's factory."""
+    if not policy.startswith(SB3_PREFIX):
+        return CollectSpec(task=task, policy=policy, **options)
+    run = Path(policy[len(SB3_PREFIX):]).resolve()
+    expert_config(run, task)
+    return CollectSpec(task=task, policy=f"{SB3_PREFIX}{run}", factory=functools.partial(SB3Expert, run=run), **options)
+
+
+def expert_success(run: Path, task: str, frame_skip: int | None, seeds: list[int], episodes: int) -> dict:
+    """Success at any step of the run's SB3 expert on the policy-eval episodes of `seeds`."""
+    envs = [make_task(task, pixels=False, frame_skip=frame_skip) for _ in range(episodes)]
+    experts = [SB3Expert(env, run) for env in envs]
+    successes = []
+    for seed in seeds:
+        successes += run_lockstep(envs, eval_reset_seeds(seed, episodes), envs[0].default_max_steps,
+                                  lambda obs, _: np.stack([e() for e in experts])).tolist()
+    for env in envs:
+        env.close()
+    success, ci = rate(successes)
+    return {"success_rate": success, "ci95": ci, "episodes": episodes, "seeds": seeds}
+
+
+@dataclass
+class TrainExpert:
+    """Train a state-based SB3 expert on a task (true simulator state in, actions out)."""
+
+    out: Path
+    """Run folder; the expert goes to OUT/expert (policy.safetensors, expert.json, tb/)."""
+    task: str = "reacher"
+    """Task to solve."""
+    algo: str = "sac"
+    """sac, td3 or ppo."""
+    steps: int = 30_000
+    """Environment steps of training."""
+    net: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of the actor and critic MLPs."""
+    frame_skip: int | None = None
+    """Physics steps per action (None: the task's default)."""
+    seed: int = 0
+    """Seed of the initialisation and the exploration."""
+    eval_episodes: int = 50
+    """Evaluation episodes per seed after training (the episodes `jepa policy-eval` runs)."""
+    eval_seeds: str = "0,1,2"
+    """Comma-separated evaluation seeds."""
+    json: bool = False
+    """Print {"success_rate", "ci95", "episodes", "seeds", ...}."""
+
+    def __call__(self) -> dict:
+        task_spec(self.task)
+        if self.task.startswith(METAWORLD):
+            raise UserError("SB3 experts train on this project's tasks (they read the simulator state); "
+                            "Meta-World tasks come with scripted experts: --policy expert")
+        seeds = parse_seeds(self.eval_seeds)
+        if min(self.steps, self.eval_episodes) < 1 or not self.net or min(self.net) < 1:
+            raise UserError("--steps, --eval-episodes and every --net size must be positive")
+        directory = self.out / EXPERT_STAGE
+        env = StateTaskEnv(self.task, self.frame_skip)
+        config = {"task": self.task, "task_class": type(env.env).__name__, "algo": self.algo, "steps": self.steps, "net": list(self.net),
+                  "seed": self.seed, "env_frame_skip": env.env.frame_skip}
+        trained = False
+        try:
+            trained = expert_config(self.out, self.task) == config
+        except UserError:
+            pass
+        if not trained:  # else: the same expert exists, only the (cheap) evaluation reruns
+            from stable_baselines3.common.callbacks import BaseCallback
+            from stable_baselines3.common.monitor import Monitor
+
+            class Progress(BaseCallback):
+                def _on_training_start(self):
+                    self.bar = tqdm(total=self.locals["total_timesteps"], desc="train-expert", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+                def _on_step(self):
+                    self.bar.update(1)
+                    return True
+
+                def _on_training_end(self):
+                    self.bar.close()
+
+            model = build_model(self.algo, Monitor(env), self.net, self.seed, tensorboard_log=str(directory / "tb"), verbose=0)
+            model.learn(self.steps, callback=Progress())
+            save_expert(directory, model, config)
+        result = expert_success(self.out, self.task, self.frame_skip, seeds, self.eval_episodes) | {"algo": self.algo, "steps": self.steps}
+        write_json(directory / "eval.json", result)
+        env.env.close()
+        if not self.json:
+            print(f"{self.algo} expert on {self.task} written to {directory}: success {result['success_rate']:.0%} "
+                  f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {len(result['seeds']) * result['episodes']} episodes; "
+                  f"next: jepa collect --task {self.task} --policy sb3:{self.out}")
+        return result

@@ -1,0 +1,267 @@
+"""`jepa imitate` and `jepa policy-eval`: learn a policy from demonstrations (ACT-JEPA, ACT-style
+chunking or behaviour cloning, `agents/policy.py`) and measure its success in the simulator on
+episodes no demonstration saw, beside the random floor and the demonstrator's own success."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.policy import ChunkPolicy, PolicyConfig
+from envs import task_spec
+from envs.collect import make_policy
+from envs.dataset import EpisodeDataset
+from envs.errors import UserError
+from experiments.expert_commands import demonstrator_spec
+from experiments.plan_commands import parse_seeds
+from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
+from experiments.protocol import eval_reset_seeds, rate, run_lockstep
+from experiments.video import write_video
+from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata, write_json
+from worldmodel.jepa import load_jepa
+from worldmodel.trainer import TrainConfig, Trainer
+
+POLICY_STAGE, POLICY_EVAL_STAGE = "policy", "policy_eval"
+
+
+def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> np.ndarray:
+    """Frame index of each episode's last action used: the one that first reaches the goal
+    (trim), or the episode's last (its final row holds no action)."""
+    lasts = dataset.episode_starts[episodes + 1] - 2
+    if trim:
+        for i, e in enumerate(episodes):
+            reached = np.flatnonzero(dataset.is_success[dataset.episode(e)])
+            if len(reached) and reached[0] > 0:
+                lasts[i] = dataset.episode_starts[e] + reached[0] - 1
+    return lasts
+
+
+def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, cfg: PolicyConfig):
+    """A function `(rng, batch) -> dict` of training windows (shapes in `agents/policy.py`): an
+    episode drawn uniformly (every demonstration weighs the same, short ones are not drowned),
+    then a frame t of it up to its last action `lasts`, its history (the episode's first frame
+    standing in before it), the episode's goal image, actions t..t+k-1 and future frames
+    t+s..t+k, each with a mask for steps past the last action."""
+    firsts = dataset.episode_starts[episodes]
+    sizes = lasts - firsts + 1
+    offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
+
+    def draw(rng: np.random.Generator, batch: int) -> dict:
+        pick = rng.integers(0, len(episodes), batch)
+        first, last = firsts[pick], lasts[pick]
+        t = first + (rng.random(batch) * sizes[pick]).astype(np.int64)  # [B]
+        history = np.maximum(t[:, None] - np.arange(cfg.history - 1, -1, -1), first[:, None])  # [B, h]
+        ahead = t[:, None] + np.arange(cfg.horizon)  # [B, k]
+        action_valid = ahead <= last[:, None]
+        future = t[:, None] + offsets  # [B, m]
+        future_valid = future <= last[:, None] + 1
+        out = {"t": torch.from_numpy(t), "frames": _frames(dataset, history), "goal": torch.from_numpy(dataset.goal_frames[episodes[pick]]),
+               "proprio": torch.from_numpy(dataset.proprio[t]),
+               "actions": torch.from_numpy(dataset.actions[np.minimum(ahead, last[:, None])]),
+               "action_valid": torch.from_numpy(action_valid)}
+        if len(offsets):
+            out |= {"future": _frames(dataset, np.minimum(future, last[:, None] + 1)), "future_valid": torch.from_numpy(future_valid)}
+        return out
+
+    return draw
+
+
+def _frames(dataset: EpisodeDataset, index: np.ndarray) -> torch.Tensor:
+    """Frames [*index.shape, H, W, 3] read from the memory map in file order."""
+    flat = index.ravel()
+    order = np.argsort(flat)
+    out = np.empty((len(flat), *dataset.frames.shape[1:]), np.uint8)
+    out[order] = dataset.frames[flat[order]]
+    return torch.from_numpy(out.reshape(*index.shape, *dataset.frames.shape[1:]))
+
+
+def load_policy(run: Path) -> tuple[ChunkPolicy, dict]:
+    """A trained policy of a run folder, in eval mode, and its run config."""
+    path = Path(run) / POLICY_STAGE / FILENAME
+    if not path.exists():
+        raise UserError(f"{run} has no policy: run `jepa imitate --data DEMOS --out {run}` first")
+    config = read_metadata(path)["config"]
+    policy = ChunkPolicy(dataclass_from_dict(PolicyConfig, config["model"]))
+    load_checkpoint(path, policy)
+    return policy.eval(), config
+
+
+@dataclass
+class Imitate:
+    """Learn a policy from demonstrations: ACT-JEPA, ACT-style chunking or behaviour cloning."""
+
+    data: Path
+    """Demonstrations: a dataset folder written by `jepa collect` (e.g. --policy expert)."""
+    out: Path
+    """Run folder; the policy goes to OUT/policy (rerun the same command to resume)."""
+    policy: str = "act-jepa"
+    """act-jepa, act or bc (sets --model.kind)."""
+    model: PolicyConfig = field(default_factory=PolicyConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500))
+    encoder: Path | None = None
+    """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
+    successful_only: bool = True
+    """Learn only from demonstrations that reached their goal."""
+    trim: bool = True
+    """Cut each demonstration where it first reaches its goal (experts then stand still: in PushT
+    two thirds of the recorded actions are zeros after success)."""
+    json: bool = False
+    """Print one JSON object (final training metrics) on stdout."""
+
+    def __call__(self) -> dict:
+        dataset = EpisodeDataset(self.data)
+        episodes = np.arange(dataset.num_episodes)
+        if self.successful_only:  # reached the goal, and not already at the start (nothing to learn there)
+            reached = np.array([dataset.is_success[dataset.episode(e)][1:].any() and not dataset.is_success[dataset.episode_starts[e]]
+                                for e in episodes])
+            episodes = episodes[reached]
+            if len(episodes) == 0:
+                raise UserError(f"no demonstration in {dataset.path} reaches its goal: collect with --policy expert")
+        model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
+                                        encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
+        jepa = None
+        if self.encoder is not None:
+            jepa, encoder_config = load_jepa(encoder_checkpoint(self.encoder))
+            if encoder_config["task"] != dataset.task or jepa.cfg.encoder.image_size != model_cfg.encoder.image_size:
+                raise UserError(f"the encoder in {self.encoder} was trained on {encoder_config['task']} at {jepa.cfg.encoder.image_size}px, "
+                                f"the demonstrations are {dataset.task} at {model_cfg.encoder.image_size}px")
+            if jepa.cfg.encoder.tubelet != 1:
+                raise UserError(f"policies encode single frames, but the encoder in {self.encoder} has tubelet {jepa.cfg.encoder.tubelet}")
+            model_cfg = dataclasses.replace(model_cfg, encoder=jepa.cfg.encoder)
+        torch.manual_seed(self.train.seed)
+        policy = ChunkPolicy(model_cfg)
+        if jepa is not None:
+            policy.encoder.load_state_dict(jepa.encoder.state_dict())
+            if policy.target is not None:
+                policy.target["encoder"].load_state_dict(jepa.encoder.state_dict())
+        lasts = last_actions(dataset, episodes, self.trim)
+        proprio = torch.from_numpy(dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])])
+        policy.proprio_mean.copy_(proprio.mean(0))
+        policy.proprio_std.copy_(proprio.std(0, correction=0).clamp_min(1e-3))
+        draw, cfg = demonstration_windows(dataset, episodes, lasts, model_cfg), self.train
+
+        def batches(step: int, rank: int, world: int) -> dict:
+            return draw(np.random.default_rng([cfg.seed, step, rank, 2]), cfg.batch_size // world)
+
+        train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
+        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
+                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
+                  "model": dataclasses.asdict(model_cfg), "train": train_cfg}
+        images = 1 + model_cfg.history + len(model_cfg.future_offsets)
+        metrics = Trainer(cfg, batches, policy.train(), self.out / POLICY_STAGE, config, images).fit()
+        if not self.json:
+            print(f"{self.policy} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(episodes)} demonstrations; "
+                  f"action L1 {metrics.get('loss/action_l1', float('nan')):.4f}; next: jepa policy-eval --run {self.out}")
+        return metrics
+
+
+@dataclass
+class PolicyEval:
+    """Run a learned policy on fresh episodes of its task and report success with its interval,
+    beside the random-action floor and the demonstrator (the policy that recorded the
+    demonstrations) on the same episodes."""
+
+    run: Path
+    """Run folder with a policy (`jepa imitate --out RUN`)."""
+    task: str | None = None
+    """Task (default: the one the policy learned; another one is an error)."""
+    episodes: int = 50
+    """Episodes per seed."""
+    seeds: str = "0,1,2"
+    """Comma-separated seeds; each draws different starts and goals."""
+    steps: int = 0
+    """Step budget per episode (0: the task's episode length); success is counted at any step."""
+    execute: int | None = None
+    """Actions executed per chunk (default: the policy's own)."""
+    ensemble: float | None = None
+    """Temporal-ensembling coefficient (default: the policy's own; > 0 queries every step)."""
+    parallel: int = 25
+    """Episodes run side by side (one batched policy call per step)."""
+    baselines: bool = True
+    """Also run random actions and the demonstrator on the same episodes."""
+    videos: bool = True
+    """Write each seed's first episode as mp4 (observation | goal)."""
+    json: bool = False
+    """Print {"success_rate", "ci95", "episodes", "seeds", "floor", "ceiling", ...}."""
+
+    def __call__(self) -> dict:
+        policy, config = load_policy(self.run)
+        task = config["task"] if self.task is None else self.task
+        if task != config["task"]:
+            raise UserError(f"the policy in {self.run} learned {config['task']}, not {task}: imitate {task} demonstrations")
+        seeds = parse_seeds(self.seeds)
+        if min(self.episodes, self.parallel) < 1 or self.steps < 0:
+            raise UserError("--episodes and --parallel must be positive and --steps not negative")
+        policy.cfg = dataclasses.replace(policy.cfg, execute=policy.cfg.execute if self.execute is None else self.execute,
+                                         ensemble=policy.cfg.ensemble if self.ensemble is None else self.ensemble)
+        spec = task_spec(task)
+        # runs from before the demonstrator was recorded all learned from the scripted expert
+        demonstrator = demonstrator_spec(task, config.get("demonstrator", "expert"), frame_skip=config["env_frame_skip"]) if self.baselines else None
+        budget = self.steps or spec.env_class.default_max_steps
+        kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
+        envs = [spec.env_class(**kwargs) for _ in range(min(self.parallel, self.episodes))]
+        blind = [spec.env_class(pixels=False, **kwargs) for _ in envs] if self.baselines else []  # random and expert need no pixels
+        out = Path(self.run) / POLICY_EVAL_STAGE
+        out.mkdir(parents=True, exist_ok=True)
+        outcome, shown = {"agent": [], "floor": [], "ceiling": []}, None
+        bar = tqdm(total=len(seeds) * self.episodes, desc=f"policy-eval {task}", unit="episode", file=sys.stderr, dynamic_ncols=True)
+        for seed in seeds:
+            resets = eval_reset_seeds(seed, self.episodes)
+            for lo in range(0, self.episodes, len(envs)):
+                group, frames = resets[lo: lo + len(envs)], []
+                record = (lambda obs: frames.append(np.concatenate([obs["pixels"][0], obs["goal"][0]], 1))) if self.videos and lo == 0 else None
+                policy.reset()
+                success = run_lockstep(envs[: len(group)], group, budget, lambda obs, _: policy.select_action(obs).numpy(), record)
+                outcome["agent"] += success.tolist()
+                if frames:
+                    shown = np.stack(frames)
+                    write_video(out / f"{task}_{config['model']['kind']}_seed{seed}.mp4", shown, fps=10, scale=2)
+                if self.baselines:
+                    rngs = [np.random.default_rng([seed, lo + i, 7]) for i in range(len(group))]  # one per episode: as --parallel varies
+                    outcome["floor"] += run_lockstep(blind[: len(group)], group, budget,
+                                                     lambda obs, envs: np.stack([r.uniform(-1.0, 1.0, e.action_space.shape) for r, e in zip(rngs, envs)])).tolist()
+                    acts = [make_policy(demonstrator, env, np.random.default_rng([seed, lo + i, 8])) for i, env in enumerate(blind[: len(group)])]
+                    outcome["ceiling"] += run_lockstep(blind[: len(group)], group, budget, lambda *_: np.stack([act() for act in acts])).tolist()
+                bar.update(len(group))
+                bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
+        bar.close()
+        for env in envs + blind:
+            env.close()
+        result = self._result(task, seeds, outcome, config, budget)
+        mode = f"ensemble{policy.cfg.ensemble:g}" if policy.cfg.ensemble > 0 else f"execute{policy.cfg.execute}"
+        write_json(out / f"{task}_{mode}.json", result)
+        self._log(out, result, shown)
+        if not self.json:
+            print(f"{task} {config['model']['kind']}: success {result['success_rate']:.0%} [{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] "
+                  f"over {result['n']} episodes (success at any of {budget} steps) | random floor {result['floor']} | demonstrator {result['ceiling']}")
+        return result
+
+    @staticmethod
+    def _log(out: Path, result: dict, frames: np.ndarray | None) -> None:
+        """Scalars, and the first episode as a strip of every 10th frame (observation | goal)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(out / "tb")) as writer:
+            tag = f"{result['task']}_{result['policy']}"
+            for key in ("success_rate", "floor", "ceiling"):
+                if result[key] is not None:
+                    writer.add_scalar(f"eval/{tag}/{key}", result[key], 0)
+            if frames is not None:
+                writer.add_image(f"eval/{tag}/observation_goal", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
+
+    def _result(self, task, seeds, outcome, config, budget) -> dict:
+        success, ci = rate(outcome["agent"])
+        floor, floor_ci = rate(outcome["floor"])
+        ceiling, ceiling_ci = rate(outcome["ceiling"])
+        return {"task": task, "policy": config["model"]["kind"], "success_rate": success, "ci95": ci,
+                "floor": floor, "floor_ci95": floor_ci, "ceiling": ceiling, "ceiling_ci95": ceiling_ci,
+                "episodes": self.episodes, "seeds": seeds, "n": len(outcome["agent"]), "steps": budget,
+                "execute": config["model"]["execute"] if self.execute is None else self.execute,
+                "ensemble": config["model"]["ensemble"] if self.ensemble is None else self.ensemble,
+                "demonstrations": config["demonstrations"]}

@@ -1,0 +1,216 @@
+"""Imitation: the policy contract (every kind), chunked and ensembled execution, the demonstration
+windows, and `imitate` / `policy-eval` / `train-expert` / Meta-World end to end with tiny budgets."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.policy import POLICY_KINDS, ChunkPolicy, PolicyConfig
+from envs import make_task
+from conftest import write_dataset
+from envs.dataset import EpisodeDataset
+from envs.errors import UserError
+from experiments.cli import main
+from experiments.imitate_commands import demonstration_windows, last_actions
+
+TINY = ["--model.width", "16", "--model.depth", "1", "--model.heads", "2", "--model.encoder.width", "8", "--model.chunk", "4",
+        "--model.execute", "2", "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
+
+
+def tiny_policy(kind: str, **kw) -> ChunkPolicy:
+    torch.manual_seed(0)
+    cfg = PolicyConfig(kind=kind, chunk=4, execute=2, width=16, depth=1, heads=2, action_dim=2, proprio_dim=3, **kw)
+    return ChunkPolicy(cfg)
+
+
+def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
+    cfg, g = policy.cfg, torch.Generator().manual_seed(1)
+    image = lambda *shape: torch.randint(0, 256, (*shape, 64, 64, 3), dtype=torch.uint8, generator=g)
+    m = len(cfg.future_offsets)
+    return {"frames": image(b, cfg.history), "goal": image(b), "proprio": torch.randn(b, 3, generator=g),
+            "actions": torch.rand(b, cfg.horizon, 2, generator=g) * 2 - 1, "action_valid": torch.ones(b, cfg.horizon, dtype=torch.bool),
+            "future": image(b, m), "future_valid": torch.ones(b, m, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize("kind", POLICY_KINDS)
+def test_policy_contract_and_it_fits_a_batch(kind):
+    policy = tiny_policy(kind, history=2, shift=0)  # unshifted: random images are hard enough to fit
+    batch = random_batch(policy)
+    opt = torch.optim.Adam(policy.parameters(), 3e-3)
+    first = None
+    for step in range(150):
+        loss, metrics = policy(batch, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        policy.after_step(step + 1, 150)
+        first = metrics["loss/action_l1"].item() if first is None else first
+    assert metrics["loss/action_l1"].item() < 0.4 * first  # it learns the actions
+    assert ("loss/jepa" in metrics) == (kind == "act-jepa")
+    policy.eval().reset()
+    obs = {"pixels": batch["frames"][:, -1].numpy(), "goal": batch["goal"].numpy(), "proprio": batch["proprio"].numpy()}
+    chunk = policy.predict_action_chunk(obs)
+    assert chunk.shape == (6, 1 if kind == "bc" else 4, 2) and chunk.abs().max() <= 1
+    assert policy.select_action(obs).shape == (6, 2)
+
+
+def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
+    policy = tiny_policy("act-jepa")
+    loss, _ = policy(random_batch(policy))
+    loss.backward()
+    assert all(p.grad is None for p in policy.target.parameters())
+    before = [p.clone() for p in policy.target.parameters()]
+    with torch.no_grad():
+        for p in policy.encoder.parameters():
+            p.add_(1.0)
+    policy.after_step(0, 10)  # momentum 0.99: the target moves 1% of the way
+    moved = [(t - b).abs().max().item() for t, b in zip(policy.target.parameters(), before)]
+    assert max(moved) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_execution_runs_chunks_then_requeries_and_ensembling_averages_with_acts_weights(monkeypatch):
+    policy = tiny_policy("act").eval()
+    calls = []
+
+    def fake_chunk(obs, observe=True):
+        calls.append(len(calls))
+        return torch.full((1, 4, 2), float(len(calls))) + torch.arange(4.0)[None, :, None] * 0.1  # chunk n: n, n+.1, n+.2, n+.3
+
+    monkeypatch.setattr(policy, "predict_action_chunk", fake_chunk)
+    obs = {"pixels": np.zeros((1, 64, 64, 3), np.uint8)}
+    actions = [policy.select_action(obs)[0, 0].item() for _ in range(5)]
+    assert len(calls) == 3 and actions == pytest.approx([1.0, 1.1, 2.0, 2.1, 3.0])  # execute 2 of each chunk
+    policy.cfg.ensemble, calls[:] = 0.5, []
+    policy.reset()
+    actions = [policy.select_action(obs)[0, 0].item() for _ in range(6)]
+    # step 2: chunks 1, 2, 3 give 1.2, 2.1, 3.0 for it, weighted exp(-0.5 * i) with the oldest first
+    w = np.exp(-0.5 * np.arange(3))
+    assert actions[2] == pytest.approx(float(np.dot(w, [1.2, 2.1, 3.0]) / w.sum()), rel=1e-5)
+    # step 5: chunks 1 and 2 have run out (4 actions each); chunks 3..6 give 3.3, 4.2, 5.1, 6.0
+    w = np.exp(-0.5 * np.arange(4))
+    assert actions[5] == pytest.approx(float(np.dot(w, [3.3, 4.2, 5.1, 6.0]) / w.sum()), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("im") / "demos", policy="expert", steps=40, seed=5)
+
+
+def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos):
+    dataset = EpisodeDataset(demos)
+    episodes = np.arange(dataset.num_episodes)
+    full, trimmed = last_actions(dataset, episodes, False), last_actions(dataset, episodes, True)
+    assert (full == dataset.episode_starts[1:] - 2).all()
+    for e in episodes:  # the trimmed last action is the one that reaches the goal
+        assert dataset.is_success[trimmed[e] + 1] and not dataset.is_success[dataset.episode_starts[e]: trimmed[e] + 1].any()
+    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4)
+    batch = demonstration_windows(dataset, episodes, trimmed, cfg)(np.random.default_rng(0), 64)
+    assert batch["frames"].shape == (64, 3, 64, 64, 3) and batch["future"].shape == (64, 3, 64, 64, 3)
+    valid, fvalid = batch["action_valid"].numpy(), batch["future_valid"].numpy()
+    assert not valid.all()  # some windows reach past an episode's last action
+    for i, t in enumerate(batch["t"].numpy()):
+        e = np.searchsorted(dataset.episode_starts, t, side="right") - 1
+        first, last = dataset.episode_starts[e], trimmed[e]
+        assert first <= t <= last
+        assert (batch["goal"][i].numpy() == dataset.goal_frames[e]).all()
+        assert (batch["proprio"][i].numpy() == dataset.proprio[t]).all()
+        for j in range(3):  # history t-2, t-1, t, the episode's first frame standing in before it
+            assert (batch["frames"][i, j].numpy() == dataset.frames[max(t - 2 + j, first)]).all()
+        for j in range(6):  # actions t..t+5, valid up to the last action
+            assert valid[i, j] == (t + j <= last)
+            if valid[i, j]:
+                assert (batch["actions"][i, j].numpy() == dataset.actions[t + j]).all()
+        for j, offset in enumerate((2, 4, 6)):  # future frames t+2, t+4, t+6, valid up to the success frame
+            assert fvalid[i, j] == (t + offset <= last + 1)
+            if fvalid[i, j]:
+                assert (batch["future"][i, j].numpy() == dataset.frames[t + offset]).all()
+
+
+@pytest.fixture(scope="module")
+def trained_policy(demos, tmp_path_factory):
+    run = tmp_path_factory.mktemp("im") / "run"
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--train.steps", "4", *TINY]) == 0
+    return run
+
+
+def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, capsys):
+    capsys.readouterr()
+    argv = ["policy-eval", "--run", str(trained_policy), "--episodes", "2", "--seeds", "0,1", "--steps", "6", "--parallel", "2", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"success_rate", "ci95", "episodes", "seeds", "floor", "ceiling"} <= set(result)
+    assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4
+    assert (trained_policy / "policy_eval" / "two-room_act-jepa_seed0.mp4").exists()
+    checkpoint = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
+    assert main(["imitate", "--data", str(demos), "--out", str(trained_policy), "--train.steps", "4", *TINY]) == 0
+    assert (trained_policy / "policy" / "checkpoint.safetensors").read_bytes() == checkpoint  # finished: nothing redone
+    for kind in ("act", "bc"):
+        assert main(["imitate", "--data", str(demos), "--policy", kind, "--out", str(tmp_path / kind), "--train.steps", "2", *TINY]) == 0
+        assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
+
+
+def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
+    argv = ["policy-eval", "--run", str(trained_policy), "--episodes", "2", "--seeds", "3", "--steps", "5", "--no-videos", "--json"]
+    results = []
+    for _ in range(2):
+        capsys.readouterr()
+        assert main(argv) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["policy-eval", "--run", "{empty}"], "jepa imitate"),
+    (["policy-eval", "--run", "{run}", "--task", "cube"], "learned two-room"),
+    (["policy-eval", "--run", "{run}", "--seeds", "1,1"], "--seeds"),
+    (["policy-eval", "--run", "{run}", "--execute", "9"], "execute (actions run per chunk) must be from 1 to the chunk"),
+    (["imitate", "--data", "{empty}", "--out", "{empty}"], "jepa collect"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "diffusion"], "policy must be one of"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
+    (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
+    (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
+    (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
+])
+def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory, capsys, argv, message):
+    empty = tmp_path_factory.mktemp("empty")
+    before = sorted(p.name for p in (trained_policy / "policy").iterdir())
+    argv = [a.format(data=demos, run=trained_policy, empty=empty) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
+
+
+def test_sb3_expert_trains_saves_without_pickle_and_records_demonstrations(tmp_path, capsys):
+    run = tmp_path / "sac"
+    assert main(["train-expert", "--task", "reacher", "--out", str(run), "--steps", "150", "--net", "16", "16",
+                 "--eval-episodes", "2", "--eval-seeds", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"success_rate", "ci95", "episodes", "seeds"} <= set(result)
+    assert sorted(p.name for p in (run / "expert").iterdir() if p.is_file()) == ["eval.json", "expert.json", "policy.safetensors"]
+    assert main(["collect", "--task", "reacher", "--policy", f"sb3:{run}", "--episodes", "2", "--steps", "5", "--out", str(tmp_path / "demos")]) == 0
+    dataset = EpisodeDataset(tmp_path / "demos")
+    assert dataset.attrs["policy"] == f"sb3:{run}" and np.abs(dataset.actions).max() <= 1
+
+
+def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
+    from envs.metaworld_tasks import MetaWorldExpert
+
+    env = make_task("metaworld:reach-v3", pixels=False)
+    successes = []
+    for seed in range(2):
+        env.reset(seed=seed)
+        policy = MetaWorldExpert(env)
+        reached = False
+        for _ in range(env.default_max_steps):
+            reached |= env.step(policy())[4]["is_success"]
+        successes.append(reached)
+    assert all(successes)
+    with pytest.raises(UserError, match="no start or goal"):
+        env.reset(options={"state": np.zeros(3)})
+    env.close()
+    assert main(["collect", "--task", "metaworld:reach-v3", "--policy", "expert", "--episodes", "1", "--steps", "3", "--out", str(tmp_path / "mw")]) == 0
+    frames = EpisodeDataset(tmp_path / "mw").frames
+    assert frames.shape[1:] == (64, 64, 3) and frames[0].std() > 0
