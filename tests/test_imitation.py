@@ -14,6 +14,7 @@ from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
 from experiments.imitate_commands import demonstration_windows, last_actions
+from worldmodel.encoders import EncoderConfig
 
 TINY = ["--model.width", "16", "--model.depth", "1", "--model.heads", "2", "--model.encoder.width", "8", "--model.chunk", "4",
         "--model.execute", "2", "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
@@ -21,13 +22,14 @@ TINY = ["--model.width", "16", "--model.depth", "1", "--model.heads", "2", "--mo
 
 def tiny_policy(kind: str, **kw) -> ChunkPolicy:
     torch.manual_seed(0)
-    cfg = PolicyConfig(kind=kind, chunk=4, execute=2, width=16, depth=1, heads=2, action_dim=2, proprio_dim=3, **kw)
+    cfg = PolicyConfig(kind=kind, chunk=4, execute=2, width=16, depth=1, heads=2, action_dim=2, proprio_dim=3,
+                       encoder=EncoderConfig(kind="conv", width=8, patch=8, image_size=32), **kw)
     return ChunkPolicy(cfg)
 
 
 def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
     cfg, g = policy.cfg, torch.Generator().manual_seed(1)
-    image = lambda *shape: torch.randint(0, 256, (*shape, 64, 64, 3), dtype=torch.uint8, generator=g)
+    image = lambda *shape: torch.randint(0, 256, (*shape, 32, 32, 3), dtype=torch.uint8, generator=g)
     m = len(cfg.future_offsets)
     return {"frames": image(b, cfg.history), "goal": image(b), "proprio": torch.randn(b, 3, generator=g),
             "actions": torch.rand(b, cfg.horizon, 2, generator=g) * 2 - 1, "action_valid": torch.ones(b, cfg.horizon, dtype=torch.bool),
@@ -79,7 +81,7 @@ def test_execution_runs_chunks_then_requeries_and_ensembling_averages_with_acts_
         return torch.full((1, 4, 2), float(len(calls))) + torch.arange(4.0)[None, :, None] * 0.1  # chunk n: n, n+.1, n+.2, n+.3
 
     monkeypatch.setattr(policy, "predict_action_chunk", fake_chunk)
-    obs = {"pixels": np.zeros((1, 64, 64, 3), np.uint8)}
+    obs = {"pixels": np.zeros((1, 32, 32, 3), np.uint8)}
     actions = [policy.select_action(obs)[0, 0].item() for _ in range(5)]
     assert len(calls) == 3 and actions == pytest.approx([1.0, 1.1, 2.0, 2.1, 3.0])  # execute 2 of each chunk
     policy.cfg.ensemble, calls[:] = 0.5, []
