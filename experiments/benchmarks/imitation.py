@@ -1,0 +1,56 @@
+"""The imitation table of BENCHMARKS.md for one task: record demonstrations, train ACT-JEPA,
+ACT-style and BC policies on them with the same network, steps and batch, and evaluate each
+on the same fresh episodes (success with its Wilson interval, random floor, demonstrator).
+Stages that already exist in OUT are reused, so an interrupted run continues.
+
+    python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
+    python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from experiments.data_commands import Collect  # noqa: E402
+from experiments.imitate_commands import Imitate, PolicyEval  # noqa: E402
+from experiments.report import markdown_table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--demos", type=int, default=100, help="expert demonstrations")
+    parser.add_argument("--policies", default="act-jepa,act,bc")
+    parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per seed")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
+    args = parser.parse_args()
+    data = args.out / "demos"
+    if not (data / "episodes.h5").exists():
+        Collect(task=args.task, policy="expert", episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
+    rows = []
+    for policy in args.policies.split(","):
+        run = args.out / policy
+        start = time.perf_counter()
+        imitate = Imitate(data=data, out=run, policy=policy, json=True)
+        if args.steps is not None:
+            imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
+        metrics = imitate()
+        trained = time.perf_counter() - start
+        result = PolicyEval(run=run, episodes=args.episodes, seeds=args.seeds, json=True)()
+        rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
+                     "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
+                     "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
+    print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
+                                "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
+
+
+if __name__ == "__main__":
+    main()
