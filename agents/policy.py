@@ -61,6 +61,10 @@ class PolicyConfig:
     """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
     jepa_weight: float = 1.0
     """Weight of the future-embedding loss (act-jepa)."""
+    isolate_jepa: bool = False
+    """act-jepa: the future-embedding queries read every token but no other token reads them, so
+    the action path computes exactly what `act` does and the JEPA loss only shapes the shared
+    weights (the paper's separate predictor); off: all tokens attend to all."""
     jepa_stride: int = 2
     """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa)."""
     ema_start: float = 0.99
@@ -133,6 +137,10 @@ class ChunkPolicy(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.action_head = nn.Linear(width, cfg.action_dim)
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
+        mask = torch.zeros(tokens, tokens, dtype=torch.bool)  # True: may not attend
+        if cfg.isolate_jepa and cfg.future_offsets:
+            mask[: -len(cfg.future_offsets), -len(cfg.future_offsets):] = True
+        self.register_buffer("attention_mask", mask, persistent=False)
         self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
         self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
         self.reset()
@@ -155,8 +163,9 @@ class ChunkPolicy(nn.Module):
             parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
         x = torch.cat(parts + [queries], 1) + self.positions
+        mask = self.attention_mask if self.attention_mask.any() else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.norm(x[:, -queries.shape[1]:]), images
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

@@ -72,6 +72,17 @@ def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     assert max(moved) == pytest.approx(0.01, rel=1e-3)
 
 
+def test_isolated_jepa_queries_do_not_change_the_actions():
+    policy = tiny_policy("act-jepa", isolate_jepa=True).eval()
+    batch = random_batch(policy)
+    obs = {"pixels": batch["frames"][:, -1], "goal": batch["goal"], "proprio": batch["proprio"]}
+    before = policy.predict_action_chunk(obs)
+    with torch.no_grad():
+        policy.positions[-len(policy.cfg.future_offsets):] += 5.0  # move only the future-embedding queries
+    policy.reset()
+    assert torch.equal(policy.predict_action_chunk(obs), before)
+
+
 def test_execution_runs_chunks_then_requeries_and_ensembling_averages_with_acts_weights(monkeypatch):
     policy = tiny_policy("act").eval()
     calls = []
