@@ -207,6 +207,7 @@ class Trainer:
             writer.close()
         metrics |= {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
         if dist.is_initialized():
+            dist.barrier()  # rank 0 may still be writing the last checkpoint: leave together
             dist.destroy_process_group()
         if main:
             write_json(self.run_dir / "metrics.json", metrics)
