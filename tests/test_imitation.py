@@ -164,6 +164,21 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
         assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
+def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
+    from safetensors.torch import load_file
+
+    pretrain = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--train.batch-size", "8",
+                "--train.warmup", "2", "--train.steps", "2"]
+    assert main(["pretrain", "--data", str(demos), "--out", str(tmp_path / "enc"), *pretrain]) == 0
+    run = tmp_path / "run"
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--encoder", str(tmp_path / "enc"), "--train.steps", "1",
+                 "--train.lr", "0", *TINY]) == 0
+    encoder = load_file(str(tmp_path / "enc" / "encoder" / "checkpoint.safetensors"))
+    policy = load_file(str(run / "policy" / "checkpoint.safetensors"))
+    keys = [k for k in encoder if k.startswith("model/encoder.")]
+    assert keys and all(torch.equal(policy[k], encoder[k]) for k in keys)  # lr 0: still the pretrained encoder
+
+
 def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     argv = ["policy-eval", "--run", str(trained_policy), "--episodes", "2", "--seeds", "3", "--steps", "5", "--no-videos", "--json"]
     results = []
