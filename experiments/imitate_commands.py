@@ -238,8 +238,10 @@ class PolicyEval:
         write_json(out / f"{task}_{mode}.json", result)
         self._log(out, result, shown)
         if not self.json:
-            print(f"{task} {config['model']['kind']}: success {result['success_rate']:.0%} [{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] "
-                  f"over {result['n']} episodes (success at any of {budget} steps) | random floor {result['floor']} | demonstrator {result['ceiling']}")
+            pct = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
+            print(f"{task} {config['model']['kind']}: success {pct(result['success_rate'])} [{pct(result['ci95'][0])}, {pct(result['ci95'][1])}] "
+                  f"over {result['n']} episodes (success at any of {budget} steps) | random floor {pct(result['floor'])} | "
+                  f"demonstrator {pct(result['ceiling'])}")
         return result
 
     @staticmethod
