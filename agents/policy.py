@@ -36,7 +36,7 @@ from torch import nn
 
 from envs.errors import UserError
 from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
-from worldmodel.jepa import effective_rank
+from worldmodel.jepa import effective_rank, ema_update
 
 POLICY_KINDS = ("act-jepa", "act", "bc")
 
@@ -198,10 +198,8 @@ class ChunkPolicy(nn.Module):
         """EMA update of the target encoder (act-jepa), momentum ramped over training."""
         if self.target is None:
             return
-        m = self.cfg.ema_start + (self.cfg.ema_end - self.cfg.ema_start) * step / max(total_steps, 1)
         online = list(self.encoder.parameters()) + list(self.latent.parameters())
-        for t, s in zip(self.target.parameters(), online, strict=True):
-            t.lerp_(s.detach(), 1.0 - m)
+        ema_update(self.target.parameters(), online, step / max(total_steps, 1), self.cfg.ema_start, self.cfg.ema_end)
 
     # ---- policy interface --------------------------------------------------------------
     def reset(self) -> None:

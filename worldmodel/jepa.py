@@ -136,6 +136,15 @@ def effective_rank(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
+@torch.no_grad()
+def ema_update(target, online, progress: float, start: float, end: float) -> None:
+    """Move each target parameter toward its online one with momentum ramped linearly from
+    `start` to `end` over training (`progress` in [0, 1]); the parameter lists must pair up."""
+    m = start + (end - start) * progress
+    for t, s in zip(target, online, strict=True):
+        t.lerp_(s.detach(), 1.0 - m)
+
+
 class JEPA(nn.Module):
     """Encoder + predictor (+ EMA target for vjepa); see the module docstring."""
 
@@ -235,9 +244,7 @@ class JEPA(nn.Module):
         """EMA update of the target encoder (vjepa), momentum ramped over training."""
         if self.target is None:
             return
-        m = self.cfg.ema_start + (self.cfg.ema_end - self.cfg.ema_start) * step / max(total_steps, 1)
-        for t, s in zip(self.target.parameters(), self.encoder.parameters()):
-            t.lerp_(s.detach(), 1.0 - m)
+        ema_update(self.target.parameters(), self.encoder.parameters(), step / max(total_steps, 1), self.cfg.ema_start, self.cfg.ema_end)
 
 
 def load_jepa(path) -> tuple[JEPA, dict]:
