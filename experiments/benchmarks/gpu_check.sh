@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 DATA=/tmp/gpu_data
 SECONDS=0
-python3 -m experiments.cli collect --task two-room --policy noisy-expert --episodes 100 --workers 8 --out $DATA --json
+timeout 60 python3 -m experiments.cli collect --task two-room --policy noisy-expert --episodes 100 --workers 8 --out $DATA --json
 python3 - <<'PY'
 import json, time, torch
 x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -32,20 +32,20 @@ PY
 for mode in fp32 bf16; do
   flag=""; [ $mode = bf16 ] && flag="--train.bf16"
   s=$SECONDS
-  python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$OUT/pretrain_$mode.log"
+  timeout 90 python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$OUT/pretrain_$mode.log"
   echo "{\"pretrain_${mode}_wall_s\": $((SECONDS - s))}"
   python3 -m experiments.cli probe --run /tmp/gpu_run_$mode --data $DATA --json 2>/dev/null
 done
-torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
+timeout 60 torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
   --train.device cuda --train.bf16 --train.steps 100 --json 2>"$OUT/pretrain_ddp.log"
 s=$SECONDS
-python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --json 2>"$OUT/train_wm.log"
+timeout 120 python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --train.steps 1000 --json 2>"$OUT/train_wm.log"
 echo "{\"train_wm_wall_s\": $((SECONDS - s))}"
-python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --json 2>/dev/null
-python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --json 2>"$OUT/plan_eval.log"
+python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --videos 0 --json 2>/dev/null
+timeout 60 python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --videos 0 --json 2>"$OUT/plan_eval.log"
 s=$SECONDS
-python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$OUT/imitate.log"
+timeout 90 python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$OUT/imitate.log"
 echo "{\"imitate_act_jepa_500_steps_wall_s\": $((SECONDS - s))}"
-python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --json 2>/dev/null
-python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
+python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --no-videos --json 2>/dev/null
+timeout 60 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"
