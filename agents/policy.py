@@ -19,7 +19,8 @@ queries) they pass a transformer; linear heads read the queries.
 
 Execution: run a chunk's first `execute` actions then query again, or (`ensemble` > 0) query
 every step and average the overlapping chunks' actions for this step with weights
-exp(-ensemble * age) (ACT's temporal ensembling, oldest weighted most).
+exp(-ensemble * i), i = 0 for the oldest chunk still covering this step (ACT's temporal
+ensembling: the oldest prediction weighs most).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ POLICY_KINDS = ("act-jepa", "act", "bc")
 class PolicyConfig:
     """Policy architecture, objective and execution."""
 
-    kind: Annotated[str, tyro.conf.Suppress] = "act-jepa"
-    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action); `--policy` sets it."""
+    kind: Annotated[str | None, tyro.conf.Suppress] = None
+    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action); `jepa
+    imitate --policy` sets it (None until then: the checks that depend on it wait for it)."""
     chunk: int = 8
     """Actions predicted per query (bc: 1)."""
     history: int = 1
@@ -81,7 +83,7 @@ class PolicyConfig:
     proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
 
     def __post_init__(self):
-        if self.kind not in POLICY_KINDS:
+        if self.kind is not None and self.kind not in POLICY_KINDS:
             raise UserError(f"policy must be one of {', '.join(POLICY_KINDS)}, got {self.kind!r}")
         if min(self.chunk, self.history, self.width, self.depth, self.heads, self.jepa_stride) < 1 or self.width % self.heads:
             raise UserError("chunk, history, width, depth, heads and jepa-stride must be positive, and width a multiple of heads")
@@ -91,12 +93,14 @@ class PolicyConfig:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
         if self.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
-        if not 1 <= self.execute <= self.horizon and self.kind != "bc":
+        if self.kind not in (None, "bc") and not 1 <= self.execute <= self.chunk:
             raise UserError(f"execute (actions run per chunk) must be from 1 to the chunk ({self.chunk}), got {self.execute}")
 
     @property
     def horizon(self) -> int:
         """Actions predicted per query."""
+        if self.kind is None:
+            raise ValueError("PolicyConfig.kind is not set")
         return 1 if self.kind == "bc" else self.chunk
 
     @property
@@ -121,8 +125,8 @@ class ChunkPolicy(nn.Module):
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
-        if not cfg.action_dim:
-            raise UserError("the policy needs action_dim (set from the demonstrations)")
+        if cfg.kind is None or not cfg.action_dim:
+            raise UserError("the policy needs its kind and action_dim (jepa imitate sets both: --policy, the demonstrations)")
         self.cfg, width, enc = cfg, cfg.width, cfg.encoder
         self.encoder = build_encoder(enc)
         self.latent = FrameLatent(enc.grid, enc.dim, width)  # tokens -> one vector per image
@@ -137,8 +141,9 @@ class ChunkPolicy(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.action_head = nn.Linear(width, cfg.action_dim)
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
-        mask = torch.zeros(tokens, tokens, dtype=torch.bool)  # True: may not attend
+        mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
+            mask = torch.zeros(tokens, tokens, dtype=torch.bool)
             mask[: -len(cfg.future_offsets), -len(cfg.future_offsets):] = True
         self.register_buffer("attention_mask", mask, persistent=False)
         self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
@@ -163,9 +168,8 @@ class ChunkPolicy(nn.Module):
             parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
         x = torch.cat(parts + [queries], 1) + self.positions
-        mask = self.attention_mask if self.attention_mask.any() else None
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, self.attention_mask)
         return self.norm(x[:, -queries.shape[1]:]), images
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
