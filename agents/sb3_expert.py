@@ -11,7 +11,6 @@ SB3's pickled zip is never written or opened.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import gymnasium as gym

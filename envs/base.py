@@ -21,6 +21,12 @@ import numpy as np
 from envs.errors import UserError
 
 MAX_IMAGE_SIZE = 512
+
+
+def check_image_size(image_size) -> None:
+    """A one-line error unless the render size is an integer from 8 to MAX_IMAGE_SIZE."""
+    if not isinstance(image_size, int) or not 8 <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"image size must be an integer from 8 to {MAX_IMAGE_SIZE}, got {image_size!r}")
 _RENDERING_ENVS: "weakref.WeakSet[MujocoTaskEnv]" = weakref.WeakSet()
 
 
@@ -57,8 +63,7 @@ class MujocoTaskEnv(gym.Env):
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
                  pixels: bool = True):
-        if not isinstance(image_size, int) or not 8 <= image_size <= MAX_IMAGE_SIZE:
-            raise UserError(f"image size must be an integer from 8 to {MAX_IMAGE_SIZE}, got {image_size!r}")
+        check_image_size(image_size)
         frame_skip = self.default_frame_skip if frame_skip is None else frame_skip
         if not isinstance(frame_skip, int) or frame_skip < 1:
             raise UserError(f"frame skip must be a positive integer, got {frame_skip!r}")

@@ -142,6 +142,15 @@ class EpisodeDataset:
     def num_episodes(self) -> int:
         return len(self.episode_starts) - 1
 
+    def read_frames(self, index: np.ndarray) -> np.ndarray:
+        """Frames [*index.shape, H, W, 3] uint8 at any array of frame indices, read from the
+        memory map in file order (random reads in order are several times faster)."""
+        flat = np.asarray(index).ravel()
+        order = np.argsort(flat)
+        out = np.empty((len(flat), *self.frames.shape[1:]), np.uint8)
+        out[order] = self.frames[flat[order]]
+        return out.reshape(*np.shape(index), *self.frames.shape[1:])
+
     def episode(self, index: int) -> slice:
         """Frame slice of episode `index`."""
         return slice(int(self.episode_starts[index]), int(self.episode_starts[index + 1]))
@@ -177,7 +186,4 @@ class WindowSampler:
     def load(self, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32) of the windows starting at `first`."""
         index = np.asarray(first)[:, None] + np.arange(self.window)  # [B, T]
-        order = np.argsort(index[:, 0])  # read the memory map in file order
-        frames = np.empty((len(index), self.window, *self.dataset.frames.shape[1:]), np.uint8)
-        frames[order] = self.dataset.frames[index[order]]
-        return frames, self.dataset.actions[index[:, :-1]]
+        return self.dataset.read_frames(index), self.dataset.actions[index[:, :-1]]

@@ -20,6 +20,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
+from envs.base import check_image_size
 from envs.errors import UserError
 
 PREFIX = "metaworld:"
@@ -47,8 +48,7 @@ class MetaWorldTask(gym.Env):
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):
             raise UserError(f"Meta-World tasks run at their own frame skip (5), got --frame-skip {frame_skip}")
-        if not isinstance(image_size, int) or not 8 <= image_size <= 512:
-            raise UserError(f"image size must be an integer from 8 to 512, got {image_size!r}")
+        check_image_size(image_size)
         self.image_size, self.pixels, self.frame_skip, self.render_mode = image_size, pixels, 5, render_mode
         env = _package().env_dict.ALL_V3_ENVIRONMENTS[self.task_name](
             render_mode="rgb_array" if pixels else None, camera_name=CAMERA, width=image_size, height=image_size)
