@@ -4,21 +4,21 @@ evaluation episodes that `jepa policy-eval` uses."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from agents.sb3_expert import EXPERT_STAGE, SB3Expert, StateTaskEnv, build_model, expert_config, save_expert
+from agents.sb3_expert import EXPERT_STAGE, WEIGHTS, SB3Expert, StateTaskEnv, build_model, expert_config, save_expert
 from envs import make_task, task_spec
 from envs.collect import SB3_PREFIX, CollectSpec
 from envs.errors import UserError
 from envs.metaworld_tasks import PREFIX as METAWORLD
 from experiments.plan_commands import parse_seeds
-from experiments.protocol import eval_reset_seeds, rate, run_lockstep
+from experiments.protocol import actor_success, eval_reset_seeds, rate
 from worldmodel.checkpoint import write_json
 
 
@@ -34,14 +34,14 @@ def demonstrator_spec(task: str, policy: str, **options) -> CollectSpec:
 
 def expert_success(run: Path, task: str, frame_skip: int | None, seeds: list[int], episodes: int) -> dict:
     """Success at any step of the run's SB3 expert on the policy-eval episodes of `seeds`."""
-    envs = [make_task(task, pixels=False, frame_skip=frame_skip) for _ in range(episodes)]
-    experts = [SB3Expert(env, run) for env in envs]
     successes = []
-    for seed in seeds:
-        successes += run_lockstep(envs, eval_reset_seeds(seed, episodes), envs[0].default_max_steps,
-                                  lambda obs, _: np.stack([e() for e in experts])).tolist()
-    for env in envs:
-        env.close()
+    with contextlib.ExitStack() as stack:
+        envs = [make_task(task, pixels=False, frame_skip=frame_skip) for _ in range(episodes)]
+        for env in envs:
+            stack.callback(env.close)
+        for seed in seeds:
+            successes += actor_success(envs, eval_reset_seeds(seed, episodes), envs[0].default_max_steps,
+                                       lambda _, env: SB3Expert(env, run)).tolist()
     success, ci = rate(successes)
     return {"success_rate": success, "ci95": ci, "episodes": episodes, "seeds": seeds}
 
@@ -81,36 +81,41 @@ class TrainExpert:
             raise UserError("--steps, --eval-episodes and every --net size must be positive")
         directory = self.out / EXPERT_STAGE
         env = StateTaskEnv(self.task, self.frame_skip)
-        config = {"task": self.task, "task_class": type(env.env).__name__, "algo": self.algo, "steps": self.steps, "net": list(self.net),
-                  "seed": self.seed, "env_frame_skip": env.env.frame_skip}
-        trained = False
         try:
-            trained = expert_config(self.out, self.task) == config
-        except UserError:
-            pass
-        if not trained:  # else: the same expert exists, only the (cheap) evaluation reruns
-            from stable_baselines3.common.callbacks import BaseCallback
-            from stable_baselines3.common.monitor import Monitor
-
-            class Progress(BaseCallback):
-                def _on_training_start(self):
-                    self.bar = tqdm(total=self.locals["total_timesteps"], desc="train-expert", unit="step", file=sys.stderr, dynamic_ncols=True)
-
-                def _on_step(self):
-                    self.bar.update(1)
-                    return True
-
-                def _on_training_end(self):
-                    self.bar.close()
-
-            model = build_model(self.algo, Monitor(env), self.net, self.seed, tensorboard_log=str(directory / "tb"), verbose=0)
-            model.learn(self.steps, callback=Progress())
-            save_expert(directory, model, config)
+            config = {"task": self.task, "task_class": type(env.env).__name__, "algo": self.algo, "steps": self.steps, "net": list(self.net),
+                      "seed": self.seed, "env_frame_skip": env.env.frame_skip}
+            saved = expert_config(self.out) if (directory / WEIGHTS).exists() else None
+            if saved is not None and saved != config:  # never overwrite an expert trained otherwise
+                changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                raise UserError(f"{directory} holds an expert trained otherwise (differs in {', '.join(changed)}): choose a new --out")
+            if saved is None:  # else: the same expert exists, only the (cheap) evaluation reruns
+                self._train(env, directory, config)
+        finally:
+            env.env.close()
         result = expert_success(self.out, self.task, self.frame_skip, seeds, self.eval_episodes) | {"algo": self.algo, "steps": self.steps}
         write_json(directory / "eval.json", result)
-        env.env.close()
         if not self.json:
             print(f"{self.algo} expert on {self.task} written to {directory}: success {result['success_rate']:.0%} "
                   f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {len(result['seeds']) * result['episodes']} episodes; "
                   f"next: jepa collect --task {self.task} --policy sb3:{self.out}")
         return result
+
+    def _train(self, env: StateTaskEnv, directory: Path, config: dict) -> None:
+        """SB3 training with a progress bar and TensorBoard logs; the weights go to `directory`."""
+        from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.monitor import Monitor
+
+        class Progress(BaseCallback):
+            def _on_training_start(self):
+                self.bar = tqdm(total=self.locals["total_timesteps"], desc="train-expert", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+            def _on_step(self):
+                self.bar.update(1)
+                return True
+
+            def _on_training_end(self):
+                self.bar.close()
+
+        model = build_model(self.algo, Monitor(env), self.net, self.seed, tensorboard_log=str(directory / "tb"), verbose=0)
+        model.learn(self.steps, callback=Progress())
+        save_expert(directory, model, config)

@@ -4,6 +4,7 @@ episodes no demonstration saw, beside the random floor and the demonstrator's ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -15,13 +16,13 @@ from tqdm import tqdm
 
 from agents.policy import ChunkPolicy, PolicyConfig
 from envs import task_spec
-from envs.collect import make_policy
+from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.expert_commands import demonstrator_spec
 from experiments.plan_commands import parse_seeds
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
-from experiments.protocol import eval_reset_seeds, rate, run_lockstep
+from experiments.protocol import actor_success, eval_reset_seeds, rate, run_lockstep
 from experiments.video import write_video
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata, write_json
 from worldmodel.jepa import load_jepa
@@ -61,24 +62,15 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         action_valid = ahead <= last[:, None]
         future = t[:, None] + offsets  # [B, m]
         future_valid = future <= last[:, None] + 1
-        out = {"t": torch.from_numpy(t), "frames": _frames(dataset, history), "goal": torch.from_numpy(dataset.goal_frames[episodes[pick]]),
+        out = {"t": torch.from_numpy(t), "frames": torch.from_numpy(dataset.read_frames(history)), "goal": torch.from_numpy(dataset.goal_frames[episodes[pick]]),
                "proprio": torch.from_numpy(dataset.proprio[t]),
                "actions": torch.from_numpy(dataset.actions[np.minimum(ahead, last[:, None])]),
                "action_valid": torch.from_numpy(action_valid)}
         if len(offsets):
-            out |= {"future": _frames(dataset, np.minimum(future, last[:, None] + 1)), "future_valid": torch.from_numpy(future_valid)}
+            out |= {"future": torch.from_numpy(dataset.read_frames(np.minimum(future, last[:, None] + 1))), "future_valid": torch.from_numpy(future_valid)}
         return out
 
     return draw
-
-
-def _frames(dataset: EpisodeDataset, index: np.ndarray) -> torch.Tensor:
-    """Frames [*index.shape, H, W, 3] read from the memory map in file order."""
-    flat = index.ravel()
-    order = np.argsort(flat)
-    out = np.empty((len(flat), *dataset.frames.shape[1:]), np.uint8)
-    out[order] = dataset.frames[flat[order]]
-    return torch.from_numpy(out.reshape(*index.shape, *dataset.frames.shape[1:]))
 
 
 def load_policy(run: Path) -> tuple[ChunkPolicy, dict]:
@@ -101,7 +93,7 @@ class Imitate:
     out: Path
     """Run folder; the policy goes to OUT/policy (rerun the same command to resume)."""
     policy: str = "act-jepa"
-    """act-jepa, act or bc (sets --model.kind)."""
+    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action)."""
     model: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500))
     encoder: Path | None = None
@@ -205,37 +197,36 @@ class PolicyEval:
         demonstrator = demonstrator_spec(task, config.get("demonstrator", "expert"), frame_skip=config["env_frame_skip"]) if self.baselines else None
         budget = self.steps or spec.env_class.default_max_steps
         kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
-        envs = [spec.env_class(**kwargs) for _ in range(min(self.parallel, self.episodes))]
-        blind = [spec.env_class(pixels=False, **kwargs) for _ in envs] if self.baselines else []  # random and expert need no pixels
         out = Path(self.run) / POLICY_EVAL_STAGE
         out.mkdir(parents=True, exist_ok=True)
-        outcome, shown = {"agent": [], "floor": [], "ceiling": []}, None
-        bar = tqdm(total=len(seeds) * self.episodes, desc=f"policy-eval {task}", unit="episode", file=sys.stderr, dynamic_ncols=True)
-        for seed in seeds:
-            resets = eval_reset_seeds(seed, self.episodes)
-            for lo in range(0, self.episodes, len(envs)):
-                group, frames = resets[lo: lo + len(envs)], []
-                record = (lambda obs: frames.append(np.concatenate([obs["pixels"][0], obs["goal"][0]], 1))) if self.videos and lo == 0 else None
-                policy.reset()
-                success = run_lockstep(envs[: len(group)], group, budget, lambda obs, _: policy.select_action(obs).numpy(), record)
-                outcome["agent"] += success.tolist()
-                if frames:
-                    shown = np.stack(frames)
-                    write_video(out / f"{task}_{config['model']['kind']}_seed{seed}.mp4", shown, fps=10, scale=2)
-                if self.baselines:
-                    rngs = [np.random.default_rng([seed, lo + i, 7]) for i in range(len(group))]  # one per episode: as --parallel varies
-                    outcome["floor"] += run_lockstep(blind[: len(group)], group, budget,
-                                                     lambda obs, envs: np.stack([r.uniform(-1.0, 1.0, e.action_space.shape) for r, e in zip(rngs, envs)])).tolist()
-                    acts = [make_policy(demonstrator, env, np.random.default_rng([seed, lo + i, 8])) for i, env in enumerate(blind[: len(group)])]
-                    outcome["ceiling"] += run_lockstep(blind[: len(group)], group, budget, lambda *_: np.stack([act() for act in acts])).tolist()
-                bar.update(len(group))
-                bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
-        bar.close()
-        for env in envs + blind:
-            env.close()
-        result = self._result(task, seeds, outcome, config, budget)
         mode = f"ensemble{policy.cfg.ensemble:g}" if policy.cfg.ensemble > 0 else f"execute{policy.cfg.execute}"
-        write_json(out / f"{task}_{mode}.json", result)
+        outcome, shown = {"agent": [], "floor": [], "ceiling": []}, None
+        with contextlib.ExitStack() as stack:
+            envs = [spec.env_class(**kwargs) for _ in range(min(self.parallel, self.episodes))]
+            blind = [spec.env_class(pixels=False, **kwargs) for _ in envs] if self.baselines else []  # random and expert need no pixels
+            for env in envs + blind:
+                stack.callback(env.close)
+            bar = stack.enter_context(tqdm(total=len(seeds) * self.episodes, desc=f"policy-eval {task}", unit="episode",
+                                           file=sys.stderr, dynamic_ncols=True))
+            for seed in seeds:
+                resets = eval_reset_seeds(seed, self.episodes)
+                for lo in range(0, self.episodes, len(envs)):
+                    group, frames = resets[lo: lo + len(envs)], []
+                    record = (lambda obs: frames.append(np.concatenate([obs["pixels"][0], obs["goal"][0]], 1))) if self.videos and lo == 0 else None
+                    policy.reset()
+                    success = run_lockstep(envs[: len(group)], group, budget, lambda obs, _: policy.select_action(obs).numpy(), record)
+                    outcome["agent"] += success.tolist()
+                    if frames:
+                        shown = np.stack(frames)
+                        write_video(out / f"{task}_{config['model']['kind']}_{mode}_seed{seed}.mp4", shown, fps=10, scale=2)
+                    if self.baselines:  # one generator per episode: the same draws whatever --parallel is
+                        for key, source, tag in (("floor", CollectSpec(task, "random"), 7), ("ceiling", demonstrator, 8)):
+                            outcome[key] += actor_success(blind, group, budget, lambda i, env: make_policy(
+                                source, env, np.random.default_rng([seed, lo + i, tag]))).tolist()
+                    bar.update(len(group))
+                    bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
+        result = self._result(task, seeds, outcome, config, budget)
+        write_json(out / f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{self.episodes}_steps{budget}.json", result)
         self._log(out, result, shown)
         if not self.json:
             pct = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
@@ -246,7 +237,7 @@ class PolicyEval:
 
     @staticmethod
     def _log(out: Path, result: dict, frames: np.ndarray | None) -> None:
-        """Scalars, and the first episode as a strip of every 10th frame (observation | goal)."""
+        """Scalars, and the last seed's first episode as a strip of every 10th frame (observation | goal)."""
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(out / "tb")) as writer:

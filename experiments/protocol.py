@@ -176,3 +176,12 @@ def run_lockstep(envs: list, resets: list[int], budget: int, act: Callable[[dict
         if success.all():
             break
     return success
+
+
+def actor_success(envs: list, resets: list[int], budget: int, make_actor: Callable[[int, object], Callable[[], np.ndarray]]) -> np.ndarray:
+    """Success at any step [n] of one actor per episode (`make_actor(i, env) -> () -> action`:
+    random actions, scripted or SB3 experts, which read their env rather than the observation),
+    on the first len(resets) envs."""
+    envs = envs[: len(resets)]
+    actors = [make_actor(i, env) for i, env in enumerate(envs)]
+    return run_lockstep(envs, resets, budget, lambda *_: np.stack([actor() for actor in actors]))

@@ -155,12 +155,13 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
     result = json.loads(capsys.readouterr().out)
     assert {"success_rate", "ci95", "episodes", "seeds", "floor", "ceiling"} <= set(result)
     assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4
-    assert (trained_policy / "policy_eval" / "two-room_act-jepa_seed0.mp4").exists()
+    assert (trained_policy / "policy_eval" / "two-room_act-jepa_execute2_seed0.mp4").exists()
+    assert (trained_policy / "policy_eval" / "two-room_execute2_seeds0-1_x2_steps6.json").exists()
     checkpoint = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
     assert main(["imitate", "--data", str(demos), "--out", str(trained_policy), "--train.steps", "4", *TINY]) == 0
     assert (trained_policy / "policy" / "checkpoint.safetensors").read_bytes() == checkpoint  # finished: nothing redone
-    for kind in ("act", "bc"):
-        assert main(["imitate", "--data", str(demos), "--policy", kind, "--out", str(tmp_path / kind), "--train.steps", "2", *TINY]) == 0
+    for kind, extra in (("act", ["--model.chunk", "1", "--model.execute", "1"]), ("bc", [])):  # act-jepa's stride check is not act's
+        assert main(["imitate", "--data", str(demos), "--policy", kind, "--out", str(tmp_path / kind), "--train.steps", "2", *TINY, *extra]) == 0
         assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
@@ -221,6 +222,11 @@ def test_sb3_expert_trains_saves_without_pickle_and_records_demonstrations(tmp_p
     assert main(["collect", "--task", "reacher", "--policy", f"sb3:{run}", "--episodes", "2", "--steps", "5", "--out", str(tmp_path / "demos")]) == 0
     dataset = EpisodeDataset(tmp_path / "demos")
     assert dataset.attrs["policy"] == f"sb3:{run}" and np.abs(dataset.actions).max() <= 1
+    weights = (run / "expert" / "policy.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train-expert", "--task", "reacher", "--out", str(run), "--steps", "200", "--net", "16", "16"]) == 2
+    assert "holds an expert trained otherwise (differs in steps)" in capsys.readouterr().err
+    assert (run / "expert" / "policy.safetensors").read_bytes() == weights
 
 
 def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
