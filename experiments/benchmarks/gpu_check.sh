@@ -11,7 +11,8 @@
 # figures per step.
 set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
-mkdir -p "$OUT"
+LOG=/tmp/gpu_logs  # every step's stderr; packed into $OUT/logs_check.tgz at the end (8 files come back at most)
+mkdir -p "$OUT" $LOG
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1
@@ -32,20 +33,21 @@ PY
 for mode in fp32 bf16; do
   flag=""; [ $mode = bf16 ] && flag="--train.bf16"
   s=$SECONDS
-  timeout 90 python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$OUT/pretrain_$mode.log"
+  timeout 90 python3 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_$mode --train.device cuda --train.steps 600 $flag --json 2>"$LOG/pretrain_$mode.log"
   echo "{\"pretrain_${mode}_wall_s\": $((SECONDS - s))}"
-  python3 -m experiments.cli probe --run /tmp/gpu_run_$mode --data $DATA --json 2>/dev/null
+  python3 -m experiments.cli probe --run /tmp/gpu_run_$mode --data $DATA --json 2>"$LOG/probe_$mode.log"
 done
 timeout 60 torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain --data $DATA --out /tmp/gpu_run_ddp \
-  --train.device cuda --train.bf16 --train.steps 100 --json 2>"$OUT/pretrain_ddp.log"
+  --train.device cuda --train.bf16 --train.steps 100 --json 2>"$LOG/pretrain_ddp.log"
 s=$SECONDS
-timeout 120 python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --train.steps 1000 --json 2>"$OUT/train_wm.log"
+timeout 120 python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --train.steps 1000 --json 2>"$LOG/train_wm.log"
 echo "{\"train_wm_wall_s\": $((SECONDS - s))}"
-python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --videos 0 --json 2>/dev/null
-timeout 60 python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --videos 0 --json 2>"$OUT/plan_eval.log"
+python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --videos 0 --json 2>"$LOG/rollout_eval.log"
+timeout 60 python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --videos 0 --json 2>"$LOG/plan_eval.log"
 s=$SECONDS
-timeout 90 python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$OUT/imitate.log"
+timeout 90 python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$LOG/imitate.log"
 echo "{\"imitate_act_jepa_500_steps_wall_s\": $((SECONDS - s))}"
-python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --no-videos --json 2>/dev/null
-timeout 60 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$OUT/throughput.log" | head -14
+python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --no-videos --json 2>"$LOG/policy_eval.log"
+timeout 60 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$LOG/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"
+tar czf "$OUT/logs_check.tgz" -C $LOG .
