@@ -1,7 +1,8 @@
 """The imitation table of BENCHMARKS.md for one task: record demonstrations, train ACT-JEPA,
 ACT-style and BC policies on them with the same network, steps and batch, and evaluate each
 on the same fresh episodes (success with its Wilson interval, random floor, demonstrator).
-Stages that already exist in OUT are reused, so an interrupted run continues.
+Demonstrations, finished trainings and evaluations already in OUT (the same seeds and episodes)
+are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0
@@ -11,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from envs.dataset import EpisodeDataset  # noqa: E402
+from envs.errors import UserError  # noqa: E402
 from experiments.data_commands import Collect  # noqa: E402
 from experiments.imitate_commands import Imitate, PolicyEval  # noqa: E402
+from experiments.plan_commands import parse_seeds  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
 
@@ -32,10 +37,21 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
     args = parser.parse_args()
+    try:
+        table(args)
+    except UserError as error:
+        sys.exit(f"imitation.py: error: {error}")
+
+
+def table(args: argparse.Namespace) -> None:
     data = args.out / "demos"
     if not (data / "episodes.h5").exists():
         Collect(task=args.task, policy="expert", episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
+    dataset = EpisodeDataset(data)
+    if (dataset.task, dataset.num_episodes) != (args.task, args.demos):
+        raise UserError(f"{data} holds {dataset.num_episodes} {dataset.task} demonstrations, not {args.demos} {args.task}: choose another --out")
     rows = []
+    seeds = "-".join(str(seed) for seed in parse_seeds(args.seeds))
     for policy in args.policies.split(","):
         run = args.out / policy
         start = time.perf_counter()
@@ -44,10 +60,12 @@ def main() -> None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
         trained = time.perf_counter() - start
-        result = PolicyEval(run=run, episodes=args.episodes, seeds=args.seeds, json=True)()
+        done = sorted((run / "policy_eval").glob(f"{args.task}_execute*_seeds{seeds}_x{args.episodes}_steps*.json"))
+        result = json.loads(done[0].read_text()) if done else PolicyEval(run=run, episodes=args.episodes, seeds=args.seeds, json=True)()
         rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
                      "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
+    print(f"{args.task}, {args.demos} demonstrations, {len(seeds.split('-'))} x {args.episodes} evaluation episodes")
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
