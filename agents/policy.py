@@ -40,6 +40,8 @@ from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
 from worldmodel.jepa import effective_rank, ema_update
 
 POLICY_KINDS = ("act-jepa", "act", "bc")
+WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
+MODE_WEIGHT = 0.1  # weight of the cross-entropy that learns which hypothesis wins
 
 
 @dataclass
@@ -61,6 +63,11 @@ class PolicyConfig:
     """Attention heads."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="conv", width=32, patch=8))
     """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
+    modes: int = 1
+    """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
+    hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
+    takes the most likely: for demonstrators that choose between distinct moves (PushT's expert
+    picks one of dozens of pushes), whose average is none of them."""
     jepa_weight: float = 0.1
     """Weight of the future-embedding loss (act-jepa; Cube, 100 demonstrations: 0.1 gave 83%, 1.0 gave 49%)."""
     isolate_jepa: bool = False
@@ -85,8 +92,8 @@ class PolicyConfig:
     def __post_init__(self):
         if self.kind is not None and self.kind not in POLICY_KINDS:
             raise UserError(f"policy must be one of {', '.join(POLICY_KINDS)}, got {self.kind!r}")
-        if min(self.chunk, self.history, self.width, self.depth, self.heads, self.jepa_stride) < 1 or self.width % self.heads:
-            raise UserError("chunk, history, width, depth, heads and jepa-stride must be positive, and width a multiple of heads")
+        if min(self.chunk, self.history, self.width, self.depth, self.heads, self.jepa_stride, self.modes) < 1 or self.width % self.heads:
+            raise UserError("chunk, history, width, depth, heads, modes and jepa-stride must be positive, and width a multiple of heads")
         if self.kind == "act-jepa" and self.jepa_stride > self.chunk:
             raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
@@ -139,7 +146,8 @@ class ChunkPolicy(nn.Module):
         self.positions = nn.Parameter(torch.randn(tokens, width) * 0.02)  # also tells goal, frames, queries apart
         self.blocks = nn.ModuleList(Block(width, cfg.heads) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(width)
-        self.action_head = nn.Linear(width, cfg.action_dim)
+        self.action_head = nn.Linear(width, cfg.modes * cfg.action_dim)
+        self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
@@ -172,18 +180,33 @@ class ChunkPolicy(nn.Module):
             x = block(x, self.attention_mask)
         return self.norm(x[:, -queries.shape[1]:]), images
 
+    def _hypotheses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Query outputs [B, k + m, width] -> (action chunks [B, M, k, A], mode logits [B, M] or None when M = 1)."""
+        queries = out[:, : self.cfg.horizon]  # [B, k, width]
+        b, k = queries.shape[:2]
+        chunks = self.action_head(queries).reshape(b, k, self.cfg.modes, -1).transpose(1, 2)
+        return chunks, (self.mode_head(queries.mean(1)) if self.mode_head is not None else None)
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Training loss: L1 on the valid actions of the chunk (+ jepa_weight x the future-embedding L1)."""
+        """Training loss: L1 on the valid actions of the chunk (modes > 1: of the closest hypothesis, plus
+        the winner classifier) (+ jepa_weight x the future-embedding L1)."""
         cfg, h = self.cfg, self.cfg.history
         images = torch.cat([batch["goal"][:, None], batch["frames"]] + ([batch["future"]] if self.target is not None else []), 1)
         if cfg.shift and self.training:
             images = random_shift(images, cfg.shift, generator if generator is not None else torch.default_generator)
         out, embedded = self._trunk(images[:, 1: 1 + h], images[:, 0], batch["proprio"])
-        actions = self.action_head(out[:, : cfg.horizon])  # [B, k, A]
-        valid = batch["action_valid"][:, : cfg.horizon, None].to(actions)
-        action_loss = ((actions - batch["actions"][:, : cfg.horizon]).abs() * valid).sum() / (valid.sum() * actions.shape[-1]).clamp_min(1)
+        hypotheses, logits = self._hypotheses(out)  # [B, M, k, A], [B, M] or None
+        valid = batch["action_valid"][:, None, : cfg.horizon, None].to(hypotheses)  # [B, 1, k, 1]
+        errors = ((hypotheses - batch["actions"][:, None, : cfg.horizon]).abs() * valid).sum((2, 3))  # [B, M]
+        best = errors.argmin(1)  # [B]
+        per_entry = (valid.sum() * hypotheses.shape[-1]).clamp_min(1)
+        action_loss = errors.gather(1, best[:, None]).sum() / per_entry  # L1 of each sample's closest hypothesis
         metrics = {"loss/action_l1": action_loss.detach()}
         loss = action_loss
+        if logits is not None:  # relaxed winner-takes-all (every hypothesis keeps a little gradient) + which one wins
+            mode_loss = F.cross_entropy(logits, best)
+            loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
+            metrics["loss/mode_ce"] = mode_loss.detach()
         if self.target is not None:
             predicted = self.future_head(out[:, cfg.horizon:])  # [B, m, width]
             with torch.no_grad():
@@ -227,7 +250,10 @@ class ChunkPolicy(nn.Module):
         frames = torch.stack(list(self._frames), 1)  # [B, h, H, W, 3]
         goal = torch.as_tensor(obs["goal"], device=self.positions.device)
         proprio = torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.positions.device)
-        return self.action_head(self._trunk(frames, goal, proprio)[0][:, : self.cfg.horizon]).clamp(-1.0, 1.0)
+        hypotheses, logits = self._hypotheses(self._trunk(frames, goal, proprio)[0])
+        chosen = hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
+        return chosen.clamp(-1.0, 1.0)
+
 
     @torch.no_grad()
     def select_action(self, obs: dict) -> torch.Tensor:

@@ -58,6 +58,25 @@ def test_policy_contract_and_it_fits_a_batch(kind):
     assert policy.select_action(obs).shape == (6, 2)
 
 
+def test_action_hypotheses_keep_two_demonstrated_moves_apart():
+    policy = tiny_policy("act", shift=0, modes=2)
+    batch = random_batch(policy, b=8)
+    for key in ("frames", "goal", "proprio"):  # one observation ...
+        batch[key] = batch[key][:1].expand_as(batch[key]).clone()
+    batch["actions"] = torch.tensor([0.8, -0.8]).repeat(4)[:, None, None].expand(8, 4, 2).clone()  # ... two opposite moves
+    opt = torch.optim.Adam(policy.parameters(), 3e-3)
+    for _ in range(200):
+        loss, metrics = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    hypotheses, logits = policy._hypotheses(policy._trunk(batch["frames"][:1], batch["goal"][:1], batch["proprio"][:1])[0])
+    assert sorted(hypotheses[0, :, :, 0].mean(1).tolist()) == pytest.approx([-0.8, 0.8], abs=0.1)  # one hypothesis per move
+    assert metrics["loss/mode_ce"].item() == pytest.approx(np.log(2), abs=0.1)  # and no way to tell which comes
+    obs = {"pixels": batch["frames"][:2, -1], "goal": batch["goal"][:2], "proprio": batch["proprio"][:2]}
+    assert policy.eval().predict_action_chunk(obs).abs().min() > 0.6  # executes one of them, not their average
+
+
 def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     policy = tiny_policy("act-jepa")
     loss, _ = policy(random_batch(policy))
