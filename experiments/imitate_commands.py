@@ -225,7 +225,7 @@ class PolicyEval:
                                 source, env, np.random.default_rng([seed, lo + i, tag]))).tolist()
                     bar.update(len(group))
                     bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
-        result = self._result(task, seeds, outcome, config, budget)
+        result = self._result(task, seeds, outcome, config, budget, policy.cfg)
         write_json(out / f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{self.episodes}_steps{budget}.json", result)
         self._log(out, result, shown)
         if not self.json:
@@ -248,13 +248,12 @@ class PolicyEval:
             if frames is not None:
                 writer.add_image(f"eval/{tag}/observation_goal", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
 
-    def _result(self, task, seeds, outcome, config, budget) -> dict:
+    def _result(self, task, seeds, outcome, config, budget, cfg: PolicyConfig) -> dict:
         success, ci = rate(outcome["agent"])
         floor, floor_ci = rate(outcome["floor"])
         ceiling, ceiling_ci = rate(outcome["ceiling"])
         return {"task": task, "policy": config["model"]["kind"], "success_rate": success, "ci95": ci,
                 "floor": floor, "floor_ci95": floor_ci, "ceiling": ceiling, "ceiling_ci95": ceiling_ci,
                 "episodes": self.episodes, "seeds": seeds, "n": len(outcome["agent"]), "steps": budget,
-                "execute": config["model"]["execute"] if self.execute is None else self.execute,
-                "ensemble": config["model"]["ensemble"] if self.ensemble is None else self.ensemble,
+                "execute": cfg.execute, "ensemble": cfg.ensemble,
                 "demonstrations": config["demonstrations"]}
