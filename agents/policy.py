@@ -254,7 +254,6 @@ class ChunkPolicy(nn.Module):
         chosen = hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
         return chosen.clamp(-1.0, 1.0)
 
-
     @torch.no_grad()
     def select_action(self, obs: dict) -> torch.Tensor:
         """The action [B, A] to take now (chunks executed `execute` at a time, or temporally ensembled)."""

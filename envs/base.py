@@ -27,6 +27,8 @@ def check_image_size(image_size) -> None:
     """A one-line error unless the render size is an integer from 8 to MAX_IMAGE_SIZE."""
     if not isinstance(image_size, int) or not 8 <= image_size <= MAX_IMAGE_SIZE:
         raise UserError(f"image size must be an integer from 8 to {MAX_IMAGE_SIZE}, got {image_size!r}")
+
+
 _RENDERING_ENVS: "weakref.WeakSet[MujocoTaskEnv]" = weakref.WeakSet()
 
 

@@ -73,6 +73,11 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     return draw
 
 
+def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str, steps: int | str) -> str:
+    """File name of a policy-eval result in RUN/policy_eval (glob patterns may stand for any part)."""
+    return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
+
+
 def load_policy(run: Path) -> tuple[ChunkPolicy, dict]:
     """A trained policy of a run folder, in eval mode, and its run config."""
     path = Path(run) / POLICY_STAGE / FILENAME
@@ -226,7 +231,7 @@ class PolicyEval:
                     bar.update(len(group))
                     bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
         result = self._result(task, seeds, outcome, config, budget, policy.cfg)
-        write_json(out / f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{self.episodes}_steps{budget}.json", result)
+        write_json(out / eval_result_name(task, mode, seeds, self.episodes, budget), result)
         self._log(out, result, shown)
         if not self.json:
             pct = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
@@ -252,7 +257,7 @@ class PolicyEval:
         success, ci = rate(outcome["agent"])
         floor, floor_ci = rate(outcome["floor"])
         ceiling, ceiling_ci = rate(outcome["ceiling"])
-        return {"task": task, "policy": config["model"]["kind"], "success_rate": success, "ci95": ci,
+        return {"task": task, "policy": cfg.kind, "success_rate": success, "ci95": ci,
                 "floor": floor, "floor_ci95": floor_ci, "ceiling": ceiling, "ceiling_ci95": ceiling_ci,
                 "episodes": self.episodes, "seeds": seeds, "n": len(outcome["agent"]), "steps": budget,
                 "execute": cfg.execute, "ensemble": cfg.ensemble,

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
 from experiments.data_commands import Collect  # noqa: E402
-from experiments.imitate_commands import Imitate, PolicyEval  # noqa: E402
+from experiments.imitate_commands import Imitate, PolicyEval, eval_result_name  # noqa: E402
 from experiments.plan_commands import parse_seeds  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
@@ -51,7 +51,7 @@ def table(args: argparse.Namespace) -> None:
     if (dataset.task, dataset.num_episodes) != (args.task, args.demos):
         raise UserError(f"{data} holds {dataset.num_episodes} {dataset.task} demonstrations, not {args.demos} {args.task}: choose another --out")
     rows = []
-    seeds = "-".join(str(seed) for seed in parse_seeds(args.seeds))
+    seeds = parse_seeds(args.seeds)
     for policy in args.policies.split(","):
         run = args.out / policy
         start = time.perf_counter()
@@ -60,12 +60,12 @@ def table(args: argparse.Namespace) -> None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
         trained = time.perf_counter() - start
-        done = sorted((run / "policy_eval").glob(f"{args.task}_execute*_seeds{seeds}_x{args.episodes}_steps*.json"))
+        done = sorted((run / "policy_eval").glob(eval_result_name(args.task, "execute*", seeds, args.episodes, "*")))
         result = json.loads(done[0].read_text()) if done else PolicyEval(run=run, episodes=args.episodes, seeds=args.seeds, json=True)()
         rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
                      "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
-    print(f"{args.task}, {args.demos} demonstrations, {len(seeds.split('-'))} x {args.episodes} evaluation episodes")
+    print(f"{args.task}, {args.demos} demonstrations, {len(seeds)} x {args.episodes} evaluation episodes")
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
