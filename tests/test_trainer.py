@@ -57,6 +57,15 @@ def test_rerun_with_another_config_is_refused(tiny_dataset, tmp_path, capsys):
     assert "another config" in capsys.readouterr().err
 
 
+def test_a_run_that_predates_a_new_option_resumes_but_a_changed_option_is_refused(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / FILENAME, model, None, 3, {"model": {"width": 4}, "seed": 0})
+    cfg = TrainConfig(steps=3, batch_size=1)
+    assert Trainer(cfg, lambda *_: {}, model, tmp_path, {"model": {"width": 4, "modes": 1}, "seed": 0}).fit() == {}
+    with pytest.raises(UserError, match="differs in model"):
+        Trainer(cfg, lambda *_: {}, model, tmp_path, {"model": {"width": 8, "modes": 1}, "seed": 0}).fit()
+
+
 def _run_cli(argv, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "experiments.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, **kwargs)

@@ -102,6 +102,18 @@ def distributed(device: str) -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, local
 
 
+def with_new_fields(saved: dict, current: dict) -> dict:
+    """A saved run config with the options it predates taken from the current one (fields added
+    later default to the behaviour that existed before), so upgrading does not strand old runs."""
+    merged = dict(saved)
+    for key, value in current.items():
+        if key not in saved:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(saved[key], dict):
+            merged[key] = with_new_fields(saved[key], value)
+    return merged
+
+
 class TrainingDiverged(UserError):
     """The loss became non-finite."""
 
@@ -131,7 +143,7 @@ class Trainer:
     def _resume(self, optimizer) -> int:
         if not self.checkpoint.exists():
             return 0
-        saved = read_metadata(self.checkpoint)["config"]
+        saved = with_new_fields(read_metadata(self.checkpoint)["config"], self.config)
         if saved != self.config:
             changed = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
             raise UserError(f"{self.run_dir} holds a run with another config (differs in {', '.join(changed)}): "
