@@ -25,7 +25,7 @@ from agents import PLANNERS
 from agents.cem import CEMConfig
 from agents.gradient import GradConfig
 from agents.mppi import MPPIConfig
-from agents.planner import latent_cost
+from agents.planner import horizon_cost, latent_step_cost
 from envs.errors import UserError
 
 
@@ -43,6 +43,9 @@ class MPCConfig:
     """Latent distance per step: l2 (mean squared), dist (root mean squared) or l1 (mean absolute)."""
     final_weight: float | None = None
     """Extra weight of the last predicted step in the cost, on top of every step's (None: the setting's, 0 by default)."""
+    distance_weight: float | None = None
+    """Weight of the run's learned goal distance (`jepa train-distance`, in model steps) added to
+    the latent distance at every step, for runs that have one (None: the setting's; 0: latent distance only)."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -74,10 +77,13 @@ class Imagination(Protocol):
 
 
 class LatentImagination:
-    """A world model's rollouts scored against the goal image's latent (see `latent_cost`)."""
+    """A world model's rollouts scored against the goal image's latent: the latent distance at every
+    step (`latent_step_cost`), plus `distance_weight` times the learned goal distance where the run
+    has one (`worldmodel/goal_distance.py`), combined over the horizon by `horizon_cost`."""
 
-    def __init__(self, model, goal_pixels: np.ndarray, norm: str = "l2", final_weight: float = 0.0):
-        self.model, self.norm, self.final_weight = model.requires_grad_(False), norm, final_weight
+    def __init__(self, model, goal_pixels: np.ndarray, cfg: MPCConfig, distance=None):
+        self.model, self.cfg = model.requires_grad_(False), cfg
+        self.distance = distance if cfg.distance_weight else None
         self.goal = self._encode(goal_pixels)[None]  # [1, N, D]
         history = model.cfg.predictor.history
         self.latents, self.actions = deque(maxlen=history), deque(maxlen=history - 1)
@@ -102,7 +108,10 @@ class LatentImagination:
     def cost(self, blocks: torch.Tensor) -> torch.Tensor:
         z_hist, blocks = self._with_history(blocks)
         predicted = self.model.rollout(z_hist.expand(*blocks.shape[:2], *z_hist.shape), blocks)  # [1, S, H, N, D]
-        return latent_cost(predicted, self.goal, self.norm, self.final_weight)
+        per_step = latent_step_cost(predicted, self.goal, self.cfg.norm)  # [1, S, H]
+        if self.distance is not None:
+            per_step = per_step + self.cfg.distance_weight * self.distance.gap(predicted, self.goal[:, None, None])
+        return horizon_cost(per_step, self.cfg.final_weight)
 
     @torch.no_grad()
     def predicted(self, blocks: torch.Tensor) -> torch.Tensor:

@@ -32,9 +32,9 @@ class PlanResult:
 class SamplingConfig:
     """Budget of a sampling planner (CEM, MPPI)."""
 
-    samples: int = 200
+    samples: int = 150
     """Candidates per iteration."""
-    iterations: int = 5
+    iterations: int = 4
     """Refits of the sampling distribution."""
     elites: int = 20
     """Cheapest candidates the distribution is refitted to."""
@@ -94,17 +94,23 @@ def elites(candidates: torch.Tensor, cost: torch.Tensor, count: int) -> tuple[to
     return candidates.gather(1, index[:, :, None, None].expand(-1, -1, *candidates.shape[2:])), cost
 
 
-def latent_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", final_weight: float = 0.0) -> torch.Tensor:
-    """Distance of predicted latents [B, S, H, N, D] to the goal latent [B, N, D] -> [B, S]:
-    mean squared (l2), root mean squared (dist) or mean absolute (l1) error per step, averaged
-    over every step of the horizon,
-    plus `final_weight` times the last step's (a final-step cost alone leaves MPC's first moves
-    arbitrary; some weight on it favours plans that end at the goal over ones that hover near it)."""
+def latent_step_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Distance of predicted latents [B, S, H, N, D] to the goal latent [B, N, D] at every step ->
+    [B, S, H]: mean squared (l2), root mean squared (dist) or mean absolute (l1) error."""
     diff = predicted - goal[:, None, None]
     if norm == "l1":
-        per_step = diff.abs().mean((-2, -1))  # [B, S, H]
-    else:
-        per_step = (diff**2).mean((-2, -1))
-        if norm == "dist":
-            per_step = per_step.clamp_min(1e-12).sqrt()
+        return diff.abs().mean((-2, -1))
+    per_step = (diff**2).mean((-2, -1))
+    return per_step.clamp_min(1e-12).sqrt() if norm == "dist" else per_step
+
+
+def horizon_cost(per_step: torch.Tensor, final_weight: float = 0.0) -> torch.Tensor:
+    """Per-step costs [..., H] -> [...]: the mean over every step of the horizon plus `final_weight`
+    times the last step's (a final-step cost alone leaves MPC's first moves arbitrary; some weight
+    on it favours plans that end at the goal over ones that hover near it)."""
     return per_step.mean(-1) + final_weight * per_step[..., -1]
+
+
+def latent_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", final_weight: float = 0.0) -> torch.Tensor:
+    """`horizon_cost` of `latent_step_cost`: [B, S, H, N, D] predicted latents, [B, N, D] goal -> [B, S]."""
+    return horizon_cost(latent_step_cost(predicted, goal, norm), final_weight)

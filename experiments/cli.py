@@ -11,6 +11,7 @@ import sys
 
 def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
+    from experiments.distance_commands import TrainDistance
     from experiments.expert_commands import TrainExpert
     from experiments.imitate_commands import Imitate, PolicyEval
     from experiments.plan_commands import PlanEval
@@ -20,7 +21,7 @@ def _commands() -> dict:
     from experiments.wm_commands import TrainWM
 
     return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe,
-            "train-wm": TrainWM, "rollout-eval": RolloutEval,
+            "train-wm": TrainWM, "rollout-eval": RolloutEval, "train-distance": TrainDistance,
             "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": Imitate,
             "policy-eval": PolicyEval}
 

@@ -15,6 +15,7 @@ from agents.mpc import MPC, LatentImagination, MPCConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from envs.errors import UserError
+from experiments.distance_commands import load_goal_distance
 from experiments.protocol import SimulatorImagination, draw_pairs, rate, run_episode, setting_of
 from experiments.video import write_video
 from experiments.wm_commands import Retrieval, env_frame_skip, load_world_model
@@ -69,11 +70,15 @@ class PlanEval:
         if task != config["task"]:
             raise UserError(f"the world model in {self.run} was trained on {config['task']}, not {task}: train one on {task} data")
         setting, seeds = setting_of(task, self.setting), parse_seeds(self.seeds)
-        mpc_cfg = dataclasses.replace(self.mpc, horizon=setting.horizon if self.mpc.horizon is None else self.mpc.horizon,
-                                      final_weight=setting.final_weight if self.mpc.final_weight is None else self.mpc.final_weight)
+        mpc_cfg = dataclasses.replace(self.mpc, **{name: getattr(setting, name) if getattr(self.mpc, name) is None else getattr(self.mpc, name)
+                                                   for name in ("horizon", "final_weight", "distance_weight")})
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         physics_skip = env_frame_skip(config)
+        goal_distance = load_goal_distance(self.run)
+        if goal_distance is None and mpc_cfg.distance_weight:
+            print(f"note: {task} {self.setting} plans best with a learned goal distance, which {self.run} lacks: "
+                  f"run `jepa train-distance --run {self.run}`", file=sys.stderr)
         env = task_spec(task).env_class(image_size=model.image_size, frame_skip=physics_skip)
         skip, a = model.cfg.frame_skip, env.action_space.shape[0]
         retrieval = None
@@ -88,7 +93,7 @@ class PlanEval:
         for seed in seeds:
             for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
                 mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
-                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg.norm, mpc_cfg.final_weight))
+                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg, goal_distance))
                 frames = [] if retrieval is not None and i < self.videos else None
                 record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
                 success, distance, _ = run_episode(env, start, goal, setting.eval_budget, mpc.act, record)
@@ -111,7 +116,8 @@ class PlanEval:
         bar.close()
         env.close()
         result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | {
-            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight}
+            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight,
+            "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
             write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
             self._log(out, result, shown)

@@ -1,9 +1,10 @@
 """`jepa quickstart`: the main job in one command. On a machine with no data and no GPU it collects
-episodes, pretrains the encoder, trains the world model, checks its rollouts, plans toward goal
-images under the evaluation protocol, and writes a run folder with a report. Each stage is the
+episodes, pretrains the encoder, trains the world model and its learned goal distance, checks its
+rollouts, plans toward goal images under the evaluation protocol, and writes a run folder with a
+report. Each stage is the
 same code as its own command; a rerun reuses the data and the trained encoder and world model
-(the evaluations run again). It evaluates the
-task's default setting; the others (TwoRoom's cross-room) are one `jepa plan-eval` away."""
+(the evaluations run again). It evaluates every setting of the task (TwoRoom: default and
+cross-room)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from envs.files import write_text
 from experiments.data_commands import Collect
+from experiments.distance_commands import TrainDistance, distance_training
 from experiments.plan_commands import PlanEval, parse_seeds, summary_line
 from experiments.pretrain_commands import Pretrain
 from experiments.protocol import SETTINGS
@@ -45,6 +47,9 @@ class Quickstart:
     """Encoder pretraining steps."""
     wm_steps: int = 3000
     """World-model training steps."""
+    distance_steps: int = 4000
+    """Goal-distance training steps (`jepa train-distance`, for tasks whose settings plan with it:
+    TwoRoom; 0: plan with the latent distance alone)."""
     planner: str = "cem"
     """cem, mppi or grad."""
     pairs: int = 50
@@ -54,12 +59,11 @@ class Quickstart:
     workers: int = 2
     """Collection worker processes."""
     json: bool = False
-    """End with the plan-eval JSON of the default setting (plus wall_s and stage_wall_s)."""
+    """End with the plan-eval JSON of the default setting, plus wall_s, stage_wall_s and settings (every setting's JSON)."""
 
     def __call__(self) -> dict:
         if self.task not in TASKS:
             raise UserError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        evaluation = PlanEval(run=self.out, pairs=self.pairs, seeds=self.seeds, mpc=MPCConfig(planner=self.planner), json=True)
         parse_seeds(self.seeds)  # bad evaluation options fail now, not after the training stages
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
@@ -81,17 +85,20 @@ class Quickstart:
         stage("pretrain", Pretrain(data=data, out=self.out, train=TrainConfig(steps=self.pretrain_steps, lr=2e-3), json=True))
         stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out,
                                   train=TrainConfig(steps=self.wm_steps, batch_size=128, checkpoint_every=1000), json=True))
+        if self.distance_steps and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
+            stage("train-distance", TrainDistance(run=self.out, train=distance_training(self.distance_steps), json=True))
         rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
-        results = {"default": stage("plan-eval default", evaluation)}
+        results = {name: stage(f"plan-eval {name}", PlanEval(run=self.out, setting=name, pairs=self.pairs, seeds=self.seeds,
+                                                             mpc=MPCConfig(planner=self.planner), json=True))
+                   for name in SETTINGS[self.task]}
         total = round(time.perf_counter() - began, 1)
         write_report(self.out, self.task, results, rollout, timings, total)
         if not self.json:
             print(f"\njepa quickstart {self.task}: {total:.0f} s (stages: {timings})")
-            print(summary_line(results["default"]))
-            for name in list(SETTINGS[self.task])[1:]:
-                print(f"other setting: jepa plan-eval --run {self.out} --setting {name}")
+            for result in results.values():
+                print(summary_line(result))
             print(f"report: {self.out / 'report.md'}")
-        return results["default"] | {"wall_s": total, "stage_wall_s": timings}
+        return results["default"] | {"wall_s": total, "stage_wall_s": timings, "settings": results}
 
 
 def write_report(out: Path, task: str, results: dict, rollout: dict, timings: dict, total: float) -> None:

@@ -122,10 +122,23 @@ def test_plan_eval_smoke(trained_run, capsys, planner):
     assert list((run / "plan_eval").glob(f"two-room_default_{planner}_seed0_pair0.mp4"))
 
 
+def test_train_distance_then_plan_eval_adds_it_to_the_cost(trained_run, capsys):
+    data, run = trained_run
+    assert main(["train-distance", "--run", str(run), "--train.steps", "3", "--train.batch-size", "16", "--model.width", "16"]) == 0
+    assert (run / "goal_distance" / "checkpoint.safetensors").exists()
+    for argv, weight in (([], 1.0), (["--mpc.distance-weight", "0"], 0.0)):
+        capsys.readouterr()
+        assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--ceiling-pairs", "0", "--videos", "0", "--no-save", *argv, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["goal_distance_weight"] == weight
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train-wm", "--data", "{data}", "--encoder", "{empty}", "--out", "{empty}"], "jepa pretrain"),
     (["rollout-eval", "--run", "{empty}", "--data", "{data}"], "jepa train-wm"),
     (["plan-eval", "--run", "{empty}"], "jepa train-wm"),
+    (["train-distance", "--run", "{empty}"], "jepa train-wm"),
+    (["train-distance", "--run", "{run}", "--data", "{small}"], "--image-size 64"),
+    (["train-distance", "--run", "{run}", "--model.expectile", "0.2"], "expectile"),
     (["plan-eval", "--run", "{run}", "--task", "reacher"], "trained on two-room"),
     (["plan-eval", "--run", "{run}", "--setting", "maze"], "no setting 'maze'"),
     (["plan-eval", "--run", "{run}", "--seeds", "a,b"], "--seeds"),
@@ -152,12 +165,14 @@ def test_bad_input_gives_one_line_errors(trained_run, tmp_path_factory, capsys, 
 
 def test_quickstart_smoke_and_rerun_reuses_stages(tmp_path, capsys):
     out = tmp_path / "qs"
-    argv = ["quickstart", "--out", str(out), "--episodes", "4", "--pretrain-steps", "2", "--wm-steps", "2", "--pairs", "1",
+    argv = ["quickstart", "--out", str(out), "--episodes", "4", "--pretrain-steps", "2", "--wm-steps", "2", "--distance-steps", "2", "--pairs", "1",
             "--seeds", "0", "--workers", "1", "--json"]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"success_rate", "ci95", "floor", "ceiling", "plan_time_s_median", "wall_s"} <= set(result)
-    for path in ("data/episodes.h5", "encoder/checkpoint.safetensors", "world_model/checkpoint.safetensors", "report.md", "report.png", "metrics.json"):
+    assert set(result["settings"]) == {"default", "cross-room"} and "train-distance" in result["stage_wall_s"]
+    for path in ("data/episodes.h5", "encoder/checkpoint.safetensors", "world_model/checkpoint.safetensors",
+                 "goal_distance/checkpoint.safetensors", "report.md", "report.png", "metrics.json"):
         assert (out / path).exists(), path
     checkpoint = (out / "world_model" / "checkpoint.safetensors").read_bytes()
     assert main(argv) == 0  # a rerun reuses the data and both trained stages

@@ -42,6 +42,9 @@ timeout 60 torchrun --standalone --nproc-per-node 1 -m experiments.cli pretrain 
 s=$SECONDS
 timeout 120 python3 -m experiments.cli train-wm --data $DATA --encoder /tmp/gpu_run_fp32 --out /tmp/gpu_run_fp32 --train.device cuda --train.steps 1000 --json 2>"$LOG/train_wm.log"
 echo "{\"train_wm_wall_s\": $((SECONDS - s))}"
+s=$SECONDS
+timeout 60 python3 -m experiments.cli train-distance --run /tmp/gpu_run_fp32 --train.device cuda --json 2>"$LOG/train_distance.log"
+echo "{\"train_distance_wall_s\": $((SECONDS - s))}"
 python3 -m experiments.cli rollout-eval --run /tmp/gpu_run_fp32 --data $DATA --videos 0 --json 2>"$LOG/rollout_eval.log"
 timeout 60 python3 -m experiments.cli plan-eval --run /tmp/gpu_run_fp32 --pairs 20 --seeds 0 --videos 0 --json 2>"$LOG/plan_eval.log"
 s=$SECONDS
