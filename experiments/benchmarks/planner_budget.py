@@ -15,8 +15,8 @@ from experiments.plan_commands import PlanEval  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
 BUDGETS = {  # planner -> (samples, iterations)
-    "cem": [(100, 3), (200, 5), (300, 10)],
-    "mppi": [(100, 3), (200, 5), (300, 10)],
+    "cem": [(100, 3), (150, 4), (200, 5), (300, 10)],
+    "mppi": [(100, 3), (150, 4), (200, 5), (300, 10)],
     "grad": [(16, 20)],
 }
 
