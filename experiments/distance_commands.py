@@ -5,6 +5,7 @@ latent distance."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,18 +19,32 @@ from experiments.wm_commands import check_dataset, load_world_model, standardise
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.goal_distance import GoalDistance, GoalDistanceConfig
 from worldmodel.trainer import TrainConfig, Trainer
+from worldmodel.world_model import WorldModel
 
 DISTANCE_STAGE = "goal_distance"
 
 
-def load_goal_distance(run: Path, required: bool = False) -> GoalDistance | None:
-    """The run's trained goal distance in eval mode (None when it has none, unless `required`)."""
+def latent_space_id(world_model: WorldModel) -> str:
+    """A fingerprint of a world model's latent space (encoder, frame latent and standardisation;
+    not the predictor), so a goal distance is never used on latents it was not trained on."""
+    digest = hashlib.sha1()
+    for name, tensor in world_model.state_dict().items():
+        if not name.startswith("predictor."):
+            digest.update(name.encode() + tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_goal_distance(run: Path, world_model: WorldModel) -> GoalDistance | None:
+    """The run's trained goal distance in eval mode (None when it has none), or a one-line error
+    when it was trained on another latent space than `world_model`'s."""
     path = Path(run) / DISTANCE_STAGE / FILENAME
     if not path.exists():
-        if required:
-            raise UserError(f"{run} has no goal distance: run `jepa train-distance --run {run}` first")
         return None
     config = read_metadata(path)["config"]
+    trained_on = config.get("latent_space")  # absent in distances saved before fingerprints existed
+    if trained_on is not None and trained_on != latent_space_id(world_model):
+        raise UserError(f"{path.parent} was trained on another encoder's latents than {run}'s world model: "
+                        f"delete it and run `jepa train-distance --run {run}`")
     model = GoalDistance(dataclass_from_dict(GoalDistanceConfig, config["model"]), config["latent_size"])
     load_checkpoint(path, model)
     return model.eval().requires_grad_(False)
@@ -93,7 +108,7 @@ class TrainDistance:
         distance = GoalDistance(self.model, latents[0].numel())
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
         config = {"world_model_run": str(Path(self.run).resolve()), "data": str(data.resolve()), "task": dataset.task,
-                  "latent_size": latents[0].numel(), "model": dataclasses.asdict(self.model), "train": train_cfg}
+                  "latent_size": latents[0].numel(), "latent_space": latent_space_id(world_model), "model": dataclasses.asdict(self.model), "train": train_cfg}
         metrics = Trainer(cfg, batches, distance.train(), Path(self.run) / DISTANCE_STAGE, config).fit()
         if not self.json:
             print(f"goal distance written to {Path(self.run) / DISTANCE_STAGE / FILENAME}; mean steps to a training goal "

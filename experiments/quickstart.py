@@ -118,7 +118,7 @@ def write_report(out: Path, task: str, results: dict, rollout: dict, timings: di
     left.set_xticks(range(len(names)), names)
     left.set_ylim(0, 1.05)
     left.set_ylabel("success (Wilson 95%)")
-    left.legend(fontsize=7, loc="lower right")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     left.set_title(f"{task}: planning toward a goal image")
     for key, label in [("latent_error", "world model"), ("copy_last_error", "copy last frame"), ("shuffled_action_error", "shuffled actions")]:
         right.plot(rollout["env_steps"], rollout[key], marker="o", label=label)

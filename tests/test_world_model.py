@@ -3,6 +3,7 @@ rollout-eval / plan-eval commands end to end with tiny budgets, including their 
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -180,7 +181,7 @@ def test_quickstart_smoke_and_rerun_reuses_stages(tmp_path, capsys):
     assert main(["plan-eval", "--run", str(out), "--pairs", "1", "--seeds", "1", "--ceiling-pairs", "0", "--json"]) == 0
 
 
-def test_finetune_trains_the_encoder_too(trained_run, tmp_path):
+def test_finetune_trains_the_encoder_too_and_a_stale_goal_distance_is_refused(trained_run, tmp_path, capsys):
     data, run = trained_run
     out = tmp_path / "ft"
     assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(out), "--train.steps", "3", "--model.finetune", *WM_TINY]) == 0
@@ -190,3 +191,9 @@ def test_finetune_trains_the_encoder_too(trained_run, tmp_path):
     tuned = load_file(str(out / "world_model" / "checkpoint.safetensors"))
     keys = [k for k in tuned if k.startswith("model/encoder.") and "weight" in k]
     assert any(not torch.equal(tuned[k], encoder[k]) for k in keys)
+    if not (run / "goal_distance").exists():
+        assert main(["train-distance", "--run", str(run), "--train.steps", "2", "--train.batch-size", "16", "--model.width", "16"]) == 0
+    shutil.copytree(run / "goal_distance", out / "goal_distance")  # a distance trained on the other encoder's latents
+    capsys.readouterr()
+    assert main(["plan-eval", "--run", str(out), *PLAN_TINY, "--no-save"]) == 2
+    assert "another encoder's latents" in capsys.readouterr().err
