@@ -44,8 +44,9 @@ class MPCConfig:
     final_weight: float | None = None
     """Extra weight of the last predicted step in the cost, on top of every step's (None: the setting's, 0 by default)."""
     distance_weight: float | None = None
-    """Weight of the run's learned goal distance (`jepa train-distance`, in model steps) added to
-    the latent distance at every step, for runs that have one (None: the setting's; 0: latent distance only)."""
+    """Weight of the run's learned goal distance (`jepa train-distance`: discounted model steps, at
+    most 1 / (1 - discount)) added to the latent distance at every step, for runs that have one
+    (None: the setting's; 0: latent distance only)."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)

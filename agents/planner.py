@@ -110,7 +110,3 @@ def horizon_cost(per_step: torch.Tensor, final_weight: float = 0.0) -> torch.Ten
     on it favours plans that end at the goal over ones that hover near it)."""
     return per_step.mean(-1) + final_weight * per_step[..., -1]
 
-
-def latent_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", final_weight: float = 0.0) -> torch.Tensor:
-    """`horizon_cost` of `latent_step_cost`: [B, S, H, N, D] predicted latents, [B, N, D] goal -> [B, S]."""
-    return horizon_cost(latent_step_cost(predicted, goal, norm), final_weight)

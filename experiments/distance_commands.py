@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.dataset import EpisodeDataset, split_episodes
+from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
 from envs.errors import UserError
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT
 from experiments.wm_commands import check_dataset, load_world_model, standardised_latents
@@ -34,17 +34,23 @@ def latent_space_id(world_model: WorldModel) -> str:
     return digest.hexdigest()[:16]
 
 
+def checked_config(path: Path, run: Path, world_model: WorldModel) -> dict:
+    """The run config of a goal-distance checkpoint, or a one-line error when it was trained on
+    another latent space than `world_model`'s (or before latent spaces were fingerprinted)."""
+    config = read_metadata(path)["config"]
+    if config.get("latent_space") != latent_space_id(world_model):
+        raise UserError(f"{path.parent} was not trained on the latents of {run}'s world model: "
+                        f"delete it and run `jepa train-distance --run {run}`")
+    return config
+
+
 def load_goal_distance(run: Path, world_model: WorldModel) -> GoalDistance | None:
     """The run's trained goal distance in eval mode (None when it has none), or a one-line error
-    when it was trained on another latent space than `world_model`'s."""
+    when it does not belong to `world_model`'s latent space."""
     path = Path(run) / DISTANCE_STAGE / FILENAME
     if not path.exists():
         return None
-    config = read_metadata(path)["config"]
-    trained_on = config.get("latent_space")  # absent in distances saved before fingerprints existed
-    if trained_on is not None and trained_on != latent_space_id(world_model):
-        raise UserError(f"{path.parent} was trained on another encoder's latents than {run}'s world model: "
-                        f"delete it and run `jepa train-distance --run {run}`")
+    config = checked_config(path, run, world_model)
     model = GoalDistance(dataclass_from_dict(GoalDistanceConfig, config["model"]), config["latent_size"])
     load_checkpoint(path, model)
     return model.eval().requires_grad_(False)
@@ -88,10 +94,10 @@ class TrainDistance:
         skip = world_model.cfg.frame_skip
         episodes, _ = split_episodes(dataset, wm_config["holdout"])
         bounds = dataset.episode_starts
-        first = np.concatenate([np.arange(bounds[e], bounds[e + 1] - skip) for e in episodes])  # transition starts
-        ends = np.concatenate([np.full(bounds[e + 1] - skip - bounds[e], bounds[e + 1]) for e in episodes])
-        if len(first) == 0:
-            raise UserError(f"{data}'s training episodes are shorter than one model step ({skip} frames): collect longer episodes")
+        first = WindowSampler(dataset, skip + 1, episodes).starts  # transition starts: first -> first + skip
+        ends = bounds[np.searchsorted(bounds, first, side="right")]  # [T] the end (exclusive) of each one's episode
+        if (Path(self.run) / DISTANCE_STAGE / FILENAME).exists():
+            checked_config(Path(self.run) / DISTANCE_STAGE / FILENAME, self.run, world_model)
         pool = np.concatenate([np.arange(bounds[e], bounds[e + 1]) for e in episodes])
         latents = standardised_latents(world_model, dataset.frames)  # [F, N, D]
         cfg = self.train

@@ -75,7 +75,7 @@ class PlanEval:
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         physics_skip = env_frame_skip(config)
-        goal_distance = load_goal_distance(self.run, model)
+        goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight else None
         if goal_distance is None and mpc_cfg.distance_weight:
             print(f"note: {task} {self.setting} plans best with a learned goal distance, which {self.run} lacks: "
                   f"run `jepa train-distance --run {self.run}`", file=sys.stderr)

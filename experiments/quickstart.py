@@ -2,8 +2,8 @@
 episodes, pretrains the encoder, trains the world model and its learned goal distance, checks its
 rollouts, plans toward goal images under the evaluation protocol, and writes a run folder with a
 report. Each stage is the
-same code as its own command; a rerun reuses the data and the trained encoder and world model
-(the evaluations run again). It evaluates every setting of the task (TwoRoom: default and
+same code as its own command; a rerun reuses the data and the trained encoder, world model and
+goal distance (the evaluations run again). It evaluates every setting of the task (TwoRoom: default and
 cross-room)."""
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ class Quickstart:
     def __call__(self) -> dict:
         if self.task not in TASKS:
             raise UserError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        parse_seeds(self.seeds)  # bad evaluation options fail now, not after the training stages
+        parse_seeds(self.seeds)  # bad evaluation and training options fail now, not after the training stages
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
+        mpc = MPCConfig(planner=self.planner, distance_weight=None if self.distance_steps else 0.0)
+        distance_train = distance_training(self.distance_steps) if self.distance_steps else None
         began, data = time.perf_counter(), self.out / "data"
         if (data / DATASET_FILE).exists() and EpisodeDataset(data).task != self.task:
             raise UserError(f"{data} holds {EpisodeDataset(data).task} episodes, not {self.task}: choose another --out")
@@ -85,11 +87,11 @@ class Quickstart:
         stage("pretrain", Pretrain(data=data, out=self.out, train=TrainConfig(steps=self.pretrain_steps, lr=2e-3), json=True))
         stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out,
                                   train=TrainConfig(steps=self.wm_steps, batch_size=128, checkpoint_every=1000), json=True))
-        if self.distance_steps and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
-            stage("train-distance", TrainDistance(run=self.out, train=distance_training(self.distance_steps), json=True))
+        if distance_train is not None and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
+            stage("train-distance", TrainDistance(run=self.out, train=distance_train, json=True))
         rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
         results = {name: stage(f"plan-eval {name}", PlanEval(run=self.out, setting=name, pairs=self.pairs, seeds=self.seeds,
-                                                             mpc=MPCConfig(planner=self.planner), json=True))
+                                                             mpc=mpc, json=True))
                    for name in SETTINGS[self.task]}
         total = round(time.perf_counter() - began, 1)
         write_report(self.out, self.task, results, rollout, timings, total)

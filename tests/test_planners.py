@@ -5,7 +5,7 @@ import torch
 
 from agents import PLANNERS
 from agents.mpc import MPC, MPCConfig
-from agents.planner import elites, gaussian_candidates, latent_cost
+from agents.planner import elites, gaussian_candidates, horizon_cost, latent_step_cost
 
 TARGET = torch.tensor([[0.3, -0.5], [0.8, 0.1], [-0.2, 0.6]])  # [H, A], inside [-1, 1]
 
@@ -50,9 +50,9 @@ def test_candidates_keep_the_mean_and_elites_are_cheapest():
 def test_latent_cost_all_steps_and_final():
     goal = torch.zeros(1, 1, 2)
     predicted = torch.tensor([1.0, 2.0, 3.0])[None, None, :, None, None].expand(1, 1, 3, 1, 2)  # [B, S, H, N, D]
-    assert latent_cost(predicted, goal).item() == pytest.approx((1 + 4 + 9) / 3)
-    assert latent_cost(predicted, goal, "l1").item() == pytest.approx(2.0)
-    assert latent_cost(predicted, goal, final_weight=2.0).item() == pytest.approx(14 / 3 + 18)
+    assert horizon_cost(latent_step_cost(predicted, goal)).item() == pytest.approx((1 + 4 + 9) / 3)
+    assert horizon_cost(latent_step_cost(predicted, goal, "l1")).item() == pytest.approx(2.0)
+    assert horizon_cost(latent_step_cost(predicted, goal), final_weight=2.0).item() == pytest.approx(14 / 3 + 18)
 
 
 class PointImagination:

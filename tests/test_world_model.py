@@ -147,6 +147,8 @@ def test_train_distance_then_plan_eval_adds_it_to_the_cost(trained_run, capsys):
     (["plan-eval", "--run", "{run}", "--mpc.horizon", "0"], "horizon must be at least 1"),
     (["quickstart", "--out", "{run}", "--seeds", "-1"], "--seeds"),
     (["plan-eval", "--run", "{run}", "--planner", "astar"], "planner must be one of"),
+    (["quickstart", "--out", "{empty}", "--planner", "astar"], "planner must be one of"),
+    (["quickstart", "--out", "{empty}", "--distance-steps", "-1"], "must be positive"),
     (["rollout-eval", "--run", "{run}", "--data", "{small}"], "--image-size 64"),
     (["rollout-eval", "--run", "{run}", "--data", "{data}", "--horizon", "400"], "lower --horizon"),
 ])
@@ -196,4 +198,7 @@ def test_finetune_trains_the_encoder_too_and_a_stale_goal_distance_is_refused(tr
     shutil.copytree(run / "goal_distance", out / "goal_distance")  # a distance trained on the other encoder's latents
     capsys.readouterr()
     assert main(["plan-eval", "--run", str(out), *PLAN_TINY, "--no-save"]) == 2
-    assert "another encoder's latents" in capsys.readouterr().err
+    assert "was not trained on the latents of" in capsys.readouterr().err
+    assert main(["plan-eval", "--run", str(out), *PLAN_TINY, "--no-save", "--mpc.distance-weight", "0"]) == 0  # not used: not loaded
+    assert main(["train-distance", "--run", str(out), "--train.steps", "2"]) == 2
+    assert "delete it" in capsys.readouterr().err

@@ -11,7 +11,7 @@ regression (IQL, Kostrikov et al. 2022) to the Bellman target -1 + gamma * V_tar
 the dataset's transitions (one model step, `frame_skip` env steps apart), with an EMA target
 network; the target is -1 alone when s' is the goal. Goals are later frames of the same episode
 (geometric offsets) or random frames. The value then approximates the discounted shortest path
-through the data, -(1 - gamma^d) / (1 - gamma) for d steps; `steps` inverts it.
+through the data, -(1 - gamma^d) / (1 - gamma) for d steps; `steps_from_value` inverts it.
 
 Trained on the world model's (frozen) latents only; no simulator state.
 """

@@ -103,8 +103,9 @@ def distributed(device: str) -> tuple[int, int, int]:
 
 
 def with_new_fields(saved: dict, current: dict) -> dict:
-    """A saved run config with the options it predates taken from the current one (fields added
-    later default to the behaviour that existed before), so upgrading does not strand old runs."""
+    """A saved run config completed with the options it predates, taken from the current config, so
+    upgrading does not strand old runs. Such a run ran with each new option's old behaviour, which
+    the option's default keeps: resume it with those options at their defaults."""
     merged = dict(saved)
     for key, value in current.items():
         if key not in saved:

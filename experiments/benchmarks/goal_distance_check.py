@@ -34,9 +34,9 @@ def main() -> None:
         distance = load_goal_distance(args.run, world_model)
         if distance is None:
             raise UserError(f"{args.run} has no goal distance: run `jepa train-distance --run {args.run}` first")
+        dataset = EpisodeDataset(config["data"])
     except UserError as exc:
         sys.exit(f"goal_distance_check: error: {exc}")
-    dataset = EpisodeDataset(config["data"])
     _, held_out = split_episodes(dataset, config["holdout"])
     bounds, skip = dataset.episode_starts, world_model.cfg.frame_skip
     frames = np.concatenate([np.arange(bounds[e], bounds[e + 1]) for e in held_out])
@@ -46,10 +46,10 @@ def main() -> None:
     def steps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return distance.steps_from_value(-distance.gap(latents[a], latents[b])).numpy()
 
-    longest = min(bounds[e + 1] - bounds[e] for e in held_out) // skip - 1
+    max_apart = min(bounds[e + 1] - bounds[e] for e in held_out) // skip - 1  # model steps within the shortest episode
     rows = []
-    for k in sorted({1, 2, 4, 8, 12, 16, longest} & set(range(1, longest + 1))):
-        starts = [(bounds[e] + skip * j, bounds[e] + skip * (j + k)) for e in held_out for j in range(longest + 1 - k)]
+    for k in sorted({1, 2, 4, 8, 12, 16, max_apart} & set(range(1, max_apart + 1))):
+        starts = [(bounds[e] + skip * j, bounds[e] + skip * (j + k)) for e in held_out for j in range(max_apart + 1 - k)]
         predicted = steps(np.array([row_of[a] for a, _ in starts]), np.array([row_of[b] for _, b in starts]))
         rows.append({"k": k, "median": f"{np.median(predicted):.2f}",
                      "spread": f"{np.quantile(predicted, 0.1):.2f} - {np.quantile(predicted, 0.9):.2f}"})
