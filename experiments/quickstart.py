@@ -1,10 +1,9 @@
 """`jepa quickstart`: the main job in one command. On a machine with no data and no GPU it collects
 episodes, pretrains the encoder, trains the world model and its learned goal distance, checks its
 rollouts, plans toward goal images under the evaluation protocol, and writes a run folder with a
-report. Each stage is the
-same code as its own command; a rerun reuses the data and the trained encoder, world model and
-goal distance (the evaluations run again). It evaluates every setting of the task (TwoRoom: default and
-cross-room)."""
+report. Each stage is the same code as its own command; a rerun reuses the data and the trained
+encoder, world model and goal distance (the evaluations run again). It evaluates every setting of
+the task (TwoRoom: default and cross-room)."""
 
 from __future__ import annotations
 
