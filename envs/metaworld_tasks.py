@@ -1,10 +1,16 @@
 """Meta-World v3 tasks (Yu et al. 2019; the `metaworld` package, MuJoCo) as pixel tasks of this
 project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate, policy-eval).
 
-- Observation: `{"pixels": 64x64 from the fixed `corner4` camera, turned 180 degrees (Meta-World's
-  corner cameras render upside down), "proprio": hand position and gripper opening [4]}`.
+- Observation: `{"pixels": 64x64 from one fixed camera, "proprio": hand position and gripper
+  opening [4]}`. The camera (`WORKSPACE_VIEW`) looks at the table's workspace from the front
+  right, upright, about 0.6 m wide at the objects. Meta-World's own cameras see the whole room
+  (and its corner cameras render upside down): at 64x64 from `corner4` the goal marker was one
+  or two pixels and the puck three, and every policy stayed near the floor on reach, push and
+  pick-place (BENCHMARKS.md).
 - Every reset draws new object and goal positions from the reset seed. The goal is shown in the
-  scene as Meta-World's goal marker, so the goal image is the episode's first frame.
+  scene as Meta-World's goal marker, drawn here as a sphere of radius 2 cm (the package draws a
+  5 mm sliver) so that it spans a few pixels; markers have no physics. The goal image is the
+  episode's first frame.
 - `--policy expert` is the package's own scripted policy (it reads the full state observation).
 - Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
   be lost again, so success is counted at any step; this project's episodes are 150 steps (the
@@ -14,17 +20,40 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from envs.base import check_image_size
 from envs.errors import UserError
 
 PREFIX = "metaworld:"
-CAMERA = "corner4"
+CAMERA = "corner4"  # the package camera whose pose WORKSPACE_VIEW replaces
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraPose:
+    position: tuple[float, float, float]  # world frame, metres
+    target: tuple[float, float, float]  # the point at the image centre
+    fovy: float  # vertical field of view, degrees
+
+    def quaternion(self) -> np.ndarray:
+        """MuJoCo camera orientation [4] (w, x, y, z): looks along -z, image up towards world +z."""
+        forward = np.subtract(self.target, self.position)
+        back = -forward / np.linalg.norm(forward)
+        right = np.cross([0.0, 0.0, 1.0], back)
+        right /= np.linalg.norm(right)
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, np.stack([right, np.cross(back, right), back], axis=1).ravel())
+        return quat
+
+
+WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
+GOAL_MARKER_RADIUS = 0.02
 EPISODE_STEPS = 150
 
 
@@ -53,6 +82,7 @@ class MetaWorldTask(gym.Env):
         env = _package().env_dict.ALL_V3_ENVIRONMENTS[self.task_name](
             render_mode="rgb_array" if pixels else None, camera_name=CAMERA, width=image_size, height=image_size)
         env.model.vis.quality.shadowsize, env.model.vis.quality.offsamples = 0, 0
+        _show_workspace(env.model)
         env._partially_observable = False  # the scripted expert reads the goal from the state observation
         del env.sawyer_observation_space  # cached with the goal hidden
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
@@ -88,7 +118,10 @@ class MetaWorldTask(gym.Env):
     def render(self) -> np.ndarray:
         if not self.pixels:
             return np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        return np.ascontiguousarray(self.env.render()[::-1, ::-1])
+        viewer = self.env.mujoco_renderer.viewer
+        if viewer is not None:  # another env freed since may have left no GL context current (black frames)
+            viewer.make_context_current()
+        return self.env.render().copy()
 
     def render_goal(self) -> np.ndarray:
         """The episode's first frame: the goal marker shows where things must go."""
@@ -102,6 +135,16 @@ class MetaWorldTask(gym.Env):
 
     def _info(self, success: bool) -> dict:
         return {"is_success": success, "state": self.last_state.copy()}
+
+
+def _show_workspace(model) -> None:
+    """Point the rendering camera at the workspace and make the goal marker a visible sphere."""
+    camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
+    model.cam_pos[camera], model.cam_quat[camera] = WORKSPACE_VIEW.position, WORKSPACE_VIEW.quaternion()
+    model.cam_fovy[camera] = WORKSPACE_VIEW.fovy
+    goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    if goal >= 0:
+        model.site_type[goal], model.site_size[goal] = mujoco.mjtGeom.mjGEOM_SPHERE, GOAL_MARKER_RADIUS
 
 
 class MetaWorldExpert:

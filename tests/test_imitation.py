@@ -3,6 +3,7 @@ windows, and `imitate` / `policy-eval` / `train-expert` / Meta-World end to end 
 
 import json
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -267,3 +268,27 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
     assert main(["collect", "--task", "metaworld:reach-v3", "--policy", "expert", "--episodes", "1", "--steps", "3", "--out", str(tmp_path / "mw")]) == 0
     frames = EpisodeDataset(tmp_path / "mw").frames
     assert frames.shape[1:] == (64, 64, 3) and frames[0].std() > 0
+
+
+def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():
+    """The goal marker spans several pixels at 64x64, and an env freed before another one
+    steps does not leave the next one rendering black frames."""
+    import gc
+
+    from envs.metaworld_tasks import MetaWorldExpert
+
+    first = make_task("metaworld:push-v3")
+    first.reset(seed=0)
+    first.step(MetaWorldExpert(first)())
+    env = make_task("metaworld:reach-v3")
+    env.reset(seed=3)
+    del first
+    gc.collect()
+    with_marker = env.step(np.zeros(4))[0]["pixels"]
+    assert with_marker.std() > 0
+    goal = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    env.model.site_rgba[goal, 3] = 0.0
+    without_marker = env.render()
+    changed = (np.abs(with_marker.astype(int) - without_marker).sum(-1) > 60).sum()
+    assert changed >= 6, f"the goal marker covers {changed} pixels"
+    env.close()
