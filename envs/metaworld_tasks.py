@@ -3,14 +3,18 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
 
 - Observation: `{"pixels": 64x64 from one fixed camera, "proprio": hand position and gripper
   opening [4]}`. The camera (`WORKSPACE_VIEW`) looks at the table's workspace from the front
-  right, upright, about 0.6 m wide at the objects. Meta-World's own cameras see the whole room
+  right, upright, about 0.9 m wide at the objects. Meta-World's own cameras see the whole room
   (and its corner cameras render upside down): at 64x64 from `corner4` the goal marker was one
   or two pixels and the puck three, and every policy stayed near the floor on reach, push and
   pick-place (BENCHMARKS.md).
 - Every reset draws new object and goal positions from the reset seed. The goal is shown in the
-  scene as Meta-World's goal marker, drawn here as a sphere of radius 2 cm (the package draws a
-  5 mm sliver) so that it spans a few pixels; markers have no physics. The goal image is the
-  episode's first frame.
+  scene as Meta-World's goal marker, drawn here as a sphere of radius 3.5 cm (the package draws a
+  5 mm sliver; with a 2 cm sphere ACT's image vectors stayed nearly constant on reach and it did
+  not read the goal, BENCHMARKS.md). A goal above the table also gets a thin pole down to the
+  table and a flat disc at its foot: one view cannot tell how far away a floating sphere is
+  (sites cast no shadow), and reach and pick-place goals float anywhere from 5 to 30 cm up. The
+  pole and disc are drawn at render time (`_goal_markers`); none of it has physics. The goal
+  image is the episode's first frame.
 - `--policy expert` is the package's own scripted policy (it reads the full state observation).
 - Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
   be lost again, so success is counted at any step; this project's episodes are 150 steps (the
@@ -53,7 +57,9 @@ class CameraPose:
 
 
 WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
-GOAL_MARKER_RADIUS = 0.02
+GOAL_MARKER_RADIUS = 0.035
+GOAL_POLE_RADIUS = 0.012
+GOAL_DISC_HALF_HEIGHT = 0.002
 EPISODE_STEPS = 150
 
 
@@ -82,12 +88,13 @@ class MetaWorldTask(gym.Env):
         env = _package().env_dict.ALL_V3_ENVIRONMENTS[self.task_name](
             render_mode="rgb_array" if pixels else None, camera_name=CAMERA, width=image_size, height=image_size)
         env.model.vis.quality.shadowsize, env.model.vis.quality.offsamples = 0, 0
-        _show_workspace(env.model)
+        self.goal_site = _show_workspace(env.model)
         env._partially_observable = False  # the scripted expert reads the goal from the state observation
         del env.sawyer_observation_space  # cached with the goal hidden
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
         env.max_path_length = 10**9  # this wrapper owns episode length
         self.env, self.model = env, env.model
+        mujoco.mj_forward(env.model, env.data)  # the camera pose reaches a render before the first reset
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.observation_space = gym.spaces.Dict({
             "pixels": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
@@ -118,10 +125,26 @@ class MetaWorldTask(gym.Env):
     def render(self) -> np.ndarray:
         if not self.pixels:
             return np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        viewer = self.env.mujoco_renderer.viewer
-        if viewer is not None:  # another env freed since may have left no GL context current (black frames)
-            viewer.make_context_current()
+        # gymnasium's viewer (created on first use) takes markers for its next frame only
+        viewer = self.env.mujoco_renderer._get_viewer("rgb_array")
+        viewer.make_context_current()  # another env freed since may have left no GL context current (black frames)
+        for marker in self._goal_markers():
+            viewer.add_marker(**marker)
         return self.env.render().copy()
+
+    def _goal_markers(self) -> list[dict]:
+        """A pole from the table (z = 0) up to a floating goal and a disc at its foot (none for
+        goals on the table, or tasks without a goal site). Cylinder sizes: radius, half-length."""
+        if self.goal_site < 0:
+            return []
+        position, rgba = self.env.data.site_xpos[self.goal_site], self.model.site_rgba[self.goal_site]
+        half = position[2] / 2
+        if half <= GOAL_MARKER_RADIUS / 2:
+            return []
+        foot = position * [1, 1, 0]
+        return [dict(type=mujoco.mjtGeom.mjGEOM_CYLINDER, pos=foot + [0, 0, half], size=np.array([GOAL_POLE_RADIUS, half, 0]), rgba=rgba),
+                dict(type=mujoco.mjtGeom.mjGEOM_CYLINDER, pos=foot + [0, 0, GOAL_DISC_HALF_HEIGHT],
+                     size=np.array([GOAL_MARKER_RADIUS, GOAL_DISC_HALF_HEIGHT, 0]), rgba=rgba)]
 
     def render_goal(self) -> np.ndarray:
         """The episode's first frame: the goal marker shows where things must go."""
@@ -137,14 +160,16 @@ class MetaWorldTask(gym.Env):
         return {"is_success": success, "state": self.last_state.copy()}
 
 
-def _show_workspace(model) -> None:
-    """Point the rendering camera at the workspace and make the goal marker a visible sphere."""
+def _show_workspace(model) -> int:
+    """Point the rendering camera at the workspace and make the goal marker a visible sphere;
+    returns the goal site's id (-1: the task has no site named "goal")."""
     camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
     model.cam_pos[camera], model.cam_quat[camera] = WORKSPACE_VIEW.position, WORKSPACE_VIEW.quaternion()
     model.cam_fovy[camera] = WORKSPACE_VIEW.fovy
     goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
     if goal >= 0:
         model.site_type[goal], model.site_size[goal] = mujoco.mjtGeom.mjGEOM_SPHERE, GOAL_MARKER_RADIUS
+    return goal
 
 
 class MetaWorldExpert:

@@ -271,8 +271,8 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
 
 
 def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():
-    """The goal marker spans several pixels at 64x64, and an env freed before another one
-    steps does not leave the next one rendering black frames."""
+    """The goal marker (sphere, pole and ground disc) spans many pixels at 64x64, and an env
+    freed before another one steps does not leave the next one rendering black frames."""
     import gc
 
     from envs.metaworld_tasks import MetaWorldExpert
@@ -290,5 +290,9 @@ def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env
     env.model.site_rgba[goal, 3] = 0.0
     without_marker = env.render()
     changed = (np.abs(with_marker.astype(int) - without_marker).sum(-1) > 60).sum()
-    assert changed >= 6, f"the goal marker covers {changed} pixels"
+    assert changed >= 15, f"the goal marker covers {changed} pixels"
+    goal_z = env.env.data.site_xpos[goal][2]
+    pole, disc = env._goal_markers()  # reach goals float: a pole from the table up to the goal, a disc at its foot
+    assert pole["pos"][2] - pole["size"][1] == pytest.approx(0.0) and pole["pos"][2] + pole["size"][1] == pytest.approx(goal_z)
+    assert disc["pos"][2] - disc["size"][1] == pytest.approx(0.0) and disc["size"][1] < 0.01
     env.close()
