@@ -5,7 +5,7 @@ Demonstrations, finished trainings and evaluations already in OUT (the same seed
 are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
-    python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0
+    python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--demos", type=int, default=100, help="expert demonstrations")
+    parser.add_argument("--demonstrator", default="expert", help="collect policy: expert, or noisy-expert (the expert's "
+                        "corrections from perturbed states, as in DART)")
     parser.add_argument("--policies", default="act-jepa,act,bc")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per seed")
     parser.add_argument("--seeds", default="0,1,2")
@@ -46,10 +48,11 @@ def main() -> None:
 def table(args: argparse.Namespace) -> None:
     data = args.out / "demos"
     if not (data / "episodes.h5").exists():
-        Collect(task=args.task, policy="expert", episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
+        Collect(task=args.task, policy=args.demonstrator, episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
     dataset = EpisodeDataset(data)
-    if (dataset.task, dataset.num_episodes) != (args.task, args.demos):
-        raise UserError(f"{data} holds {dataset.num_episodes} {dataset.task} demonstrations, not {args.demos} {args.task}: choose another --out")
+    held = (dataset.task, dataset.num_episodes, dataset.attrs["policy"])
+    if held != (args.task, args.demos, args.demonstrator):
+        raise UserError(f"{data} holds {held[1]} {held[0]} demonstrations by {held[2]}, not {args.demos} {args.task} by {args.demonstrator}: choose another --out")
     rows = []
     seeds = parse_seeds(args.seeds)
     for policy in args.policies.split(","):
@@ -65,7 +68,7 @@ def table(args: argparse.Namespace) -> None:
         rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
                      "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
-    print(f"{args.task}, {args.demos} demonstrations, {len(seeds)} x {args.episodes} evaluation episodes")
+    print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes")
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
