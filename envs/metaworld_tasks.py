@@ -138,9 +138,9 @@ class MetaWorldTask(gym.Env):
         if self.goal_site < 0:
             return []
         position, rgba = self.env.data.site_xpos[self.goal_site], self.model.site_rgba[self.goal_site]
-        half = position[2] / 2
-        if half <= GOAL_MARKER_RADIUS / 2:
+        if position[2] <= GOAL_MARKER_RADIUS:  # the sphere already rests on the table
             return []
+        half = position[2] / 2
         foot = position * [1, 1, 0]
         return [dict(type=mujoco.mjtGeom.mjGEOM_CYLINDER, pos=foot + [0, 0, half], size=np.array([GOAL_POLE_RADIUS, half, 0]), rgba=rgba),
                 dict(type=mujoco.mjtGeom.mjGEOM_CYLINDER, pos=foot + [0, 0, GOAL_DISC_HALF_HEIGHT],
