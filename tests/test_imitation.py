@@ -3,7 +3,6 @@ windows, and `imitate` / `policy-eval` / `train-expert` / Meta-World end to end 
 
 import json
 
-import mujoco
 import numpy as np
 import pytest
 import torch
@@ -286,7 +285,7 @@ def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env
     gc.collect()
     with_marker = env.step(np.zeros(4))[0]["pixels"]
     assert with_marker.std() > 0
-    goal = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    goal = env.goal_site
     env.model.site_rgba[goal, 3] = 0.0
     without_marker = env.render()
     changed = (np.abs(with_marker.astype(int) - without_marker).sum(-1) > 60).sum()
