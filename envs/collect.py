@@ -85,15 +85,16 @@ def make_policy(spec: CollectSpec, env, rng: np.random.Generator) -> Callable[[]
     return noisy
 
 
-def episode_seed(seed: int, index: int) -> np.random.SeedSequence:
-    """The seed sequence of episode `index` of a collection seeded with `seed`."""
-    return np.random.SeedSequence([seed, index])
+def episode_seeds(seed: int, index: int) -> tuple[int, np.random.SeedSequence]:
+    """(env reset seed, policy seed sequence) of episode `index` of a collection seeded with `seed`."""
+    env_seed, policy_seed = np.random.SeedSequence([seed, index]).spawn(2)
+    return int(env_seed.generate_state(1)[0]), policy_seed
 
 
 def run_episode(spec: CollectSpec, env, index: int) -> Episode:
     """Roll out one episode of `spec.episode_steps` actions; returns T + 1 frames."""
-    env_seed, policy_seed = episode_seed(spec.seed, index).spawn(2)
-    obs, info = env.reset(seed=int(env_seed.generate_state(1)[0]))
+    reset_seed, policy_seed = episode_seeds(spec.seed, index)
+    obs, info = env.reset(seed=reset_seed)
     policy = make_policy(spec, env, np.random.default_rng(policy_seed))
     steps = spec.episode_steps
     frames = np.empty((steps + 1, *obs["pixels"].shape), np.uint8)

@@ -295,3 +295,31 @@ def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env
     assert pole["pos"][2] - pole["size"][1] == pytest.approx(0.0) and pole["pos"][2] + pole["size"][1] == pytest.approx(goal_z)
     assert disc["pos"][2] - disc["size"][1] == pytest.approx(0.0) and disc["size"][1] < 0.01
     env.close()
+
+
+def test_metaworld_object_is_drawn_flat_yellow():
+    """The puck shows as yellow pixels at 64x64 (Meta-World's wood texture made it two dark ones)."""
+    from envs.metaworld_tasks import OBJECT_RGBA
+
+    env = make_task("metaworld:push-v3")
+    pixels = env.reset(seed=1)[0]["pixels"].astype(int)
+    yellow = (np.abs(pixels - np.array(OBJECT_RGBA[:3]) * 255).max(-1) < 60).sum()
+    assert yellow >= 4, f"the object covers {yellow} yellow pixels"
+    env.close()
+
+
+def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, trained_policy, capsys):
+    """The diagnosis replays the demonstrations' own starts (the collect seeds reproduce their
+    first frames) and fresh ones, and reports the spreads it promises."""
+    from envs.collect import episode_seeds
+    from experiments.benchmarks.policy_diagnosis import diagnose
+
+    dataset = EpisodeDataset(demos)
+    env = make_task(dataset.task)
+    for e in range(2):
+        start = env.reset(seed=episode_seeds(int(dataset.attrs["seed"]), e)[0])[0]["pixels"]
+        assert (start == dataset.frames[dataset.episode_starts[e]]).all()
+    env.close()
+    report = diagnose(trained_policy, 2)
+    assert {"own demonstrations", "fresh"} <= set(report) and report["expert_first_action_std"] > 0
+    assert "first-action std" in capsys.readouterr().out

@@ -1,0 +1,95 @@
+"""Why does a learned policy fail? Separates "did not fit its demonstrations" from "does not
+generalise" and "does not look at the image", for one `jepa imitate` run:
+
+- success from the starts of its own (successful) demonstrations, beside success from fresh
+  starts (the first of policy-eval's seed-0 episodes);
+- the spread across fresh starts of the policy's first action, beside the scripted expert's
+  (noise-free) first actions from the same starts (a policy that ignores the goal gives one
+  first action for all);
+- the spread across fresh starts of the image vectors of the first frame and of the goal image
+  (mean over dimensions of the std over episodes, as `collapse/std_mean` in training).
+
+    python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw7_reach/act [--episodes 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from envs import task_spec  # noqa: E402
+from envs.collect import episode_seeds  # noqa: E402
+from envs.dataset import EpisodeDataset  # noqa: E402
+from envs.errors import UserError  # noqa: E402
+from experiments.imitate_commands import load_policy  # noqa: E402
+from experiments.protocol import eval_reset_seeds, rate, run_lockstep  # noqa: E402
+from experiments.report import markdown_table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a `jepa imitate --out RUN` folder")
+    parser.add_argument("--episodes", type=int, default=25, help="starts of each kind")
+    args = parser.parse_args()
+    try:
+        diagnose(args.run, args.episodes)
+    except UserError as error:
+        sys.exit(f"policy_diagnosis.py: error: {error}")
+
+
+def diagnose(run: Path, episodes: int) -> dict:
+    policy, config = load_policy(run)
+    demos = EpisodeDataset(config["data"])
+    reached = [e for e in range(demos.num_episodes) if demos.is_success[demos.episode(e)][1:].any()][:episodes]
+    if not reached or episodes < 1:
+        raise UserError(f"{config['data']} has no successful demonstration to start from" if episodes >= 1 else "--episodes must be positive")
+    starts = {"own demonstrations": [episode_seeds(int(demos.attrs["seed"]), e)[0] for e in reached],
+              "fresh": eval_reset_seeds(0, len(reached))}
+    spec = task_spec(config["task"])
+    kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
+    envs = [spec.env_class(**kwargs) for _ in reached]
+    rows, report = [], {}
+    try:
+        for name, resets in starts.items():
+            first: dict = {}
+
+            def act(obs, _):
+                actions = policy.select_action(obs).numpy()
+                first.setdefault("obs", obs)
+                first.setdefault("actions", actions)
+                return actions
+
+            policy.reset()
+            success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act).tolist())
+            report[name] = {"success": success, "ci95": ci, "first_action_std": float(first["actions"].std(0).mean())}
+            rows.append({"starts": f"{name} ({len(resets)})", "success": f"{success:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]",
+                         "action": f"{report[name]['first_action_std']:.3f}"})
+        # the last loop ran the fresh starts: `first` holds their observations
+        with torch.no_grad():
+            images = torch.as_tensor(np.stack([first["obs"]["pixels"], first["obs"]["goal"]], 1))  # fresh starts [n, 2, H, W, 3]
+            vectors = policy.embed(images)  # [n, 2, width]
+        spread = vectors.std(0).mean(1)  # [2]
+        expert = []
+        for env, seed in zip(envs, starts["fresh"]):
+            env.reset(seed=seed)
+            expert.append(spec.expert_class(env)())
+        report |= {"frame_vector_std": float(spread[0]), "goal_vector_std": float(spread[1]),
+                   "expert_first_action_std": float(np.std(expert, 0).mean())}
+    finally:
+        for env in envs:
+            env.close()
+    print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations ({config['demonstrator']})")
+    print(markdown_table(rows, {"starts": "starts", "success": "success (Wilson 95%)", "action": "first-action std across starts"}))
+    print(f"scripted expert's first-action std across the fresh starts: {report['expert_first_action_std']:.3f}; image-vector std across fresh starts: "
+          f"first frame {report['frame_vector_std']:.4f}, goal image {report['goal_vector_std']:.4f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
