@@ -43,6 +43,18 @@ def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> n
     return lasts
 
 
+def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True) -> np.ndarray:
+    """Indices of the episodes a policy learns from: all, or those that reach their goal and do not
+    start there (nothing to learn)."""
+    episodes = np.arange(dataset.num_episodes)
+    if not successful_only:
+        return episodes
+    reached = np.array([dataset.is_success[dataset.episode(e)][1:].any() and not dataset.is_success[dataset.episode_starts[e]] for e in episodes])
+    if not reached.any():
+        raise UserError(f"no demonstration in {dataset.path} reaches its goal: collect with --policy expert")
+    return episodes[reached]
+
+
 def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, cfg: PolicyConfig):
     """A function `(rng, batch) -> dict` of training windows (shapes in `agents/policy.py`): an
     episode drawn uniformly (every demonstration weighs the same, short ones are not drowned),
@@ -113,13 +125,7 @@ class Imitate:
 
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
-        episodes = np.arange(dataset.num_episodes)
-        if self.successful_only:  # reached the goal, and not already at the start (nothing to learn there)
-            reached = np.array([dataset.is_success[dataset.episode(e)][1:].any() and not dataset.is_success[dataset.episode_starts[e]]
-                                for e in episodes])
-            episodes = episodes[reached]
-            if len(episodes) == 0:
-                raise UserError(f"no demonstration in {dataset.path} reaches its goal: collect with --policy expert")
+        episodes = demonstration_episodes(dataset, self.successful_only)
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None

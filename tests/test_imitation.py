@@ -13,7 +13,8 @@ from conftest import write_dataset
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
-from experiments.imitate_commands import demonstration_windows, last_actions
+from experiments.imitate_commands import demonstration_episodes, demonstration_windows, last_actions
+from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 
 TINY = ["--model.width", "16", "--model.depth", "1", "--model.heads", "2", "--model.encoder.width", "8", "--model.chunk", "4",
@@ -297,18 +298,23 @@ def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env
     env.close()
 
 
-def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, trained_policy, capsys):
-    """The diagnosis replays the demonstrations' own starts (the collect seeds reproduce their
-    first frames) and fresh ones, and reports the spreads it promises."""
+def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, trained_policy, monkeypatch, capsys):
+    """The diagnosis replays the starts of the demonstrations the policy learned from (the collect
+    seeds are pinned, so datasets collected earlier replay too) and policy-eval's fresh ones."""
     from envs.collect import episode_seeds
-    from experiments.benchmarks.policy_diagnosis import diagnose
+    from experiments.benchmarks import policy_diagnosis
+    from experiments.protocol import eval_reset_seeds
 
-    dataset = EpisodeDataset(demos)
-    env = make_task(dataset.task)
-    for e in range(2):
-        start = env.reset(seed=episode_seeds(int(dataset.attrs["seed"]), e)[0])[0]["pixels"]
-        assert (start == dataset.frames[dataset.episode_starts[e]]).all()
-    env.close()
-    report = diagnose(trained_policy, 2)
-    assert {"own demonstrations", "fresh"} <= set(report) and report["expert_first_action_std"] > 0
+    assert [episode_seeds(5, e)[0] for e in (0, 1)] == [803261128, 2634622467]
+    calls = []
+
+    def recording(envs, resets, budget, act, on_step=None):
+        calls.append(list(resets))
+        return run_lockstep(envs, resets, 3, act, on_step)
+
+    monkeypatch.setattr(policy_diagnosis, "run_lockstep", recording)
+    report = policy_diagnosis.diagnose(trained_policy, 2)
+    learned = demonstration_episodes(EpisodeDataset(demos))[:2]
+    assert calls == [[episode_seeds(5, int(e))[0] for e in learned], eval_reset_seeds(0, 2)]
+    assert np.isfinite([report["frame_vector_std"], report["goal_vector_std"]]).all() and report["expert_first_action_std"] > 0
     assert "first-action std" in capsys.readouterr().out

@@ -1,8 +1,8 @@
 """Why does a learned policy fail? Separates "did not fit its demonstrations" from "does not
 generalise" and "does not look at the image", for one `jepa imitate` run:
 
-- success from the starts of its own (successful) demonstrations, beside success from fresh
-  starts (the first of policy-eval's seed-0 episodes);
+- success from the starts of the first N demonstrations it learned from, beside success from N
+  fresh starts (policy-eval's first N seed-0 episodes), both over the task's episode length;
 - the spread across fresh starts of the policy's first action, beside the scripted expert's
   (noise-free) first actions from the same starts (a policy that ignores the goal gives one
   first action for all);
@@ -15,6 +15,7 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from envs import task_spec  # noqa: E402
 from envs.collect import episode_seeds  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
-from experiments.imitate_commands import load_policy  # noqa: E402
+from experiments.imitate_commands import demonstration_episodes, load_policy  # noqa: E402
 from experiments.protocol import eval_reset_seeds, rate, run_lockstep  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
@@ -44,52 +45,58 @@ def main() -> None:
 
 
 def diagnose(run: Path, episodes: int) -> dict:
+    """Run the diagnosis on `episodes` starts of each kind; prints a table and returns its figures."""
+    if episodes < 2:
+        raise UserError(f"--episodes must be at least 2 (spreads across starts), got {episodes}")
     policy, config = load_policy(run)
     demos = EpisodeDataset(config["data"])
-    reached = [e for e in range(demos.num_episodes) if demos.is_success[demos.episode(e)][1:].any()][:episodes]
-    if not reached or episodes < 1:
-        raise UserError(f"{config['data']} has no successful demonstration to start from" if episodes >= 1 else "--episodes must be positive")
-    starts = {"own demonstrations": [episode_seeds(int(demos.attrs["seed"]), e)[0] for e in reached],
-              "fresh": eval_reset_seeds(0, len(reached))}
+    learned = demonstration_episodes(demos)
+    if len(learned) != config["demonstrations"] or "seed" not in demos.attrs:
+        raise UserError(f"{config['data']} no longer holds the {config['demonstrations']} demonstrations {run} learned from: imitate again")
+    own = learned[:episodes]
+    starts = {"own demonstrations": [episode_seeds(int(demos.attrs["seed"]), int(e))[0] for e in own],
+              "fresh": eval_reset_seeds(0, len(own))}
     spec = task_spec(config["task"])
     kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
-    envs = [spec.env_class(**kwargs) for _ in reached]
-    rows, report = [], {}
-    try:
+    rows, report, first_obs = [], {}, {}
+    with contextlib.ExitStack() as stack:
+        envs = []
+        for _ in own:
+            envs.append(spec.env_class(**kwargs))
+            stack.callback(envs[-1].close)
         for name, resets in starts.items():
-            first: dict = {}
+            first_actions = []
 
-            def act(obs, _):
+            def act(obs, _, name=name):
+                first_obs.setdefault(name, obs)
                 actions = policy.select_action(obs).numpy()
-                first.setdefault("obs", obs)
-                first.setdefault("actions", actions)
+                if not first_actions:
+                    first_actions.append(actions)
                 return actions
 
             policy.reset()
             success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act).tolist())
-            report[name] = {"success": success, "ci95": ci, "first_action_std": float(first["actions"].std(0).mean())}
+            report[name] = {"success": success, "ci95": ci, "first_action_std": float(first_actions[0].std(0).mean())}
             rows.append({"starts": f"{name} ({len(resets)})", "success": f"{success:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]",
                          "action": f"{report[name]['first_action_std']:.3f}"})
-        # the last loop ran the fresh starts: `first` holds their observations
-        with torch.no_grad():
-            images = torch.as_tensor(np.stack([first["obs"]["pixels"], first["obs"]["goal"]], 1))  # fresh starts [n, 2, H, W, 3]
-            vectors = policy.embed(images)  # [n, 2, width]
-        spread = vectors.std(0).mean(1)  # [2]
+        if not (first_obs["own demonstrations"]["pixels"] == demos.frames[demos.episode_starts[own]]).all():
+            raise UserError(f"the starts replayed from {config['data']} differ from its recorded first frames: was it collected by another version?")
         expert = []
         for env, seed in zip(envs, starts["fresh"]):
             env.reset(seed=seed)
             expert.append(spec.expert_class(env)())
-        report |= {"frame_vector_std": float(spread[0]), "goal_vector_std": float(spread[1]),
-                   "expert_first_action_std": float(np.std(expert, 0).mean())}
-    finally:
-        for env in envs:
-            env.close()
-    print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations ({config['demonstrator']})")
+    fresh = first_obs["fresh"]
+    with torch.no_grad():
+        vectors = policy.embed(torch.as_tensor(np.stack([fresh["pixels"], fresh["goal"]], 1)))  # [n, 2 (first frame, goal), width]
+    spread = vectors.std(0).mean(1)  # [2], as training's collapse/std_mean
+    report |= {"frame_vector_std": float(spread[0]), "goal_vector_std": float(spread[1]),
+               "expert_first_action_std": float(np.std(expert, 0).mean())}
+    print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations "
+          f"({config.get('demonstrator', 'expert')})")
     print(markdown_table(rows, {"starts": "starts", "success": "success (Wilson 95%)", "action": "first-action std across starts"}))
     print(f"scripted expert's first-action std across the fresh starts: {report['expert_first_action_std']:.3f}; image-vector std across fresh starts: "
           f"first frame {report['frame_vector_std']:.4f}, goal image {report['goal_vector_std']:.4f}")
     return report
-
 
 if __name__ == "__main__":
     main()
