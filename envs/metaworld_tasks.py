@@ -110,6 +110,9 @@ class MetaWorldTask(gym.Env):
             raise UserError("Meta-World tasks draw their own starts and goals; they take no start or goal state")
         self.env.seed(int(self.np_random.integers(2**31)))
         self.last_state, _ = self.env.reset()
+        # Meta-World moves the goal site after its last forward pass: without this, the first frame
+        # (the goal image) drew the goal marker where the previous episode's goal was
+        mujoco.mj_forward(self.env.model, self.env.data)
         self.goal_state = self.last_state[-3:].copy()
         obs = self._observation()
         self._goal_frame = obs["pixels"]

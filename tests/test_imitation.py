@@ -318,3 +318,17 @@ def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, train
     assert calls == [[episode_seeds(5, int(e))[0] for e in learned], eval_reset_seeds(0, 2)]
     assert np.isfinite([report["frame_vector_std"], report["goal_vector_std"]]).all() and report["expert_first_action_std"] > 0
     assert "first-action std" in capsys.readouterr().out
+
+
+def test_metaworld_goal_image_shows_this_episodes_goal():
+    """The first frame (the goal image) draws the goal marker where this episode's goal is, not
+    where the previous episode's was (Meta-World moves the goal site after its forward pass)."""
+    import mujoco
+
+    env = make_task("metaworld:reach-v3")
+    env.reset(seed=0)
+    goal_image = env.reset(seed=1)[0]["pixels"]
+    assert env.env.data.site_xpos[env.goal_site] == pytest.approx(env.goal_state)
+    mujoco.mj_forward(env.model, env.env.data)
+    assert (env.render() == goal_image).all()
+    env.close()
