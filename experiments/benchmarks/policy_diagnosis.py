@@ -9,7 +9,7 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
 - the spread across fresh starts of the image vectors of the first frame and of the goal image
   (mean over dimensions of the std over episodes, as `collapse/std_mean` in training).
 
-    python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw7_reach/act [--episodes 25]
+    python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw9_reach/act [--episodes 25]
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def diagnose(run: Path, episodes: int) -> dict:
     print(f"scripted expert's first-action std across the fresh starts: {report['expert_first_action_std']:.3f}; image-vector std across fresh starts: "
           f"first frame {report['frame_vector_std']:.4f}, goal image {report['goal_vector_std']:.4f}")
     return report
+
 
 if __name__ == "__main__":
     main()
