@@ -10,7 +10,8 @@
 
 The goal is an image (the tasks are goal-conditioned). Each image (goal, history frames) becomes
 a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
-model's latent); with the proprio token and k action queries (and, for act-jepa, m latent
+model's latent), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
+its feature map); with the proprio token and k action queries (and, for act-jepa, m latent
 queries) they pass a transformer; linear heads read the queries.
 
     obs = {"pixels": uint8 [B, H, W, 3], "proprio": [B, P], "goal": uint8 [B, H, W, 3]}
@@ -63,6 +64,13 @@ class PolicyConfig:
     """Attention heads."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="conv", width=32, patch=8))
     """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
+    image_tokens: int = 0
+    """Side of a token grid the transformer also reads from each image, beside its vector: the
+    encoder's grid average-pooled to image_tokens x image_tokens and projected to width, as ACT
+    reads its ResNet feature map (0: one vector per image, the world model's latent). For small
+    objects a vector may not carry (Meta-World's puck is three or four pixels wide at 64x64). The
+    transformer's cost grows with its tokens: 8 (the full 8x8 grid) makes a training step about
+    4.5 times as slow on 2 CPU cores."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -98,6 +106,8 @@ class PolicyConfig:
             raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
+        if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
+            raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
         if self.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
         if self.kind not in (None, "bc") and not 1 <= self.execute <= self.chunk:
@@ -141,8 +151,9 @@ class ChunkPolicy(nn.Module):
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
         self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None
+        self.token_projection = nn.Linear(enc.dim, width) if cfg.image_tokens else None
         queries = cfg.horizon + len(cfg.future_offsets)
-        tokens = 1 + cfg.history + (self.proprio is not None) + queries
+        tokens = (1 + cfg.history) * (1 + cfg.image_tokens**2) + (self.proprio is not None) + queries
         self.positions = nn.Parameter(torch.randn(tokens, width) * 0.02)  # also tells goal, frames, queries apart
         self.blocks = nn.ModuleList(Block(width, cfg.heads) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(width)
@@ -162,16 +173,24 @@ class ChunkPolicy(nn.Module):
     def embed(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> torch.Tensor:
         """uint8 images [B, n, H, W, 3] -> vectors [B, n, width], each image on its own (a ViT
         would otherwise attend across them); by default through the online encoder."""
+        return self._encode(images, encoder, latent)[0]
+
+    def _encode(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images [B, n, H, W, 3] -> (vectors [B, n, width], token grids [B, n, N, D])."""
         b, n = images.shape[:2]
         tokens = (encoder or self.encoder)(images.flatten(0, 1)[:, None])[:, 0]  # [B*n, N, D]
-        return (latent or self.latent)(tokens).reshape(b, n, -1)
+        return (latent or self.latent)(tokens).reshape(b, n, -1), tokens.reshape(b, n, *tokens.shape[1:])
 
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
         image vectors [B, 1 + h, width])."""
         b = frames.shape[0]
-        images = self.embed(torch.cat([goal[:, None], frames], 1))  # [B, 1 + h, width]
+        images, grids = self._encode(torch.cat([goal[:, None], frames], 1))  # [B, 1 + h, width], [B, 1 + h, N, D]
         parts = [images]
+        if self.token_projection is not None:
+            n, (g, d) = grids.shape[1], (self.cfg.encoder.grid, self.cfg.encoder.dim)
+            pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
+            parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (1 + h) s s, width]
         if self.proprio is not None:
             parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)

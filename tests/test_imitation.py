@@ -37,9 +37,9 @@ def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
             "future": image(b, m), "future_valid": torch.ones(b, m, dtype=torch.bool)}
 
 
-@pytest.mark.parametrize("kind", POLICY_KINDS)
-def test_policy_contract_and_it_fits_a_batch(kind):
-    policy = tiny_policy(kind, history=2, shift=0)  # unshifted: random images are hard enough to fit
+@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2})])
+def test_policy_contract_and_it_fits_a_batch(kind, extra):
+    policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
     batch = random_batch(policy)
     opt = torch.optim.Adam(policy.parameters(), 3e-3)
     first = None
@@ -57,6 +57,11 @@ def test_policy_contract_and_it_fits_a_batch(kind):
     chunk = policy.predict_action_chunk(obs)
     assert chunk.shape == (6, 1 if kind == "bc" else 4, 2) and chunk.abs().max() <= 1
     assert policy.select_action(obs).shape == (6, 2)
+
+
+def test_image_tokens_must_divide_the_encoders_grid():
+    with pytest.raises(UserError, match="image-tokens must divide the encoder's token grid"):
+        tiny_policy("act", image_tokens=3)  # the 32 px encoder's grid is 4
 
 
 def test_action_hypotheses_keep_two_demonstrated_moves_apart():
