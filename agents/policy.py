@@ -69,8 +69,7 @@ class PolicyConfig:
     encoder's grid average-pooled to image_tokens x image_tokens and projected to width, as ACT
     reads its ResNet feature map (0: one vector per image, the world model's latent). For small
     objects a vector may not carry (Meta-World's puck is three or four pixels wide at 64x64). The
-    transformer's cost grows with its tokens: 8 (the full 8x8 grid) makes a training step about
-    4.5 times as slow on 2 CPU cores."""
+    transformer's cost grows with its tokens (benchmarks/policy_step_cost.py)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -188,7 +187,7 @@ class ChunkPolicy(nn.Module):
         images, grids = self._encode(torch.cat([goal[:, None], frames], 1))  # [B, 1 + h, width], [B, 1 + h, N, D]
         parts = [images]
         if self.token_projection is not None:
-            n, (g, d) = grids.shape[1], (self.cfg.encoder.grid, self.cfg.encoder.dim)
+            n, g, d = grids.shape[1], self.cfg.encoder.grid, self.cfg.encoder.dim
             pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
             parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (1 + h) s s, width]
         if self.proprio is not None:

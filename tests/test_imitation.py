@@ -59,9 +59,26 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
     assert policy.select_action(obs).shape == (6, 2)
 
 
+def test_image_tokens_at_the_full_grid_are_the_encoders_tokens_in_order():
+    policy = tiny_policy("act", image_tokens=4)  # the 32 px encoder's grid is 4: pooling is the identity
+    seen = {}
+    policy.token_projection.register_forward_pre_hook(lambda module, args: seen.update(tokens=args[0]))  # returns None: input kept
+    batch = random_batch(policy, b=2)
+    policy._trunk(batch["frames"], batch["goal"], batch["proprio"])
+    images = torch.cat([batch["goal"][:, None], batch["frames"]], 1)
+    grids = policy.encoder(images.flatten(0, 1)[:, None])[:, 0]  # [2 * (1 + h), 16, D], row-major
+    assert torch.allclose(seen["tokens"], grids.reshape(2, -1, grids.shape[-1]), atol=1e-6)
+
+
 def test_image_tokens_must_divide_the_encoders_grid():
     with pytest.raises(UserError, match="image-tokens must divide the encoder's token grid"):
         tiny_policy("act", image_tokens=3)  # the 32 px encoder's grid is 4
+
+
+def test_policy_step_cost_times_every_variant():
+    from experiments.benchmarks.policy_step_cost import VARIANTS, step_seconds
+
+    assert all(step_seconds(cfg, steps=1, batch=2) > 0 for cfg in VARIANTS.values())
 
 
 def test_action_hypotheses_keep_two_demonstrated_moves_apart():
@@ -97,8 +114,9 @@ def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     assert max(moved) == pytest.approx(0.01, rel=1e-3)
 
 
-def test_isolated_jepa_queries_do_not_change_the_actions():
-    policy = tiny_policy("act-jepa", isolate_jepa=True).eval()
+@pytest.mark.parametrize("image_tokens", [0, 2])
+def test_isolated_jepa_queries_do_not_change_the_actions(image_tokens):
+    policy = tiny_policy("act-jepa", isolate_jepa=True, image_tokens=image_tokens).eval()
     batch = random_batch(policy)
     obs = {"pixels": batch["frames"][:, -1], "goal": batch["goal"], "proprio": batch["proprio"]}
     before = policy.predict_action_chunk(obs)
@@ -323,6 +341,21 @@ def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, train
     assert calls == [[episode_seeds(5, int(e))[0] for e in learned], eval_reset_seeds(0, 2)]
     assert np.isfinite([report["frame_vector_std"], report["goal_vector_std"]]).all() and report["expert_first_action_std"] > 0
     assert "first-action std" in capsys.readouterr().out
+
+
+def test_hand_and_object_tell_following_from_ignoring():
+    from experiments.benchmarks.policy_diagnosis import hand_and_object
+
+    rng = np.random.default_rng(0)
+    states = np.zeros((8, 70, 39))
+    states[:, :, 4:6] = rng.uniform(-0.1, 0.1, (8, 1, 2))  # objects at rest at their starts
+    states[:, :, 2] = np.linspace(0.2, 0.0, 70)[None]  # the hand descends; lowest at step 59 of the first 60
+    states[:, :, :2] = states[:, :, 4:6] + 0.3
+    states[:, 59, :2] = states[:, 0, 4:6] + 0.01  # where it is lowest: 1 cm off the object in x and y
+    report = hand_and_object(states)
+    assert report["object_slope"] == pytest.approx([1.0, 1.0]) and report["closest_approach"] == pytest.approx(0.01 * np.sqrt(2))
+    states[:, 59, :2] = 0.05  # one place whatever the object's
+    assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
 def test_metaworld_goal_image_shows_this_episodes_goal():

@@ -7,13 +7,15 @@
 #   each image (`--model.image-tokens`); a wider encoder; three times the steps; four times the
 #   demonstrations.
 # - sweep 2: keypoints on a 16x16 token grid (`--model.encoder.patch 4`) and a narrower camera
-#   view (fovy 25 or 30 at the workspace, from a copy of the tree with WORKSPACE_VIEW replaced).
+#   (WORKSPACE_VIEW re-aimed at (0, 0.75, 0.1), fovy 25 or 30 instead of 50: objects about 2x or
+#   1.7x as wide in pixels; run from a copy of the tree with that line replaced).
 # Carry .whl (gpu_check.sh's wheels plus metaworld 3.1.1) and .gl as for gpu_check.sh:
 #   bash experiments/benchmarks/gpu_metaworld_levers.sh 2
 # Smoke test on a CPU (tiny budget; the figures mean nothing):
 #   DEVICE=cpu STEPS=20 EPISODES=2 DEMOS=2 bash experiments/benchmarks/gpu_metaworld_levers.sh 2
 # A training still running at TRAIN_DEADLINE seconds is stopped and its last checkpoint (one per
-# 500 steps) evaluated: the line's "steps" says how far it got.
+# 500 steps) evaluated: the line's "steps" says how far it got (sweep 1's 3x-steps variants
+# cannot finish within the default deadline). WORK must not exist yet: nothing is reused.
 set -uo pipefail
 SWEEP=${1:?name the sweep: 1 or 2}
 OUT=${OUT:-/tmp/gpu_levers}
@@ -23,6 +25,7 @@ EPISODES=${EPISODES:-50}
 DEMOS=${DEMOS:-50}
 TRAIN_DEADLINE=${TRAIN_DEADLINE:-300}
 WORK=${WORK:-/tmp/levers}
+if [ -e "$WORK" ]; then echo "$WORK exists: remove it or set WORK to a new folder" >&2; exit 2; fi
 mkdir -p "$OUT" "$WORK/logs"
 if [ "$DEVICE" = cuda ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -51,12 +54,13 @@ case $SWEEP in
     "${task}_fovy30_patch4|$task|fovy30|$DEMOS|--model.encoder.patch 4"); done ;;
 *) echo "unknown sweep $SWEEP" >&2; exit 2 ;;
 esac
-tree() {  # view -> the source tree that renders it
+source_tree() {  # view -> the source tree that renders it (made once, whole or not at all)
   if [ "$1" = default ]; then echo "$PWD"; return; fi
   local copy=$WORK/tree_$1
   if [ ! -d "$copy" ]; then
-    mkdir -p "$copy" && tar c --exclude=./runs --exclude=./.venv --exclude=./.git --exclude=./.whl --exclude=./.gl . | tar x -C "$copy"
-    python3 - "$copy/envs/metaworld_tasks.py" "${1#fovy}" <<'PY'
+    rm -rf "$copy.tmp" && mkdir -p "$copy.tmp" &&
+      tar c --exclude=./runs --exclude=./.venv --exclude=./.git --exclude=./.whl --exclude=./.gl . | tar x -C "$copy.tmp" &&
+      python3 - "$copy.tmp/envs/metaworld_tasks.py" "${1#fovy}" <<'PY' && mv "$copy.tmp" "$copy" || { echo "cannot make the $1 tree" >&2; exit 1; }
 import re, sys
 path, fovy = sys.argv[1:]
 source = open(path).read()
@@ -71,7 +75,7 @@ PY
 SECONDS=0
 for v in "${VARIANTS[@]}"; do  # each view's tree, made before anything runs in the background
   IFS='|' read -r name task view demos flags <<<"$v"
-  tree "$view" >/dev/null
+  source_tree "$view" >/dev/null || exit 1
 done
 declare -A COLLECTED
 for v in "${VARIANTS[@]}"; do
@@ -79,7 +83,7 @@ for v in "${VARIANTS[@]}"; do
   data=${task}_${view}_$demos
   [ -n "${COLLECTED[$data]:-}" ] && continue
   COLLECTED[$data]=1
-  (cd "$(tree "$view")" && python3 -m experiments.cli collect --task "metaworld:$task-v3" --policy noisy-expert --episodes "$demos" \
+  (cd "$(source_tree "$view")" && python3 -m experiments.cli collect --task "metaworld:$task-v3" --policy noisy-expert --episodes "$demos" \
     --workers 4 --out "$WORK/$data" --json >"$WORK/logs/collect_$data.json" 2>"$WORK/logs/collect_$data.log") &
 done
 wait
@@ -89,7 +93,7 @@ s=$SECONDS
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name task view demos flags <<<"$v"
   # shellcheck disable=SC2086  # flags are words
-  (cd "$(tree "$view")" && timeout "$TRAIN_DEADLINE" python3 -m experiments.cli imitate --data "$WORK/${task}_${view}_$demos" --policy act \
+  (cd "$(source_tree "$view")" && timeout "$TRAIN_DEADLINE" python3 -m experiments.cli imitate --data "$WORK/${task}_${view}_$demos" --policy act \
     --out "$WORK/$name" --train.device "$DEVICE" --train.steps "$STEPS" --train.threads 1 $flags --json >/dev/null 2>"$WORK/logs/imitate_$name.log") &
 done
 wait
@@ -97,25 +101,32 @@ echo "{\"train_wall_s\": $((SECONDS - s))}"
 s=$SECONDS
 for v in "${VARIANTS[@]}"; do
   IFS='|' read -r name task view demos flags <<<"$v"
-  (cd "$(tree "$view")" && timeout 200 python3 -m experiments.cli policy-eval --run "$WORK/$name" --episodes "$EPISODES" --seeds 0 \
+  (cd "$(source_tree "$view")" && timeout 200 python3 -m experiments.cli policy-eval --run "$WORK/$name" --episodes "$EPISODES" --seeds 0 \
     --no-baselines --no-videos --json >"$WORK/logs/eval_$name.json" 2>"$WORK/logs/eval_$name.log") &
 done
 wait
 echo "{\"eval_wall_s\": $((SECONDS - s))}"
 for v in "${VARIANTS[@]}"; do
   name=${v%%|*}
-  python3 - "$WORK" "$name" <<'PY'
+  PYTHONPATH=$PWD:${PYTHONPATH:-} python3 - "$WORK" "$name" <<'PY'
 import json, sys
+from pathlib import Path
+from worldmodel.checkpoint import read_metadata
+from envs.errors import UserError
 work, name = sys.argv[1:]
 line = {"variant": name}
 try:
-    metrics = json.load(open(f"{work}/{name}/policy/metrics.json"))
+    line["steps"] = read_metadata(Path(work, name, "policy", "checkpoint.safetensors"))["step"]
+    metrics = json.load(open(f"{work}/{name}/policy/metrics.json"))  # written when training finishes
     line |= {k: round(metrics[m], 4) if isinstance(metrics[m], float) else metrics[m] for k, m in
-             [("steps", "steps"), ("train_wall_s", "wall_s_this_session"), ("action_l1", "loss/action_l1"), ("spread", "collapse/std_mean")]}
+             [("train_wall_s", "wall_s_this_session"), ("action_l1", "loss/action_l1"), ("spread", "collapse/std_mean"), ("collapsed", "collapsed")]}
+except (OSError, ValueError, KeyError, UserError) as error:
+    line["training"] = f"unfinished ({error})"
+try:
     result = json.load(open(f"{work}/logs/eval_{name}.json"))
     line |= {"success": result["success_rate"], "ci95": result["ci95"], "episodes": result["n"], "demonstrations": result["demonstrations"]}
 except (OSError, ValueError, KeyError) as error:
-    line["error"] = str(error)
+    line["evaluation"] = f"missing ({error})"
 print(json.dumps(line))
 PY
 done

@@ -7,7 +7,12 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
   (noise-free) first actions from the same starts (a policy that ignores the goal gives one
   first action for all);
 - the spread across fresh starts of the image vectors of the first frame and of the goal image
-  (mean over dimensions of the std over episodes, as `collapse/std_mean` in training).
+  (mean over dimensions of the std over episodes, as `collapse/std_mean` in training);
+- Meta-World tasks, from the fresh starts: whether the hand goes to the object. The slope of the
+  hand's x and y where it is lowest in the first 60 steps against the object's start x and y
+  (about 0: it goes to one place whatever the object's; about 1: it follows the object, perhaps
+  at an offset), and the median over episodes of the hand's closest approach to the object in
+  x, y. Meaningful for tasks that begin by reaching an object (push, pick-place).
 
     python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw9_reach/act [--episodes 25]
 """
@@ -28,6 +33,7 @@ from envs import task_spec  # noqa: E402
 from envs.collect import episode_seeds  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
+from envs.metaworld_tasks import PREFIX as METAWORLD  # noqa: E402
 from experiments.imitate_commands import demonstration_episodes, load_policy  # noqa: E402
 from experiments.protocol import eval_reset_seeds, rate, run_lockstep  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
@@ -58,7 +64,8 @@ def diagnose(run: Path, episodes: int) -> dict:
               "fresh": eval_reset_seeds(0, len(own))}
     spec = task_spec(config["task"])
     kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
-    rows, report, first_obs = [], {}, {}
+    metaworld = config["task"].startswith(METAWORLD)
+    rows, report, first_obs, fresh_states = [], {}, {}, []
     with contextlib.ExitStack() as stack:
         envs = []
         for _ in own:
@@ -74,8 +81,12 @@ def diagnose(run: Path, episodes: int) -> dict:
                     first_actions.append(actions)
                 return actions
 
+            def record(_):
+                fresh_states.append(np.stack([env.last_state for env in envs]))  # Meta-World's state [n, 39]
+
             policy.reset()
-            success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act).tolist())
+            on_step = record if metaworld and name == "fresh" else None
+            success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act, on_step).tolist())
             report[name] = {"success": success, "ci95": ci, "first_action_std": float(first_actions[0].std(0).mean())}
             rows.append({"starts": f"{name} ({len(resets)})", "success": f"{success:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]",
                          "action": f"{report[name]['first_action_std']:.3f}"})
@@ -91,12 +102,29 @@ def diagnose(run: Path, episodes: int) -> dict:
     spread = vectors.std(0).mean(1)  # [2], as training's collapse/std_mean
     report |= {"frame_vector_std": float(spread[0]), "goal_vector_std": float(spread[1]),
                "expert_first_action_std": float(np.std(expert, 0).mean())}
+    tracking = ""
+    if metaworld:
+        report |= hand_and_object(np.stack(fresh_states, 1))
+        tracking = (f"; hand-follows-object slope (x, y): {report['object_slope'][0]:.2f}, {report['object_slope'][1]:.2f}; "
+                    f"closest approach to the object, median: {100 * report['closest_approach']:.1f} cm")
     print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations "
           f"({config.get('demonstrator', 'expert')})")
     print(markdown_table(rows, {"starts": "starts", "success": "success (Wilson 95%)", "action": "first-action std across starts"}))
     print(f"scripted expert's first-action std across the fresh starts: {report['expert_first_action_std']:.3f}; image-vector std across fresh starts: "
-          f"first frame {report['frame_vector_std']:.4f}, goal image {report['goal_vector_std']:.4f}")
+          f"first frame {report['frame_vector_std']:.4f}, goal image {report['goal_vector_std']:.4f}{tracking}")
     return report
+
+
+def hand_and_object(states: np.ndarray, window: int = 60) -> dict:
+    """Meta-World states [n, T, 39] (hand xyz at 0:3, first object's xyz at 4:7) -> {"object_slope":
+    per axis x, y, the least-squares slope of the hand's position where it is lowest in the first
+    `window` steps against the object's start; "closest_approach": the median over episodes of
+    the hand's least distance in x, y to the object (metres)}."""
+    hand, start = states[:, :window, :3], states[:, 0, 4:6]
+    lowest = hand[np.arange(len(hand)), hand[..., 2].argmin(1), :2]  # [n, 2]
+    closest = np.linalg.norm(states[..., :2] - states[..., 4:6], axis=-1).min(1)  # [n]
+    return {"object_slope": [float(np.polyfit(start[:, k], lowest[:, k], 1)[0]) for k in range(2)],
+            "closest_approach": float(np.median(closest))}
 
 
 if __name__ == "__main__":
