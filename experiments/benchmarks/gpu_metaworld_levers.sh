@@ -89,23 +89,26 @@ done
 wait
 echo "{\"collect_wall_s\": $SECONDS}"
 
-s=$SECONDS
-for v in "${VARIANTS[@]}"; do
-  IFS='|' read -r name task view demos flags <<<"$v"
+train() {  # one variant (name, task, view, demos, flags set by for_each_variant)
   # shellcheck disable=SC2086  # flags are words
-  (cd "$(source_tree "$view")" && timeout "$TRAIN_DEADLINE" python3 -m experiments.cli imitate --data "$WORK/${task}_${view}_$demos" --policy act \
-    --out "$WORK/$name" --train.device "$DEVICE" --train.steps "$STEPS" --train.threads 1 $flags --json >/dev/null 2>"$WORK/logs/imitate_$name.log") &
-done
-wait
-echo "{\"train_wall_s\": $((SECONDS - s))}"
-s=$SECONDS
-for v in "${VARIANTS[@]}"; do
-  IFS='|' read -r name task view demos flags <<<"$v"
-  (cd "$(source_tree "$view")" && timeout 200 python3 -m experiments.cli policy-eval --run "$WORK/$name" --episodes "$EPISODES" --seeds 0 \
-    --no-baselines --no-videos --json >"$WORK/logs/eval_$name.json" 2>"$WORK/logs/eval_$name.log") &
-done
-wait
-echo "{\"eval_wall_s\": $((SECONDS - s))}"
+  timeout "$TRAIN_DEADLINE" python3 -m experiments.cli imitate --data "$WORK/${task}_${view}_$demos" --policy act --out "$WORK/$name" \
+    --train.device "$DEVICE" --train.steps "$STEPS" --train.threads 1 $flags --json >/dev/null 2>"$WORK/logs/imitate_$name.log"
+}
+evaluate() {
+  timeout 200 python3 -m experiments.cli policy-eval --run "$WORK/$name" --episodes "$EPISODES" --seeds 0 --no-baselines --no-videos \
+    --json >"$WORK/logs/eval_$name.json" 2>"$WORK/logs/eval_$name.log"
+}
+for_each_variant() {  # run a stage for every variant side by side, each in its view's tree
+  local s=$SECONDS
+  for v in "${VARIANTS[@]}"; do
+    IFS='|' read -r name task view demos flags <<<"$v"
+    (cd "$(source_tree "$view")" && "$1") &
+  done
+  wait
+  echo "{\"${1}_wall_s\": $((SECONDS - s))}"
+}
+for_each_variant train
+for_each_variant evaluate
 for v in "${VARIANTS[@]}"; do
   name=${v%%|*}
   PYTHONPATH=$PWD:${PYTHONPATH:-} python3 - "$WORK" "$name" <<'PY'
