@@ -51,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     seconds = {name: step_seconds(cfg, args.steps) for name, cfg in VARIANTS.items()}
     base = seconds[next(iter(VARIANTS))]
     rows = [{"variant": name, "s": f"{s:.3f}", "ratio": f"{s / base:.2f}"} for name, s in seconds.items()]
