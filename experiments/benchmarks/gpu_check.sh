@@ -13,8 +13,7 @@ set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
 LOG=/tmp/gpu_logs  # every step's stderr; packed into $OUT/logs_check.tgz at the end (8 files come back at most)
 mkdir -p "$OUT" $LOG
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+source experiments/benchmarks/gpu_setup.sh
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"

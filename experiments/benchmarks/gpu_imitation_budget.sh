@@ -10,10 +10,7 @@ OUT=${OUT:-/tmp/gpu_check}
 STEPS=${STEPS:-8000}
 LOG=/tmp/gpu_budget_logs  # stderr of every step, packed into $OUT/logs_budget.tgz at the end
 mkdir -p "$OUT" $LOG
-if [ ! -d /tmp/site ]; then  # not already set up by gpu_check.sh in the same call
-  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
+source experiments/benchmarks/gpu_setup.sh
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1
 DATA=/tmp/pt_demos
 SECONDS=0

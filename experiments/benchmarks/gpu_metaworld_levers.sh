@@ -28,8 +28,7 @@ WORK=${WORK:-/tmp/levers}
 if [ -e "$WORK" ]; then echo "$WORK exists: remove it or set WORK to a new folder" >&2; exit 2; fi
 mkdir -p "$OUT" "$WORK/logs"
 if [ "$DEVICE" = cuda ]; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  source experiments/benchmarks/gpu_setup.sh
   export PYTHONPATH=/tmp/site  # each variant runs from its source tree (`python3 -m` puts it first)
 fi
 export MUJOCO_GL=egl PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
