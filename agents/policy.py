@@ -8,15 +8,18 @@
   scripted demonstrations are nearly unimodal), so the JEPA term's effect is measured.
 - `bc`: the same network predicting one action (behaviour cloning).
 
-The goal is an image (the tasks are goal-conditioned). Each image (goal, history frames) becomes
+The goal is an image (the tasks are goal-conditioned; `goal_image` off leaves it out where every
+frame shows the goal). Each image (goal, history frames) becomes
 a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
 model's latent), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
 its feature map); with the proprio token and k action queries (and, for act-jepa, m latent
-queries) they pass a transformer; linear heads read the queries.
+queries) they pass a transformer; linear heads read the queries (and, with `waypoints`, the
+current frame's vector).
 
     obs = {"pixels": uint8 [B, H, W, 3], "proprio": [B, P], "goal": uint8 [B, H, W, 3]}
     batch = {"frames": uint8 [B, h, H, W, 3], "goal": ..., "proprio": [B, P], "actions": [B, k, A],
-             "action_valid": bool [B, k], "future": uint8 [B, m, H, W, 3], "future_valid": bool [B, m]}
+             "action_valid": bool [B, k], "future": uint8 [B, m, H, W, 3], "future_valid": bool [B, m],
+             "waypoints": [B, w, P], "waypoints_valid": bool [B, w]}
 
 Execution: run a chunk's first `execute` actions then query again, or (`ensemble` > 0) query
 every step and average the overlapping chunks' actions for this step with weights
@@ -64,6 +67,10 @@ class PolicyConfig:
     """Attention heads."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="conv", width=32, patch=8))
     """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
+    goal_image: bool = True
+    """Read the goal image. Off: for tasks that draw their goal in every frame (Meta-World's
+    marker), where an image fixed through the episode only tells the few demonstrations apart
+    and lets the policy replay them instead of reading the scene."""
     image_tokens: int = 0
     """Side of a token grid the transformer also reads from each image, beside its vector: the
     encoder's grid average-pooled to image_tokens x image_tokens and projected to width, as ACT
@@ -83,6 +90,17 @@ class PolicyConfig:
     weights (the paper's separate predictor); off: all tokens attend to all."""
     jepa_stride: int = 2
     """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa)."""
+    waypoints: tuple[int, ...] = ()
+    """Steps of each demonstration (from its start; negative: from its end, -1 its last frame)
+    whose proprio a linear map of every earlier frame's vector must also predict (L1 on the
+    normalised proprio, weight waypoint_weight; any kind; empty: off). Where the demonstrator's
+    hand will be says where the object it goes for and the goal lie, which the saturated actions
+    of the first steps hardly do (Meta-World's scripted moves clip at 1 until the hand is within
+    10 cm), and it needs no label beyond the observation. It is read from the frame alone, not
+    from the transformer, which can recall it from the proprio and goal image instead of
+    seeing it (Meta-World push, 24 40 -1: BENCHMARKS.md)."""
+    waypoint_weight: float = 1.0
+    """Weight of the waypoint loss."""
     ema_start: float = 0.99
     """Momentum of the target encoder, ramped linearly to ema_end over training (act-jepa)."""
     ema_end: float = 1.0
@@ -107,6 +125,9 @@ class PolicyConfig:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
             raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
+        if 0 in self.waypoints or self.waypoint_weight < 0:
+            raise UserError(f"waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...) and waypoint-weight is not negative, "
+                            f"got {self.waypoints} and {self.waypoint_weight}")
         if self.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
         if self.kind not in (None, "bc") and not 1 <= self.execute <= self.chunk:
@@ -149,16 +170,19 @@ class ChunkPolicy(nn.Module):
         self.target = None
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
+        if cfg.waypoints and not cfg.proprio_dim:
+            raise UserError("waypoints are proprio the policy predicts, but these demonstrations record none")
         self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None
         self.token_projection = nn.Linear(enc.dim, width) if cfg.image_tokens else None
         queries = cfg.horizon + len(cfg.future_offsets)
-        tokens = (1 + cfg.history) * (1 + cfg.image_tokens**2) + (self.proprio is not None) + queries
+        tokens = (cfg.goal_image + cfg.history) * (1 + cfg.image_tokens**2) + (self.proprio is not None) + queries
         self.positions = nn.Parameter(torch.randn(tokens, width) * 0.02)  # also tells goal, frames, queries apart
         self.blocks = nn.ModuleList(Block(width, cfg.heads) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(width)
         self.action_head = nn.Linear(width, cfg.modes * cfg.action_dim)
         self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
+        self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
             mask = torch.zeros(tokens, tokens, dtype=torch.bool)
@@ -182,14 +206,14 @@ class ChunkPolicy(nn.Module):
 
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
-        image vectors [B, 1 + h, width])."""
+        image vectors [B, g + h, width]; g = 1 with the goal image, else 0)."""
         b = frames.shape[0]
-        images, grids = self._encode(torch.cat([goal[:, None], frames], 1))  # [B, 1 + h, width], [B, 1 + h, N, D]
+        images, grids = self._encode(torch.cat([goal[:, None], frames], 1) if self.cfg.goal_image else frames)  # [B, g + h, width], [B, g + h, N, D]
         parts = [images]
         if self.token_projection is not None:
             n, g, d = grids.shape[1], self.cfg.encoder.grid, self.cfg.encoder.dim
             pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
-            parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (1 + h) s s, width]
+            parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (g + h) s s, width]
         if self.proprio is not None:
             parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
@@ -207,7 +231,7 @@ class ChunkPolicy(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss: L1 on the valid actions of the chunk (modes > 1: of the closest hypothesis, plus
-        the winner classifier) (+ jepa_weight x the future-embedding L1)."""
+        the winner classifier) (+ waypoint_weight x the waypoint L1) (+ jepa_weight x the future-embedding L1)."""
         cfg, h = self.cfg, self.cfg.history
         images = torch.cat([batch["goal"][:, None], batch["frames"]] + ([batch["future"]] if self.target is not None else []), 1)
         if cfg.shift and self.training:
@@ -225,6 +249,13 @@ class ChunkPolicy(nn.Module):
             mode_loss = F.cross_entropy(logits, best)
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
+        if self.waypoint_head is not None:
+            predicted = self.waypoint_head(embedded[:, -1]).reshape(batch["waypoints"].shape)  # [B, w, P]: from the current frame alone
+            target = (batch["waypoints"] - self.proprio_mean) / self.proprio_std
+            wvalid = batch["waypoints_valid"][..., None].to(predicted)
+            waypoint = ((predicted - target).abs() * wvalid).sum() / (wvalid.sum() * predicted.shape[-1]).clamp_min(1)
+            metrics["loss/waypoint"] = waypoint.detach()
+            loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:
             predicted = self.future_head(out[:, cfg.horizon:])  # [B, m, width]
             with torch.no_grad():

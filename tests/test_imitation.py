@@ -31,13 +31,14 @@ def tiny_policy(kind: str, **kw) -> ChunkPolicy:
 def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
     cfg, g = policy.cfg, torch.Generator().manual_seed(1)
     image = lambda *shape: torch.randint(0, 256, (*shape, 32, 32, 3), dtype=torch.uint8, generator=g)
-    m = len(cfg.future_offsets)
+    m, w = len(cfg.future_offsets), len(cfg.waypoints)
     return {"frames": image(b, cfg.history), "goal": image(b), "proprio": torch.randn(b, 3, generator=g),
             "actions": torch.rand(b, cfg.horizon, 2, generator=g) * 2 - 1, "action_valid": torch.ones(b, cfg.horizon, dtype=torch.bool),
-            "future": image(b, m), "future_valid": torch.ones(b, m, dtype=torch.bool)}
+            "future": image(b, m), "future_valid": torch.ones(b, m, dtype=torch.bool),
+            "waypoints": torch.randn(b, w, 3, generator=g), "waypoints_valid": torch.ones(b, w, dtype=torch.bool)}
 
 
-@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2})])
+@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False})])
 def test_policy_contract_and_it_fits_a_batch(kind, extra):
     policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
     batch = random_batch(policy)
@@ -49,9 +50,12 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
         loss.backward()
         opt.step()
         policy.after_step(step + 1, 150)
-        first = metrics["loss/action_l1"].item() if first is None else first
-    assert metrics["loss/action_l1"].item() < 0.4 * first  # it learns the actions
+        first = first or {k: v.item() for k, v in metrics.items() if k.startswith("loss/")}
+    assert metrics["loss/action_l1"].item() < 0.4 * first["loss/action_l1"]  # it learns the actions
     assert ("loss/jepa" in metrics) == (kind == "act-jepa")
+    assert ("loss/waypoint" in metrics) == bool(extra.get("waypoints"))
+    if "loss/waypoint" in metrics:  # and where the proprio will be
+        assert metrics["loss/waypoint"].item() < 0.4 * first["loss/waypoint"]
     policy.eval().reset()
     obs = {"pixels": batch["frames"][:, -1].numpy(), "goal": batch["goal"].numpy(), "proprio": batch["proprio"].numpy()}
     chunk = policy.predict_action_chunk(obs)
@@ -68,6 +72,24 @@ def test_image_tokens_at_the_full_grid_are_the_encoders_tokens_in_order():
     images = torch.cat([batch["goal"][:, None], batch["frames"]], 1)
     grids = policy.encoder(images.flatten(0, 1)[:, None])[:, 0]  # [2 * (1 + h), 16, D], row-major
     assert torch.allclose(seen["tokens"], grids.reshape(2, -1, grids.shape[-1]), atol=1e-6)
+
+
+def test_waypoints_need_nonzero_steps_and_a_proprio():
+    with pytest.raises(UserError, match="waypoints are steps"):
+        PolicyConfig(waypoints=(4, 0))
+    with pytest.raises(UserError, match="record none"):
+        ChunkPolicy(PolicyConfig(kind="act", action_dim=2, waypoints=(4,)))
+
+
+@pytest.mark.parametrize("goal_image", [True, False])
+def test_the_goal_image_is_read_only_when_asked(goal_image):
+    policy = tiny_policy("act", goal_image=goal_image).eval()
+    batch = random_batch(policy)
+    obs = {"pixels": batch["frames"][:, -1], "goal": batch["goal"], "proprio": batch["proprio"]}
+    before = policy.predict_action_chunk(obs)
+    policy.reset()
+    after = policy.predict_action_chunk(obs | {"goal": 255 - batch["goal"]})
+    assert torch.equal(before, after) != goal_image
 
 
 def test_image_tokens_must_divide_the_encoders_grid():
@@ -114,9 +136,9 @@ def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     assert max(moved) == pytest.approx(0.01, rel=1e-3)
 
 
-@pytest.mark.parametrize("image_tokens", [0, 2])
-def test_isolated_jepa_queries_do_not_change_the_actions(image_tokens):
-    policy = tiny_policy("act-jepa", isolate_jepa=True, image_tokens=image_tokens).eval()
+@pytest.mark.parametrize("extra", [{}, {"image_tokens": 2}, {"waypoints": (2, -1)}])
+def test_isolated_jepa_queries_do_not_change_the_actions(extra):
+    policy = tiny_policy("act-jepa", isolate_jepa=True, **extra).eval()
     batch = random_batch(policy)
     obs = {"pixels": batch["frames"][:, -1], "goal": batch["goal"], "proprio": batch["proprio"]}
     before = policy.predict_action_chunk(obs)
@@ -161,7 +183,7 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
     assert (full == dataset.episode_starts[1:] - 2).all()
     for e in episodes:  # the trimmed last action is the one that reaches the goal
         assert dataset.is_success[trimmed[e] + 1] and not dataset.is_success[dataset.episode_starts[e]: trimmed[e] + 1].any()
-    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4)
+    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1))
     batch = demonstration_windows(dataset, episodes, trimmed, cfg)(np.random.default_rng(0), 64)
     assert batch["frames"].shape == (64, 3, 64, 64, 3) and batch["future"].shape == (64, 3, 64, 64, 3)
     valid, fvalid = batch["action_valid"].numpy(), batch["future_valid"].numpy()
@@ -182,6 +204,10 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
             assert fvalid[i, j] == (t + offset <= last + 1)
             if fvalid[i, j]:
                 assert (batch["future"][i, j].numpy() == dataset.frames[t + offset]).all()
+        for j, at in enumerate((first + 3, first + 9, last + 1)):  # waypoints: steps 3 and 9 and the success frame, valid after t
+            assert batch["waypoints_valid"][i, j] == (t < at <= last + 1)
+            if batch["waypoints_valid"][i, j]:
+                assert (batch["waypoints"][i, j].numpy() == dataset.proprio[at]).all()
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +317,18 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
     assert main(["collect", "--task", "metaworld:reach-v3", "--policy", "expert", "--episodes", "1", "--steps", "3", "--out", str(tmp_path / "mw")]) == 0
     frames = EpisodeDataset(tmp_path / "mw").frames
     assert frames.shape[1:] == (64, 64, 3) and frames[0].std() > 0
+
+
+def test_object_probe_scores_learned_and_learnable_object_positions(trained_policy, tmp_path):
+    from experiments.benchmarks.object_probe import probe
+
+    with pytest.raises(UserError, match="reads Meta-World's state"):
+        probe(trained_policy, frames=4, fresh=3, steps=2)
+    demos, run = tmp_path / "demos", tmp_path / "run"
+    assert main(["collect", "--task", "metaworld:push-v3", "--policy", "expert", "--episodes", "2", "--steps", "6", "--out", str(demos)]) == 0
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2", *TINY]) == 0
+    scores = probe(run, frames=4, fresh=3, steps=2)
+    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable"))
 
 
 def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():

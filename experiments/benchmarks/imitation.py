@@ -6,6 +6,7 @@ are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
+    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 -1
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per seed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
+    parser.add_argument("--waypoints", type=int, nargs="+", default=(), help="imitate's --model.waypoints for every policy "
+                        "(steps of each demonstration whose proprio the frame vector predicts; -1: its last frame)")
     args = parser.parse_args()
     try:
         table(args)
@@ -59,6 +62,7 @@ def table(args: argparse.Namespace) -> None:
         run = args.out / policy
         start = time.perf_counter()
         imitate = Imitate(data=data, out=run, policy=policy, json=True)
+        imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints))
         if args.steps is not None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
@@ -68,7 +72,8 @@ def table(args: argparse.Namespace) -> None:
         rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
                      "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
-    print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes")
+    print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
+          + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 

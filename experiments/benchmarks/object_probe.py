@@ -1,0 +1,104 @@
+"""Does a Meta-World policy's image vector say where the object is, and could it? For one `jepa
+imitate` run on push or pick-place (whose first step is to reach the object), on the first
+`--frames` frames of each episode of its demonstrations (the object has not moved yet) and on
+`--fresh` fresh starts:
+
+- learned: a ridge regression from the trained policy's frozen vector of the current frame to
+  the object's x, y, fitted on the demonstrations' frames (penalty chosen on the last fifth of
+  the demonstrations, `worldmodel/probe.py`) and scored on the fresh starts;
+- learnable: the same encoder architecture and frame vector trained from scratch, supervised by
+  the object's x, y (L1, random shift as in imitation), scored on the fresh starts.
+
+Scores are R2 per axis on the fresh starts (1: exact, 0: no better than the mean position).
+
+The object's position is the true simulator state: a diagnostic, never a training signal of a
+policy. "Learnable" far better than "learned" means the data and the network suffice and the
+imitation signal is what fails to teach the encoder where the object is.
+
+    python experiments/benchmarks/object_probe.py --run runs/im2/mw9_push/act [--steps 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from agents.policy import random_shift  # noqa: E402
+from envs import task_spec  # noqa: E402
+from envs.dataset import EpisodeDataset  # noqa: E402
+from envs.errors import UserError  # noqa: E402
+from experiments.imitate_commands import load_policy  # noqa: E402
+from experiments.protocol import eval_reset_seeds  # noqa: E402
+from worldmodel.encoders import FrameLatent, build_encoder  # noqa: E402
+from worldmodel.probe import fit_probe, r2_score  # noqa: E402
+
+OBJECT_XY = slice(4, 6)  # Meta-World's state: hand xyz 0:3, gripper 3, first object's xyz 4:7
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a `jepa imitate --out RUN` folder of a Meta-World task")
+    parser.add_argument("--frames", type=int, default=30, help="frames from the start of each demonstration")
+    parser.add_argument("--fresh", type=int, default=100, help="fresh starts to score on")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of the supervised encoder")
+    args = parser.parse_args()
+    try:
+        probe(args.run, args.frames, args.fresh, args.steps)
+    except UserError as error:
+        sys.exit(f"object_probe.py: error: {error}")
+
+
+def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict:
+    """Prints and returns {"learned": R2 [x, y], "learnable": R2 [x, y]} on the fresh starts."""
+    if min(frames, steps) < 1 or fresh < 3:
+        raise UserError(f"--frames and --steps must be positive and --fresh at least 3, got {frames}, {steps}, {fresh}")
+    policy, config = load_policy(run)
+    if not config["task"].startswith("metaworld:"):
+        raise UserError(f"{run} learned {config['task']}: the object probe reads Meta-World's state")
+    demos = EpisodeDataset(config["data"])
+    index = np.concatenate([np.arange(demos.episode_starts[e], min(demos.episode_starts[e] + frames, demos.episode_starts[e + 1]))
+                            for e in range(demos.num_episodes)])
+    train_pixels, train_xy = torch.from_numpy(demos.frames[index]), demos.state[index][:, OBJECT_XY]
+    env = task_spec(config["task"]).env_class(image_size=policy.cfg.encoder.image_size, frame_skip=config["env_frame_skip"])
+    try:
+        fresh_pixels, fresh_xy = [], []
+        for reset in eval_reset_seeds(1, fresh):  # seed 1's episodes: apart from the protocol's seed-0 evaluation
+            fresh_pixels.append(env.reset(seed=reset)[0]["pixels"])
+            fresh_xy.append(env.last_state[OBJECT_XY].copy())
+    finally:
+        env.close()
+    fresh_pixels, fresh_xy = torch.from_numpy(np.stack(fresh_pixels)), np.stack(fresh_xy)
+    with torch.no_grad():
+        vectors = lambda pixels: policy.embed(pixels[:, None])[:, 0].numpy()  # [N, width]
+        learned = fit_probe(vectors(train_pixels), train_xy, vectors(fresh_pixels), fresh_xy).tolist()
+    torch.manual_seed(seed)
+    encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width)
+    head = torch.nn.Linear(policy.cfg.width, 2)
+    predict = lambda pixels: head(latent(encoder(pixels[:, None])[:, 0]))  # [N, 2], normalised
+    mean, std = train_xy.mean(0), train_xy.std(0)
+    target = torch.from_numpy((train_xy - mean) / std).float()
+    parameters = [*encoder.parameters(), *latent.parameters(), *head.parameters()]
+    optimiser, generator = torch.optim.AdamW(parameters, 5e-4), torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randint(0, len(index), (64,), generator=generator)
+        shifted = random_shift(train_pixels[pick][:, None], policy.cfg.shift, generator)[:, 0] if policy.cfg.shift else train_pixels[pick]
+        loss = (predict(shifted) - target[pick]).abs().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        learnable = r2_score(fresh_xy, predict(fresh_pixels).numpy() * std + mean).tolist()
+    print(f"{config['task']}, the object's x, y at {fresh} fresh starts, from the frame vector of {run} ({len(index)} demonstration frames):")
+    for name, r2 in (("learned (frozen policy vector, ridge)", learned), (f"learnable (same encoder, supervised, {steps} steps)", learnable)):
+        print(f"  {name}: R2 x {r2[0]:.2f}, y {r2[1]:.2f}")
+    return {"learned": learned, "learnable": learnable}
+
+
+if __name__ == "__main__":
+    main()
