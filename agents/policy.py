@@ -91,14 +91,15 @@ class PolicyConfig:
     jepa_stride: int = 2
     """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa)."""
     waypoints: tuple[int, ...] = ()
-    """Steps of each demonstration (from its start; negative: from its end, -1 its last frame)
-    whose proprio a linear map of every earlier frame's vector must also predict (L1 on the
-    normalised proprio, weight waypoint_weight; any kind; empty: off). Where the demonstrator's
-    hand will be says where the object it goes for and the goal lie, which the saturated actions
-    of the first steps hardly do (Meta-World's scripted moves clip at 1 until the hand is within
-    10 cm), and it needs no label beyond the observation. It is read from the frame alone, not
-    from the transformer, which can recall it from the proprio and goal image instead of
-    seeing it (Meta-World push, 24 40 -1: BENCHMARKS.md)."""
+    """Steps of each demonstration (from its start; negative: from its end, -1 its last frame,
+    which after `jepa imitate`'s trim is the one that first reaches the goal) whose proprio a
+    linear map of every earlier frame's vector must also predict (L1 on the normalised proprio,
+    weight waypoint_weight; any kind; empty: off). Where the demonstrator's hand will be says
+    where the object it goes for lies, which the saturated actions of the first steps hardly do
+    (Meta-World's scripted moves clip at 1 until the hand is within 10 cm), and it needs no label
+    beyond the observation. It is read from the frame alone, not from the transformer, which can
+    recall it from the proprio and goal image instead of seeing it (Meta-World push and
+    pick-place: 24 40, BENCHMARKS.md)."""
     waypoint_weight: float = 1.0
     """Weight of the waypoint loss."""
     ema_start: float = 0.99
@@ -155,6 +156,12 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # [B, 1, W]
     shifted = padded[torch.arange(b, device=images.device)[:, None, None], :, rows, cols]  # [B, H, W, n*3]
     return shifted.reshape(b, h, w, n, c).permute(0, 3, 1, 2, 4).to(images.dtype)
+
+
+def masked_l1(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the valid rows: predicted, target [B, n, D], valid bool [B, n]."""
+    weight = valid[..., None].to(predicted)
+    return ((predicted - target).abs() * weight).sum() / (weight.sum() * predicted.shape[-1]).clamp_min(1)
 
 
 class ChunkPolicy(nn.Module):
@@ -250,10 +257,8 @@ class ChunkPolicy(nn.Module):
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
         if self.waypoint_head is not None:
-            predicted = self.waypoint_head(embedded[:, -1]).reshape(batch["waypoints"].shape)  # [B, w, P]: from the current frame alone
-            target = (batch["waypoints"] - self.proprio_mean) / self.proprio_std
-            wvalid = batch["waypoints_valid"][..., None].to(predicted)
-            waypoint = ((predicted - target).abs() * wvalid).sum() / (wvalid.sum() * predicted.shape[-1]).clamp_min(1)
+            predicted = self.waypoint_head(embedded[:, -1]).reshape(len(embedded), len(cfg.waypoints), cfg.proprio_dim)  # from the current frame alone
+            waypoint = masked_l1(predicted, (batch["waypoints"] - self.proprio_mean) / self.proprio_std, batch["waypoints_valid"])
             metrics["loss/waypoint"] = waypoint.detach()
             loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:
@@ -261,8 +266,7 @@ class ChunkPolicy(nn.Module):
             with torch.no_grad():
                 target = self.embed(images[:, 1 + h:], self.target["encoder"], self.target["latent"])
                 target = F.layer_norm(target, target.shape[-1:])
-            fvalid = batch["future_valid"][..., None].to(predicted)
-            jepa = ((predicted - target).abs() * fvalid).sum() / (fvalid.sum() * predicted.shape[-1]).clamp_min(1)
+            jepa = masked_l1(predicted, target, batch["future_valid"])
             metrics["loss/jepa"] = jepa.detach()
             loss = loss + cfg.jepa_weight * jepa
         z = embedded[:, -1].detach().float()  # the current frame's vectors: the trainer warns if they collapse

@@ -162,7 +162,7 @@ class Imitate:
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
                   "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
-        images = 1 + model_cfg.history + len(model_cfg.future_offsets)
+        images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
         metrics = Trainer(cfg, batches, policy.train(), self.out / POLICY_STAGE, config, images).fit()
         if not self.json:
             print(f"{self.policy} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(episodes)} demonstrations; "

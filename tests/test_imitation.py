@@ -136,7 +136,7 @@ def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     assert max(moved) == pytest.approx(0.01, rel=1e-3)
 
 
-@pytest.mark.parametrize("extra", [{}, {"image_tokens": 2}, {"waypoints": (2, -1)}])
+@pytest.mark.parametrize("extra", [{}, {"image_tokens": 2}, {"goal_image": False, "image_tokens": 2}])
 def test_isolated_jepa_queries_do_not_change_the_actions(extra):
     policy = tiny_policy("act-jepa", isolate_jepa=True, **extra).eval()
     batch = random_batch(policy)
@@ -183,7 +183,7 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
     assert (full == dataset.episode_starts[1:] - 2).all()
     for e in episodes:  # the trimmed last action is the one that reaches the goal
         assert dataset.is_success[trimmed[e] + 1] and not dataset.is_success[dataset.episode_starts[e]: trimmed[e] + 1].any()
-    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1))
+    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1, -3, -1000))
     batch = demonstration_windows(dataset, episodes, trimmed, cfg)(np.random.default_rng(0), 64)
     assert batch["frames"].shape == (64, 3, 64, 64, 3) and batch["future"].shape == (64, 3, 64, 64, 3)
     valid, fvalid = batch["action_valid"].numpy(), batch["future_valid"].numpy()
@@ -204,10 +204,14 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
             assert fvalid[i, j] == (t + offset <= last + 1)
             if fvalid[i, j]:
                 assert (batch["future"][i, j].numpy() == dataset.frames[t + offset]).all()
-        for j, at in enumerate((first + 3, first + 9, last + 1)):  # waypoints: steps 3 and 9 and the success frame, valid after t
+        # waypoints: steps 3 and 9, the success frame (-1), two before it (-3) and one before the start, valid after t only
+        for j, at in enumerate((first + 3, first + 9, last + 1, last - 1, last - 998)):
             assert batch["waypoints_valid"][i, j] == (t < at <= last + 1)
             if batch["waypoints_valid"][i, j]:
                 assert (batch["waypoints"][i, j].numpy() == dataset.proprio[at]).all()
+    wvalid = batch["waypoints_valid"].numpy()
+    both = wvalid[:, [0, 1, 3]]  # -1 lies after every t, -1000 before every episode: the others are valid for some t only
+    assert both.any(0).all() and not both.all(0).any() and wvalid[:, 2].all() and not wvalid[:, 4].any()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Does a Meta-World policy's image vector say where the object is, and could it? For one `jepa
 imitate` run on push or pick-place (whose first step is to reach the object), on the first
-`--frames` frames of each episode of its demonstrations (the object has not moved yet) and on
+`--frames` frames of each episode of its demonstrations (before the hand reaches the object:
+the scripted policies take about 30 steps on push and pick-place) and on
 `--fresh` fresh starts:
 
 - learned: a ridge regression from the trained policy's frozen vector of the current frame to
@@ -65,6 +66,8 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     index = np.concatenate([np.arange(demos.episode_starts[e], min(demos.episode_starts[e] + frames, demos.episode_starts[e + 1]))
                             for e in range(demos.num_episodes)])
     train_pixels, train_xy = torch.from_numpy(demos.frames[index]), demos.state[index][:, OBJECT_XY]
+    if len(index) < 5 or (train_xy.std(0) == 0).any():
+        raise UserError(f"{config['data']} gives {len(index)} frames whose object lies at one place: the probe needs 5 or more, over episodes whose object moves")
     env = task_spec(config["task"]).env_class(image_size=policy.cfg.encoder.image_size, frame_skip=config["env_frame_skip"])
     try:
         fresh_pixels, fresh_xy = [], []
