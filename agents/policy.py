@@ -69,8 +69,8 @@ class PolicyConfig:
     """Image encoder (width 32: a third of width 64's cost per image on 2 CPU cores)."""
     goal_image: bool = True
     """Read the goal image. Off: for tasks that draw their goal in every frame (Meta-World's
-    marker), where an image fixed through the episode only tells the few demonstrations apart
-    and lets the policy replay them instead of reading the scene."""
+    marker), where it adds nothing the frames lack; one image fewer per sample (Meta-World push:
+    the same success, a quarter less training time, BENCHMARKS.md)."""
     image_tokens: int = 0
     """Side of a token grid the transformer also reads from each image, beside its vector: the
     encoder's grid average-pooled to image_tokens x image_tokens and projected to width, as ACT
