@@ -13,13 +13,14 @@ frame shows the goal). Each image (goal, history frames) becomes
 a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
 model's latent), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
 its feature map); with the proprio token and k action queries (and, for act-jepa, m latent
-queries) they pass a transformer; linear heads read the queries (and, with `waypoints`, the
-current frame's vector).
+queries) they pass a transformer; linear heads read the queries (and, with `waypoints` and
+`goal_waypoints`, the current frame's and the goal image's vectors; `goal_encoder` gives the goal
+image an encoder of its own).
 
     obs = {"pixels": uint8 [B, H, W, 3], "proprio": [B, P], "goal": uint8 [B, H, W, 3]}
     batch = {"frames": uint8 [B, h, H, W, 3], "goal": ..., "proprio": [B, P], "actions": [B, k, A],
              "action_valid": bool [B, k], "future": uint8 [B, m, H, W, 3], "future_valid": bool [B, m],
-             "waypoints": [B, w, P], "waypoints_valid": bool [B, w]}
+             "waypoints": [B, w, P], "waypoints_valid": bool [B, w], "goal_waypoints": [B, v, P], "goal_waypoints_valid": bool [B, v]}
 
 Execution: run a chunk's first `execute` actions then query again, or (`ensemble` > 0) query
 every step and average the overlapping chunks' actions for this step with weights
@@ -101,7 +102,15 @@ class PolicyConfig:
     recall it from the proprio and goal image instead of seeing it (Meta-World push and
     pick-place: 24 40, BENCHMARKS.md)."""
     waypoint_weight: float = 1.0
-    """Weight of the waypoint loss."""
+    """Weight of the waypoint loss (frame and goal waypoints alike)."""
+    goal_waypoints: tuple[int, ...] = ()
+    """Steps (as in waypoints) whose proprio a linear map of the goal image's vector must predict,
+    for every frame of the demonstration: -1, where the demonstrator's hand ends up, says where
+    the goal is (Meta-World push: R2 0.96 against the goal's position). Needs the goal image."""
+    goal_encoder: bool = False
+    """Encode the goal image with an encoder of its own, not the frames': what the goal image is
+    taught (goal_waypoints) then cannot displace what the frames are (waypoints; on Meta-World
+    push the end waypoint through the shared encoder lost the puck, BENCHMARKS.md)."""
     ema_start: float = 0.99
     """Momentum of the target encoder, ramped linearly to ema_end over training (act-jepa)."""
     ema_end: float = 1.0
@@ -129,6 +138,8 @@ class PolicyConfig:
         if 0 in self.waypoints or self.waypoint_weight < 0:
             raise UserError(f"waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...) and waypoint-weight is not negative, "
                             f"got {self.waypoints} and {self.waypoint_weight}")
+        if self.goal_waypoints and not self.goal_image or self.goal_encoder and not self.goal_image or 0 in self.goal_waypoints:
+            raise UserError(f"goal-waypoints and goal-encoder need the goal image, and goal-waypoints are nonzero steps, got {self.goal_waypoints}")
         if self.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
         if self.kind not in (None, "bc") and not 1 <= self.execute <= self.chunk:
@@ -177,7 +188,8 @@ class ChunkPolicy(nn.Module):
         self.target = None
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
-        if cfg.waypoints and not cfg.proprio_dim:
+        self.goal_encoder = nn.ModuleDict({"encoder": build_encoder(enc), "latent": FrameLatent(enc.grid, enc.dim, width)}) if cfg.goal_encoder else None
+        if (cfg.waypoints or cfg.goal_waypoints) and not cfg.proprio_dim:
             raise UserError("waypoints are proprio the policy predicts, but these demonstrations record none")
         self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None
         self.token_projection = nn.Linear(enc.dim, width) if cfg.image_tokens else None
@@ -190,6 +202,7 @@ class ChunkPolicy(nn.Module):
         self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
         self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
+        self.goal_waypoint_head = nn.Linear(width, len(cfg.goal_waypoints) * cfg.proprio_dim) if cfg.goal_waypoints else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
             mask = torch.zeros(tokens, tokens, dtype=torch.bool)
@@ -215,7 +228,11 @@ class ChunkPolicy(nn.Module):
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
         image vectors [B, g + h, width]; g = 1 with the goal image, else 0)."""
         b = frames.shape[0]
-        images, grids = self._encode(torch.cat([goal[:, None], frames], 1) if self.cfg.goal_image else frames)  # [B, g + h, width], [B, g + h, N, D]
+        if self.goal_encoder is not None:
+            encoded = zip(self._encode(goal[:, None], self.goal_encoder["encoder"], self.goal_encoder["latent"]), self._encode(frames))
+            images, grids = (torch.cat(pair, 1) for pair in encoded)  # [B, 1 + h, width], [B, 1 + h, N, D]
+        else:
+            images, grids = self._encode(torch.cat([goal[:, None], frames], 1) if self.cfg.goal_image else frames)  # [B, g + h, width], [B, g + h, N, D]
         parts = [images]
         if self.token_projection is not None:
             n, g, d = grids.shape[1], self.cfg.encoder.grid, self.cfg.encoder.dim
@@ -238,7 +255,7 @@ class ChunkPolicy(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss: L1 on the valid actions of the chunk (modes > 1: of the closest hypothesis, plus
-        the winner classifier) (+ waypoint_weight x the waypoint L1) (+ jepa_weight x the future-embedding L1)."""
+        the winner classifier) (+ waypoint_weight x the frame and goal waypoint L1s) (+ jepa_weight x the future-embedding L1)."""
         cfg, h = self.cfg, self.cfg.history
         images = torch.cat([batch["goal"][:, None], batch["frames"]] + ([batch["future"]] if self.target is not None else []), 1)
         if cfg.shift and self.training:
@@ -256,11 +273,12 @@ class ChunkPolicy(nn.Module):
             mode_loss = F.cross_entropy(logits, best)
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
-        if self.waypoint_head is not None:
-            predicted = self.waypoint_head(embedded[:, -1]).reshape(len(embedded), len(cfg.waypoints), cfg.proprio_dim)  # from the current frame alone
-            waypoint = masked_l1(predicted, (batch["waypoints"] - self.proprio_mean) / self.proprio_std, batch["waypoints_valid"])
-            metrics["loss/waypoint"] = waypoint.detach()
-            loss = loss + cfg.waypoint_weight * waypoint
+        for name, head, vector in (("waypoints", self.waypoint_head, -1), ("goal_waypoints", self.goal_waypoint_head, 0)):
+            if head is not None:  # from the current frame's vector alone, or the goal image's
+                predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
+                waypoint = masked_l1(predicted, (batch[name] - self.proprio_mean) / self.proprio_std, batch[f"{name}_valid"])
+                metrics[f"loss/{name}"] = waypoint.detach()
+                loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:
             predicted = self.future_head(out[:, cfg.horizon:])  # [B, m, width]
             with torch.no_grad():

@@ -60,12 +60,12 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     episode drawn uniformly (every demonstration weighs the same, short ones are not drowned),
     then a frame t of it up to its last action `lasts`, its history (the episode's first frame
     standing in before it), the episode's goal image, actions t..t+k-1 and future frames
-    t+s..t+k and the proprio at the episode's waypoint steps, each with a mask for steps past the
-    last action (the observation after it still counts) and, for waypoints, for those not after t."""
+    t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
+    steps outside the episode up to the observation after its last action and, for the (frame)
+    waypoints, for those not after t."""
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
     offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
-    waypoints = np.asarray(cfg.waypoints, dtype=np.int64)
 
     def draw(rng: np.random.Generator, batch: int) -> dict:
         pick = rng.integers(0, len(episodes), batch)
@@ -82,10 +82,12 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
                "action_valid": torch.from_numpy(action_valid)}
         if len(offsets):
             out |= {"future": torch.from_numpy(dataset.read_frames(np.minimum(future, last[:, None] + 1))), "future_valid": torch.from_numpy(future_valid)}
-        if len(waypoints):
-            at = np.where(waypoints >= 0, first[:, None] + waypoints, last[:, None] + 2 + waypoints)  # [B, w]; -1: the frame after the last action
-            out |= {"waypoints": torch.from_numpy(dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)]),
-                    "waypoints_valid": torch.from_numpy((at > t[:, None]) & (at <= last[:, None] + 1))}
+        for name, steps in (("waypoints", cfg.waypoints), ("goal_waypoints", cfg.goal_waypoints)):
+            if steps:
+                steps = np.asarray(steps, dtype=np.int64)
+                at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
+                valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if name == "waypoints" else True)
+                out |= {name: torch.from_numpy(dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)]), f"{name}_valid": torch.from_numpy(valid)}
         return out
 
     return draw

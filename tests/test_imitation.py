@@ -31,14 +31,16 @@ def tiny_policy(kind: str, **kw) -> ChunkPolicy:
 def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
     cfg, g = policy.cfg, torch.Generator().manual_seed(1)
     image = lambda *shape: torch.randint(0, 256, (*shape, 32, 32, 3), dtype=torch.uint8, generator=g)
-    m, w = len(cfg.future_offsets), len(cfg.waypoints)
+    m, w, v = len(cfg.future_offsets), len(cfg.waypoints), len(cfg.goal_waypoints)
     return {"frames": image(b, cfg.history), "goal": image(b), "proprio": torch.randn(b, 3, generator=g),
             "actions": torch.rand(b, cfg.horizon, 2, generator=g) * 2 - 1, "action_valid": torch.ones(b, cfg.horizon, dtype=torch.bool),
             "future": image(b, m), "future_valid": torch.ones(b, m, dtype=torch.bool),
-            "waypoints": torch.randn(b, w, 3, generator=g), "waypoints_valid": torch.ones(b, w, dtype=torch.bool)}
+            "waypoints": torch.randn(b, w, 3, generator=g), "waypoints_valid": torch.ones(b, w, dtype=torch.bool),
+            "goal_waypoints": torch.randn(b, v, 3, generator=g), "goal_waypoints_valid": torch.ones(b, v, dtype=torch.bool)}
 
 
-@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False})])
+@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False}),
+                                                    ("act-jepa", {"waypoints": (3,), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2})])
 def test_policy_contract_and_it_fits_a_batch(kind, extra):
     policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
     batch = random_batch(policy)
@@ -53,9 +55,10 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
         first = first or {k: v.item() for k, v in metrics.items() if k.startswith("loss/")}
     assert metrics["loss/action_l1"].item() < 0.4 * first["loss/action_l1"]  # it learns the actions
     assert ("loss/jepa" in metrics) == (kind == "act-jepa")
-    assert ("loss/waypoint" in metrics) == bool(extra.get("waypoints"))
-    if "loss/waypoint" in metrics:  # and where the proprio will be
-        assert metrics["loss/waypoint"].item() < 0.4 * first["loss/waypoint"]
+    for name in ("waypoints", "goal_waypoints"):  # and where the proprio will be
+        assert (f"loss/{name}" in metrics) == bool(extra.get(name))
+        if f"loss/{name}" in metrics:
+            assert metrics[f"loss/{name}"].item() < 0.4 * first[f"loss/{name}"]
     policy.eval().reset()
     obs = {"pixels": batch["frames"][:, -1].numpy(), "goal": batch["goal"].numpy(), "proprio": batch["proprio"].numpy()}
     chunk = policy.predict_action_chunk(obs)
@@ -79,6 +82,20 @@ def test_waypoints_need_nonzero_steps_and_a_proprio():
         PolicyConfig(waypoints=(4, 0))
     with pytest.raises(UserError, match="record none"):
         ChunkPolicy(PolicyConfig(kind="act", action_dim=2, waypoints=(4,)))
+    with pytest.raises(UserError, match="record none"):
+        ChunkPolicy(PolicyConfig(kind="act", action_dim=2, goal_waypoints=(-1,)))
+    for bad in ({"goal_waypoints": (0,)}, {"goal_waypoints": (-1,), "goal_image": False}, {"goal_encoder": True, "goal_image": False}):
+        with pytest.raises(UserError, match="goal-waypoints and goal-encoder"):
+            PolicyConfig(**bad)
+
+
+@pytest.mark.parametrize("goal_encoder", [True, False])
+def test_a_goal_encoder_keeps_the_goal_images_training_off_the_frames_encoder(goal_encoder):
+    policy = tiny_policy("act", goal_waypoints=(-1,), goal_encoder=goal_encoder)
+    batch = random_batch(policy)
+    vectors = policy._trunk(batch["frames"], batch["goal"], batch["proprio"])[1]  # [B, 1 + h, width]
+    grads = torch.autograd.grad(vectors[:, 0].sum(), list(policy.encoder.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads) != goal_encoder
 
 
 @pytest.mark.parametrize("goal_image", [True, False])
@@ -183,7 +200,7 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
     assert (full == dataset.episode_starts[1:] - 2).all()
     for e in episodes:  # the trimmed last action is the one that reaches the goal
         assert dataset.is_success[trimmed[e] + 1] and not dataset.is_success[dataset.episode_starts[e]: trimmed[e] + 1].any()
-    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1, -3, -1000))
+    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1, -3, -1000), goal_waypoints=(9, -1, 1000))
     batch = demonstration_windows(dataset, episodes, trimmed, cfg)(np.random.default_rng(0), 64)
     assert batch["frames"].shape == (64, 3, 64, 64, 3) and batch["future"].shape == (64, 3, 64, 64, 3)
     valid, fvalid = batch["action_valid"].numpy(), batch["future_valid"].numpy()
@@ -209,6 +226,11 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
             assert batch["waypoints_valid"][i, j] == (t < at <= last + 1)
             if batch["waypoints_valid"][i, j]:
                 assert (batch["waypoints"][i, j].numpy() == dataset.proprio[at]).all()
+        # goal waypoints: steps 9, the success frame and one past the episode, valid whatever t
+        for j, at in enumerate((first + 9, last + 1, first + 1000)):
+            assert batch["goal_waypoints_valid"][i, j] == (at <= last + 1)
+            if batch["goal_waypoints_valid"][i, j]:
+                assert (batch["goal_waypoints"][i, j].numpy() == dataset.proprio[at]).all()
     wvalid = batch["waypoints_valid"].numpy()
     both = wvalid[:, [0, 1, 3]]  # -1 lies after every t, -1000 before every episode: the others are valid for some t only
     assert both.any(0).all() and not both.all(0).any() and wvalid[:, 2].all() and not wvalid[:, 4].any()
@@ -330,9 +352,10 @@ def test_object_probe_scores_learned_and_learnable_object_positions(trained_poli
         probe(trained_policy, frames=4, fresh=3, steps=2)
     demos, run = tmp_path / "demos", tmp_path / "run"
     assert main(["collect", "--task", "metaworld:push-v3", "--policy", "expert", "--episodes", "2", "--steps", "6", "--out", str(demos)]) == 0
-    assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2", *TINY]) == 0
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2",
+                 "--model.goal-encoder", "--model.goal-waypoints", "-1", *TINY]) == 0
     scores = probe(run, frames=4, fresh=3, steps=2)
-    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable"))
+    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable", "goal"))
 
 
 def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():

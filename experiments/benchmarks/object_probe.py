@@ -8,7 +8,9 @@ the scripted policies take about 30 steps on push and pick-place) and on
   the object's x, y, fitted on the demonstrations' frames (penalty chosen on the last fifth of
   the demonstrations, `worldmodel/probe.py`) and scored on the fresh starts;
 - learnable: the same encoder architecture and frame vector trained from scratch, supervised by
-  the object's x, y (L1, random shift as in imitation), scored on the fresh starts.
+  the object's x, y (L1, random shift as in imitation), scored on the fresh starts;
+- goal: a ridge regression from the policy's vector of the goal image (through its own encoder
+  with `--model.goal-encoder`) to the goal's x, y, fitted on the demonstrations' goal images.
 
 Scores are R2 per axis on the fresh starts (1: exact, 0: no better than the mean position).
 
@@ -56,7 +58,7 @@ def main() -> None:
 
 
 def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict:
-    """Prints and returns {"learned": R2 [x, y], "learnable": R2 [x, y]} on the fresh starts."""
+    """Prints and returns {"learned": R2 [x, y], "learnable": R2 [x, y], "goal": R2 [x, y]} on the fresh starts."""
     if min(frames, steps) < 1 or fresh < 3:
         raise UserError(f"--frames and --steps must be positive and --fresh at least 3, got {frames}, {steps}, {fresh}")
     policy, config = load_policy(run)
@@ -70,16 +72,21 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
         raise UserError(f"{config['data']} gives {len(index)} frames whose object lies at one place: the probe needs 5 or more, over episodes whose object moves")
     env = task_spec(config["task"]).env_class(image_size=policy.cfg.encoder.image_size, frame_skip=config["env_frame_skip"])
     try:
-        fresh_pixels, fresh_xy = [], []
+        fresh_pixels, fresh_xy, fresh_goals, fresh_goal_xy = [], [], [], []
         for reset in eval_reset_seeds(1, fresh):  # seed 1's episodes: apart from the protocol's seed-0 evaluation
             fresh_pixels.append(env.reset(seed=reset)[0]["pixels"])
             fresh_xy.append(env.last_state[OBJECT_XY].copy())
+            fresh_goals.append(env.render_goal())
+            fresh_goal_xy.append(env.goal_state[:2].copy())
     finally:
         env.close()
     fresh_pixels, fresh_xy = torch.from_numpy(np.stack(fresh_pixels)), np.stack(fresh_xy)
+    goal_parts = (policy.goal_encoder["encoder"], policy.goal_encoder["latent"]) if policy.goal_encoder is not None else ()
     with torch.no_grad():
-        vectors = lambda pixels: policy.embed(pixels[:, None])[:, 0].numpy()  # [N, width]
+        vectors = lambda pixels, *parts: policy.embed(pixels[:, None], *parts)[:, 0].numpy()  # [N, width]
         learned = fit_probe(vectors(train_pixels), train_xy, vectors(fresh_pixels), fresh_xy).tolist()
+        goal = fit_probe(vectors(torch.from_numpy(demos.goal_frames), *goal_parts), demos.goal_state[:, :2],
+                         vectors(torch.from_numpy(np.stack(fresh_goals)), *goal_parts), np.stack(fresh_goal_xy)).tolist()
     torch.manual_seed(seed)
     encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width)
     head = torch.nn.Linear(policy.cfg.width, 2)
@@ -98,9 +105,10 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     with torch.no_grad():
         learnable = r2_score(fresh_xy, predict(fresh_pixels).numpy() * std + mean).tolist()
     print(f"{config['task']}, the object's x, y at {fresh} fresh starts, from the frame vector of {run} ({len(index)} demonstration frames):")
-    for name, r2 in (("learned (frozen policy vector, ridge)", learned), (f"learnable (same encoder, supervised, {steps} steps)", learnable)):
+    for name, r2 in (("learned (frozen policy vector, ridge)", learned), (f"learnable (same encoder, supervised, {steps} steps)", learnable),
+                     (f"the goal's x, y from the goal image's vector ({demos.num_episodes} goal images, ridge)", goal)):
         print(f"  {name}: R2 x {r2[0]:.2f}, y {r2[1]:.2f}")
-    return {"learned": learned, "learnable": learnable}
+    return {"learned": learned, "learnable": learnable, "goal": goal}
 
 
 if __name__ == "__main__":
