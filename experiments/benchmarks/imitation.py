@@ -6,7 +6,8 @@ are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
-    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40
+    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 \
+        --goal-waypoints -1 --goal-encoder
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
     parser.add_argument("--waypoints", type=int, nargs="+", default=(), help="imitate's --model.waypoints for every policy "
                         "(steps of each demonstration whose proprio the frame vector predicts; -1: its last frame)")
+    parser.add_argument("--goal-waypoints", type=int, nargs="+", default=(), help="imitate's --model.goal-waypoints for every "
+                        "policy (the same, predicted from the goal image's vector)")
+    parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
     args = parser.parse_args()
     try:
         table(args)
@@ -62,7 +66,8 @@ def table(args: argparse.Namespace) -> None:
         run = args.out / policy
         start = time.perf_counter()
         imitate = Imitate(data=data, out=run, policy=policy, json=True)
-        imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints))
+        imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
+                                            goal_encoder=args.goal_encoder)
         if args.steps is not None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
@@ -73,7 +78,8 @@ def table(args: argparse.Namespace) -> None:
                      "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
-          + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else ""))
+          + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
+          + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
