@@ -419,6 +419,11 @@ def test_hand_and_object_tell_following_from_ignoring():
     states[:, 59, :2] = states[:, 0, 4:6] + 0.01  # where it is lowest: 1 cm off the object in x and y
     report = hand_and_object(states)
     assert report["object_slope"] == pytest.approx([1.0, 1.0]) and report["closest_approach"] == pytest.approx(0.01 * np.sqrt(2))
+    assert report["object_moved"] == 0 and np.isnan(report["moved_object_to_goal"])
+    states[:2, 65:, 4:6] = 0.5  # two objects carried off, to 0.5 - 0.2 = 0.3 in x and y from a goal at (0.2, 0.2)
+    states[:, :, 36:38] = 0.2
+    moved = hand_and_object(states)
+    assert moved["object_moved"] == 0.25 and moved["moved_object_to_goal"] == pytest.approx(0.3 * np.sqrt(2))
     states[:, 59, :2] = 0.05  # one place whatever the object's
     assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
 

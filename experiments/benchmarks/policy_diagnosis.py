@@ -12,7 +12,9 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
   hand's x and y where it is lowest in the first 60 steps against the object's start x and y
   (about 0: it goes to one place whatever the object's; about 1: it follows the object, perhaps
   at an offset), and the median over episodes of the hand's closest approach to the object in
-  x, y. Meaningful for tasks that begin by reaching an object (push, pick-place).
+  x, y. Meaningful for tasks that begin by reaching an object (push, pick-place). Then what
+  became of the object: the share of episodes that moved it more than 3 cm, and the median of
+  its last distance in x, y to the goal over those (a grasp that failed, or one lost on the way).
 
     python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw9_reach/act [--episodes 25]
 """
@@ -106,7 +108,8 @@ def diagnose(run: Path, episodes: int) -> dict:
     if metaworld:
         report |= hand_and_object(np.stack(fresh_states, 1))
         tracking = (f"; hand-follows-object slope (x, y): {report['object_slope'][0]:.2f}, {report['object_slope'][1]:.2f}; "
-                    f"closest approach to the object, median: {100 * report['closest_approach']:.1f} cm")
+                    f"closest approach to the object, median: {100 * report['closest_approach']:.1f} cm; object moved over 3 cm: "
+                    f"{report['object_moved']:.0%} of the episodes, its last distance to the goal there, median: {100 * report['moved_object_to_goal']:.1f} cm")
     print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations "
           f"({config.get('demonstrator', 'expert')})")
     print(markdown_table(rows, {"starts": "starts", "success": "success (Wilson 95%)", "action": "first-action std across starts"}))
@@ -115,16 +118,21 @@ def diagnose(run: Path, episodes: int) -> dict:
     return report
 
 
-def hand_and_object(states: np.ndarray, window: int = 60) -> dict:
-    """Meta-World states [n, T, 39] (hand xyz at 0:3, first object's xyz at 4:7) -> {"object_slope":
-    per axis x, y, the least-squares slope of the hand's position where it is lowest in the first
-    `window` steps against the object's start; "closest_approach": the median over episodes of
-    the hand's least distance in x, y to the object (metres)}."""
+def hand_and_object(states: np.ndarray, window: int = 60, moved_by: float = 0.03) -> dict:
+    """Meta-World states [n, T, 39] (hand xyz at 0:3, first object's xyz at 4:7, goal xyz at 36:39) ->
+    {"object_slope": per axis x, y, the least-squares slope of the hand's position where it is
+    lowest in the first `window` steps against the object's start; "closest_approach": the median
+    over episodes of the hand's least distance in x, y to the object; "object_moved": the share of
+    episodes whose object got farther than `moved_by` from its start; "moved_object_to_goal": the
+    median over those of the object's last distance in x, y to the goal (NaN if none); metres}."""
     hand, start = states[:, :window, :3], states[:, 0, 4:6]
     lowest = hand[np.arange(len(hand)), hand[..., 2].argmin(1), :2]  # [n, 2]
     closest = np.linalg.norm(states[..., :2] - states[..., 4:6], axis=-1).min(1)  # [n]
+    moved = np.linalg.norm(states[..., 4:6] - start[:, None], axis=-1).max(1) > moved_by  # [n]
+    to_goal = np.linalg.norm(states[:, -1, 4:6] - states[:, -1, 36:38], axis=-1)  # [n]
     return {"object_slope": [float(np.polyfit(start[:, k], lowest[:, k], 1)[0]) for k in range(2)],
-            "closest_approach": float(np.median(closest))}
+            "closest_approach": float(np.median(closest)), "object_moved": float(moved.mean()),
+            "moved_object_to_goal": float(np.median(to_goal[moved])) if moved.any() else float("nan")}
 
 
 if __name__ == "__main__":
