@@ -224,12 +224,21 @@ class ChunkPolicy(nn.Module):
         tokens = (encoder or self.encoder)(images.flatten(0, 1)[:, None])[:, 0]  # [B*n, N, D]
         return (latent or self.latent)(tokens).reshape(b, n, -1), tokens.reshape(b, n, *tokens.shape[1:])
 
+    def embed_goal(self, goal: torch.Tensor) -> torch.Tensor:
+        """uint8 goal images [B, H, W, 3] -> vectors [B, width], through the goal's encoder if it has one."""
+        return self._encode_goal(goal)[0][:, 0]
+
+    def _encode_goal(self, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 goal images [B, H, W, 3] -> (vectors [B, 1, width], token grids [B, 1, N, D])."""
+        own = (self.goal_encoder["encoder"], self.goal_encoder["latent"]) if self.goal_encoder is not None else ()
+        return self._encode(goal[:, None], *own)
+
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
         image vectors [B, g + h, width]; g = 1 with the goal image, else 0)."""
         b = frames.shape[0]
         if self.goal_encoder is not None:
-            encoded = zip(self._encode(goal[:, None], self.goal_encoder["encoder"], self.goal_encoder["latent"]), self._encode(frames))
+            encoded = zip(self._encode_goal(goal), self._encode(frames))
             images, grids = (torch.cat(pair, 1) for pair in encoded)  # [B, 1 + h, width], [B, 1 + h, N, D]
         else:
             images, grids = self._encode(torch.cat([goal[:, None], frames], 1) if self.cfg.goal_image else frames)  # [B, g + h, width], [B, g + h, N, D]

@@ -94,6 +94,7 @@ def test_a_goal_encoder_keeps_the_goal_images_training_off_the_frames_encoder(go
     policy = tiny_policy("act", goal_waypoints=(-1,), goal_encoder=goal_encoder)
     batch = random_batch(policy)
     vectors = policy._trunk(batch["frames"], batch["goal"], batch["proprio"])[1]  # [B, 1 + h, width]
+    assert torch.allclose(policy.embed_goal(batch["goal"]), vectors[:, 0], atol=1e-6)  # what the probes read is what the transformer sees
     grads = torch.autograd.grad(vectors[:, 0].sum(), list(policy.encoder.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads) != goal_encoder
 

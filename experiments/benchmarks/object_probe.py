@@ -81,12 +81,11 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     finally:
         env.close()
     fresh_pixels, fresh_xy = torch.from_numpy(np.stack(fresh_pixels)), np.stack(fresh_xy)
-    goal_parts = (policy.goal_encoder["encoder"], policy.goal_encoder["latent"]) if policy.goal_encoder is not None else ()
     with torch.no_grad():
-        vectors = lambda pixels, *parts: policy.embed(pixels[:, None], *parts)[:, 0].numpy()  # [N, width]
+        vectors = lambda pixels: policy.embed(pixels[:, None])[:, 0].numpy()  # [N, width]
+        goal_vectors = lambda goals: policy.embed_goal(torch.from_numpy(goals)).numpy()  # [N, width]
         learned = fit_probe(vectors(train_pixels), train_xy, vectors(fresh_pixels), fresh_xy).tolist()
-        goal = fit_probe(vectors(torch.from_numpy(demos.goal_frames), *goal_parts), demos.goal_state[:, :2],
-                         vectors(torch.from_numpy(np.stack(fresh_goals)), *goal_parts), np.stack(fresh_goal_xy)).tolist()
+        goal = fit_probe(goal_vectors(demos.goal_frames), demos.goal_state[:, :2], goal_vectors(np.stack(fresh_goals)), np.stack(fresh_goal_xy)).tolist()
     torch.manual_seed(seed)
     encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width)
     head = torch.nn.Linear(policy.cfg.width, 2)

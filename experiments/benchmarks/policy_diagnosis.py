@@ -100,7 +100,7 @@ def diagnose(run: Path, episodes: int) -> dict:
             expert.append(spec.expert_class(env)())
     fresh = first_obs["fresh"]
     with torch.no_grad():
-        vectors = policy.embed(torch.as_tensor(np.stack([fresh["pixels"], fresh["goal"]], 1)))  # [n, 2 (first frame, goal), width]
+        vectors = torch.stack([policy.embed(torch.as_tensor(fresh["pixels"])[:, None])[:, 0], policy.embed_goal(torch.as_tensor(fresh["goal"]))], 1)  # [n, 2 (first frame, goal), width]
     spread = vectors.std(0).mean(1)  # [2], as training's collapse/std_mean
     report |= {"frame_vector_std": float(spread[0]), "goal_vector_std": float(spread[1]),
                "expert_first_action_std": float(np.std(expert, 0).mean())}
