@@ -138,8 +138,10 @@ class PolicyConfig:
         if 0 in self.waypoints or self.waypoint_weight < 0:
             raise UserError(f"waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...) and waypoint-weight is not negative, "
                             f"got {self.waypoints} and {self.waypoint_weight}")
-        if self.goal_waypoints and not self.goal_image or self.goal_encoder and not self.goal_image or 0 in self.goal_waypoints:
-            raise UserError(f"goal-waypoints and goal-encoder need the goal image, and goal-waypoints are nonzero steps, got {self.goal_waypoints}")
+        if (self.goal_waypoints or self.goal_encoder) and not self.goal_image:
+            raise UserError("goal-waypoints and goal-encoder need the goal image: drop --model.no-goal-image")
+        if 0 in self.goal_waypoints:
+            raise UserError(f"goal-waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...), got {self.goal_waypoints}")
         if self.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames: the encoder's tubelet must be 1, got {self.encoder.tubelet}")
         if self.kind not in (None, "bc") and not 1 <= self.execute <= self.chunk:
@@ -282,11 +284,11 @@ class ChunkPolicy(nn.Module):
             mode_loss = F.cross_entropy(logits, best)
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
-        for name, head, vector in (("waypoints", self.waypoint_head, -1), ("goal_waypoints", self.goal_waypoint_head, 0)):
+        for key, metric, head, vector in (("waypoints", "loss/waypoint", self.waypoint_head, -1), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0)):
             if head is not None:  # from the current frame's vector alone, or the goal image's
                 predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
-                waypoint = masked_l1(predicted, (batch[name] - self.proprio_mean) / self.proprio_std, batch[f"{name}_valid"])
-                metrics[f"loss/{name}"] = waypoint.detach()
+                waypoint = masked_l1(predicted, (batch[key] - self.proprio_mean) / self.proprio_std, batch[f"{key}_valid"])
+                metrics[metric] = waypoint.detach()
                 loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:
             predicted = self.future_head(out[:, cfg.horizon:])  # [B, m, width]

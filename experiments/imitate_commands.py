@@ -61,8 +61,8 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     then a frame t of it up to its last action `lasts`, its history (the episode's first frame
     standing in before it), the episode's goal image, actions t..t+k-1 and future frames
     t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
-    steps outside the episode up to the observation after its last action and, for the (frame)
-    waypoints, for those not after t."""
+    steps outside the episode (before its start, or past its last action: the observation after
+    it still counts) and, for the (frame) waypoints, for those not after t."""
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
     offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
@@ -82,11 +82,11 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
                "action_valid": torch.from_numpy(action_valid)}
         if len(offsets):
             out |= {"future": torch.from_numpy(dataset.read_frames(np.minimum(future, last[:, None] + 1))), "future_valid": torch.from_numpy(future_valid)}
-        for name, steps in (("waypoints", cfg.waypoints), ("goal_waypoints", cfg.goal_waypoints)):
+        for name, steps, after_t in (("waypoints", cfg.waypoints, True), ("goal_waypoints", cfg.goal_waypoints, False)):
             if steps:
                 steps = np.asarray(steps, dtype=np.int64)
                 at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
-                valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if name == "waypoints" else True)
+                valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if after_t else True)
                 out |= {name: torch.from_numpy(dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)]), f"{name}_valid": torch.from_numpy(valid)}
         return out
 
@@ -149,8 +149,8 @@ class Imitate:
         policy = ChunkPolicy(model_cfg)
         if jepa is not None:
             policy.encoder.load_state_dict(jepa.encoder.state_dict())
-            if policy.target is not None:
-                policy.target["encoder"].load_state_dict(jepa.encoder.state_dict())
+            for copy in ([policy.target["encoder"]] if policy.target is not None else []) + ([policy.goal_encoder["encoder"]] if policy.goal_encoder is not None else []):
+                copy.load_state_dict(jepa.encoder.state_dict())
         lasts = last_actions(dataset, episodes, self.trim)
         proprio = torch.from_numpy(dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])])
         policy.proprio_mean.copy_(proprio.mean(0))

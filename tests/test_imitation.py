@@ -55,8 +55,8 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
         first = first or {k: v.item() for k, v in metrics.items() if k.startswith("loss/")}
     assert metrics["loss/action_l1"].item() < 0.4 * first["loss/action_l1"]  # it learns the actions
     assert ("loss/jepa" in metrics) == (kind == "act-jepa")
-    for name in ("waypoints", "goal_waypoints"):  # and where the proprio will be
-        assert (f"loss/{name}" in metrics) == bool(extra.get(name))
+    for name in ("waypoint", "goal_waypoint"):  # and where the proprio will be
+        assert (f"loss/{name}" in metrics) == bool(extra.get(f"{name}s"))
         if f"loss/{name}" in metrics:
             assert metrics[f"loss/{name}"].item() < 0.4 * first[f"loss/{name}"]
     policy.eval().reset()
@@ -84,9 +84,11 @@ def test_waypoints_need_nonzero_steps_and_a_proprio():
         ChunkPolicy(PolicyConfig(kind="act", action_dim=2, waypoints=(4,)))
     with pytest.raises(UserError, match="record none"):
         ChunkPolicy(PolicyConfig(kind="act", action_dim=2, goal_waypoints=(-1,)))
-    for bad in ({"goal_waypoints": (0,)}, {"goal_waypoints": (-1,), "goal_image": False}, {"goal_encoder": True, "goal_image": False}):
-        with pytest.raises(UserError, match="goal-waypoints and goal-encoder"):
-            PolicyConfig(**bad)
+    with pytest.raises(UserError, match="goal-waypoints are steps"):
+        PolicyConfig(goal_waypoints=(0,))
+    for bad in ({"goal_waypoints": (-1,)}, {"goal_encoder": True}):
+        with pytest.raises(UserError, match="need the goal image: drop --model.no-goal-image"):
+            PolicyConfig(goal_image=False, **bad)
 
 
 @pytest.mark.parametrize("goal_encoder", [True, False])
@@ -201,7 +203,7 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
     assert (full == dataset.episode_starts[1:] - 2).all()
     for e in episodes:  # the trimmed last action is the one that reaches the goal
         assert dataset.is_success[trimmed[e] + 1] and not dataset.is_success[dataset.episode_starts[e]: trimmed[e] + 1].any()
-    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1, -3, -1000), goal_waypoints=(9, -1, 1000))
+    cfg = PolicyConfig(kind="act-jepa", chunk=6, execute=2, jepa_stride=2, history=3, action_dim=2, proprio_dim=4, waypoints=(3, 9, -1, -3, -1000), goal_waypoints=(9, -1, 1000, -1000))
     batch = demonstration_windows(dataset, episodes, trimmed, cfg)(np.random.default_rng(0), 64)
     assert batch["frames"].shape == (64, 3, 64, 64, 3) and batch["future"].shape == (64, 3, 64, 64, 3)
     valid, fvalid = batch["action_valid"].numpy(), batch["future_valid"].numpy()
@@ -227,11 +229,15 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
             assert batch["waypoints_valid"][i, j] == (t < at <= last + 1)
             if batch["waypoints_valid"][i, j]:
                 assert (batch["waypoints"][i, j].numpy() == dataset.proprio[at]).all()
-        # goal waypoints: steps 9, the success frame and one past the episode, valid whatever t
-        for j, at in enumerate((first + 9, last + 1, first + 1000)):
-            assert batch["goal_waypoints_valid"][i, j] == (at <= last + 1)
+        # goal waypoints: step 9, the success frame, one past the episode and one before it, valid whatever t
+        for j, at in enumerate((first + 9, last + 1, first + 1000, last - 998)):
+            assert batch["goal_waypoints_valid"][i, j] == (first <= at <= last + 1)
             if batch["goal_waypoints_valid"][i, j]:
                 assert (batch["goal_waypoints"][i, j].numpy() == dataset.proprio[at]).all()
+    t = batch["t"].numpy()
+    first = dataset.episode_starts[np.searchsorted(dataset.episode_starts, t, side="right") - 1]
+    gvalid = batch["goal_waypoints_valid"].numpy()
+    assert gvalid[t >= first + 9, 0].any() and gvalid[:, 1].all() and not gvalid[:, 2:].any()  # step 9 stays valid once t passes it
     wvalid = batch["waypoints_valid"].numpy()
     both = wvalid[:, [0, 1, 3]]  # -1 lies after every t, -1000 before every episode: the others are valid for some t only
     assert both.any(0).all() and not both.all(0).any() and wvalid[:, 2].all() and not wvalid[:, 4].any()
@@ -269,11 +275,12 @@ def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
     assert main(["pretrain", "--data", str(demos), "--out", str(tmp_path / "enc"), *pretrain]) == 0
     run = tmp_path / "run"
     assert main(["imitate", "--data", str(demos), "--out", str(run), "--encoder", str(tmp_path / "enc"), "--train.steps", "1",
-                 "--train.lr", "0", *TINY]) == 0
+                 "--train.lr", "0", "--model.goal-encoder", *TINY]) == 0
     encoder = load_file(str(tmp_path / "enc" / "encoder" / "checkpoint.safetensors"))
     policy = load_file(str(run / "policy" / "checkpoint.safetensors"))
     keys = [k for k in encoder if k.startswith("model/encoder.")]
     assert keys and all(torch.equal(policy[k], encoder[k]) for k in keys)  # lr 0: still the pretrained encoder
+    assert all(torch.equal(policy[k.replace("model/", "model/goal_encoder.")], encoder[k]) for k in keys)  # the goal's own one too
 
 
 def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
@@ -356,7 +363,8 @@ def test_object_probe_scores_learned_and_learnable_object_positions(trained_poli
     assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2",
                  "--model.goal-encoder", "--model.goal-waypoints", "-1", *TINY]) == 0
     scores = probe(run, frames=4, fresh=3, steps=2)
-    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable", "goal"))
+    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable"))
+    assert scores["goal"] is None  # two demonstrations: too few goals for a read-out
 
 
 def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():

@@ -6,8 +6,7 @@ are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
-    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 \
-        --goal-waypoints -1 --goal-encoder
+    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ the scripted policies take about 30 steps on push and pick-place) and on
 - learnable: the same encoder architecture and frame vector trained from scratch, supervised by
   the object's x, y (L1, random shift as in imitation), scored on the fresh starts;
 - goal: a ridge regression from the policy's vector of the goal image (through its own encoder
-  with `--model.goal-encoder`) to the goal's x, y, fitted on the demonstrations' goal images.
+  with `--model.goal-encoder`) to the goal's x, y, fitted on the demonstrations' goal images
+  (left out for policies without the goal image, or fewer than 5 demonstrations whose goals vary).
 
 Scores are R2 per axis on the fresh starts (1: exact, 0: no better than the mean position).
 
@@ -58,7 +59,7 @@ def main() -> None:
 
 
 def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict:
-    """Prints and returns {"learned": R2 [x, y], "learnable": R2 [x, y], "goal": R2 [x, y]} on the fresh starts."""
+    """Prints and returns {"learned": R2 [x, y], "learnable": R2 [x, y], "goal": R2 [x, y] or None} on the fresh starts."""
     if min(frames, steps) < 1 or fresh < 3:
         raise UserError(f"--frames and --steps must be positive and --fresh at least 3, got {frames}, {steps}, {fresh}")
     policy, config = load_policy(run)
@@ -81,11 +82,13 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     finally:
         env.close()
     fresh_pixels, fresh_xy = torch.from_numpy(np.stack(fresh_pixels)), np.stack(fresh_xy)
+    goal_xy = demos.goal_state[:, :2]
+    read_goal = policy.cfg.goal_image and len(goal_xy) >= 5 and (goal_xy.std(0) > 0).all()  # else no goal row
     with torch.no_grad():
         vectors = lambda pixels: policy.embed(pixels[:, None])[:, 0].numpy()  # [N, width]
         goal_vectors = lambda goals: policy.embed_goal(torch.from_numpy(goals)).numpy()  # [N, width]
         learned = fit_probe(vectors(train_pixels), train_xy, vectors(fresh_pixels), fresh_xy).tolist()
-        goal = fit_probe(goal_vectors(demos.goal_frames), demos.goal_state[:, :2], goal_vectors(np.stack(fresh_goals)), np.stack(fresh_goal_xy)).tolist()
+        goal = fit_probe(goal_vectors(demos.goal_frames), goal_xy, goal_vectors(np.stack(fresh_goals)), np.stack(fresh_goal_xy)).tolist() if read_goal else None
     torch.manual_seed(seed)
     encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width)
     head = torch.nn.Linear(policy.cfg.width, 2)
@@ -103,10 +106,12 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
         optimiser.step()
     with torch.no_grad():
         learnable = r2_score(fresh_xy, predict(fresh_pixels).numpy() * std + mean).tolist()
-    print(f"{config['task']}, the object's x, y at {fresh} fresh starts, from the frame vector of {run} ({len(index)} demonstration frames):")
-    for name, r2 in (("learned (frozen policy vector, ridge)", learned), (f"learnable (same encoder, supervised, {steps} steps)", learnable),
-                     (f"the goal's x, y from the goal image's vector ({demos.num_episodes} goal images, ridge)", goal)):
-        print(f"  {name}: R2 x {r2[0]:.2f}, y {r2[1]:.2f}")
+    print(f"{config['task']}, R2 at {fresh} fresh starts of {run} ({len(index)} demonstration frames):")
+    rows = [("the object's x, y from the frame vector, learned (frozen policy vector, ridge)", learned),
+            (f"the object's x, y from the frame vector, learnable (same encoder, supervised, {steps} steps)", learnable),
+            (f"the goal's x, y from the goal image's vector ({demos.num_episodes} goal images, ridge)", goal)]
+    for name, r2 in rows:
+        print(f"  {name}: " + (f"R2 x {r2[0]:.2f}, y {r2[1]:.2f}" if r2 is not None else "not measured (no goal image, or fewer than 5 goals that vary)"))
     return {"learned": learned, "learnable": learnable, "goal": goal}
 
 

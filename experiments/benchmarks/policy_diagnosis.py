@@ -13,8 +13,8 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
   (about 0: it goes to one place whatever the object's; about 1: it follows the object, perhaps
   at an offset), and the median over episodes of the hand's closest approach to the object in
   x, y. Meaningful for tasks that begin by reaching an object (push, pick-place). Then what
-  became of the object: the share of episodes that moved it more than 3 cm, and the median of
-  its last distance in x, y to the goal over those (a grasp that failed, or one lost on the way).
+  became of the object: the share of episodes that moved it more than 3 cm in x, y, and the
+  median of its last distance in x, y to the goal over those (a grasp that failed, or one lost on the way).
 
     python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw9_reach/act [--episodes 25]
 """
@@ -123,7 +123,7 @@ def hand_and_object(states: np.ndarray, window: int = 60, moved_by: float = 0.03
     {"object_slope": per axis x, y, the least-squares slope of the hand's position where it is
     lowest in the first `window` steps against the object's start; "closest_approach": the median
     over episodes of the hand's least distance in x, y to the object; "object_moved": the share of
-    episodes whose object got farther than `moved_by` from its start; "moved_object_to_goal": the
+    episodes whose object got farther than `moved_by` in x, y from its start; "moved_object_to_goal": the
     median over those of the object's last distance in x, y to the goal (NaN if none); metres}."""
     hand, start = states[:, :window, :3], states[:, 0, 4:6]
     lowest = hand[np.arange(len(hand)), hand[..., 2].argmin(1), :2]  # [n, 2]
