@@ -108,7 +108,7 @@ def diagnose(run: Path, episodes: int) -> dict:
     if metaworld:
         report |= hand_and_object(np.stack(fresh_states, 1))
         tracking = (f"; hand-follows-object slope (x, y): {report['object_slope'][0]:.2f}, {report['object_slope'][1]:.2f}; "
-                    f"closest approach to the object, median: {100 * report['closest_approach']:.1f} cm; object moved over 3 cm: "
+                    f"closest approach to the object, median: {100 * report['closest_approach']:.1f} cm; object moved over {100 * MOVED_BY:.0f} cm: "
                     f"{report['object_moved']:.0%} of the episodes, its last distance to the goal there, median: {100 * report['moved_object_to_goal']:.1f} cm")
     print(f"{config['task']}, {config['model']['kind']} policy of {run}, {config['demonstrations']} demonstrations "
           f"({config.get('demonstrator', 'expert')})")
@@ -118,7 +118,10 @@ def diagnose(run: Path, episodes: int) -> dict:
     return report
 
 
-def hand_and_object(states: np.ndarray, window: int = 60, moved_by: float = 0.03) -> dict:
+MOVED_BY = 0.03  # metres in x, y: an object moved farther than this from its start was moved
+
+
+def hand_and_object(states: np.ndarray, window: int = 60, moved_by: float = MOVED_BY) -> dict:
     """Meta-World states [n, T, 39] (hand xyz at 0:3, first object's xyz at 4:7, goal xyz at 36:39) ->
     {"object_slope": per axis x, y, the least-squares slope of the hand's position where it is
     lowest in the first `window` steps against the object's start; "closest_approach": the median
