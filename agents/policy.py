@@ -298,8 +298,12 @@ class ChunkPolicy(nn.Module):
             jepa = masked_l1(predicted, target, batch["future_valid"])
             metrics["loss/jepa"] = jepa.detach()
             loss = loss + cfg.jepa_weight * jepa
-        z = embedded[:, -1].detach().float()  # the current frame's vectors: the trainer warns if they collapse
-        metrics |= {"collapse/std_mean": z.std(0).mean(), "collapse/effective_rank": effective_rank(z)}
+        watched = {"collapse": embedded[:, -1]}  # the current frame's vectors: the trainer warns if they collapse
+        if cfg.goal_image and (batch["goal"] != batch["goal"][:1]).any():  # and the goal's, where the goals differ
+            watched["collapse/goal"] = embedded[:, 0]
+        for prefix, vectors in watched.items():
+            z = vectors.detach().float()
+            metrics |= {f"{prefix}/std_mean": z.std(0).mean(), f"{prefix}/effective_rank": effective_rank(z)}
         return loss, metrics
 
     @torch.no_grad()

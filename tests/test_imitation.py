@@ -55,6 +55,9 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
         first = first or {k: v.item() for k, v in metrics.items() if k.startswith("loss/")}
     assert metrics["loss/action_l1"].item() < 0.4 * first["loss/action_l1"]  # it learns the actions
     assert ("loss/jepa" in metrics) == (kind == "act-jepa")
+    assert ("collapse/goal/std_mean" in metrics) == policy.cfg.goal_image  # the goals differ: their vectors are watched
+    same_goal = dict(batch, goal=batch["goal"][:1].expand_as(batch["goal"]))
+    assert "collapse/goal/std_mean" not in policy(same_goal)[1]  # one goal for all: nothing to spread
     for name in ("waypoint", "goal_waypoint"):  # and where the proprio will be
         assert (f"loss/{name}" in metrics) == bool(extra.get(f"{name}s"))
         if f"loss/{name}" in metrics:

@@ -132,6 +132,25 @@ def test_nonfinite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
     assert read_metadata(tmp_path / FILENAME)["step"] == 4
 
 
+class _GoalCollapsing(torch.nn.Module):
+    """A model whose frames' vectors are fine but whose goal vectors have collapsed."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, batch, generator):
+        return (self.w**2).sum(), {"collapse/std_mean": torch.tensor(0.5), "collapse/effective_rank": torch.tensor(9.0),
+                                   "collapse/goal/std_mean": torch.tensor(1e-5), "collapse/goal/effective_rank": torch.tensor(9.0)}
+
+
+def test_a_collapsing_goal_vector_is_reported_by_name(tmp_path, capsys):
+    trainer = Trainer(TrainConfig(steps=2, batch_size=1, log_every=1, warmup=1), lambda step, rank, world: {}, _GoalCollapsing(), tmp_path, {"x": 1})
+    assert trainer.fit()["collapsed"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
+    assert warnings and all("(collapse/goal)" in line for line in warnings)  # the frames' vectors are not blamed
+
+
 def test_damaged_checkpoint_gives_a_user_error(tmp_path):
     model = torch.nn.Linear(2, 2)
     path = save_checkpoint(tmp_path / FILENAME, model, None, 3, {"a": 1})

@@ -209,10 +209,12 @@ class Trainer:
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, step + 1)
                 bar.set_postfix(loss=f"{metrics['loss/total']:.4f}")
-                if metrics.get("collapse/std_mean", 1.0) < COLLAPSE_STD or metrics.get("collapse/effective_rank", 2.0) < COLLAPSE_RANK:
-                    collapsed = True
-                    tqdm.write(f"WARNING: the representation is collapsing at step {step + 1}: embedding std "
-                               f"{metrics.get('collapse/std_mean'):.2e}, effective rank {metrics.get('collapse/effective_rank'):.2f}", file=sys.stderr)
+                for prefix in sorted({key.rpartition("/")[0] for key in metrics if key.startswith("collapse")}):  # collapse, collapse/goal, ...
+                    std, rank = metrics.get(f"{prefix}/std_mean", 1.0), metrics.get(f"{prefix}/effective_rank", 2.0)
+                    if std < COLLAPSE_STD or rank < COLLAPSE_RANK:
+                        collapsed = True
+                        tqdm.write(f"WARNING: the representation is collapsing at step {step + 1} ({prefix}): embedding std "
+                                   f"{std:.2e}, effective rank {rank:.2f}", file=sys.stderr)
             if main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(self.checkpoint, self.model, optimizer, step + 1, self.config)
         bar.close()
