@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--goal-waypoints", type=int, nargs="+", default=(), help="imitate's --model.goal-waypoints for every "
                         "policy (the same, predicted from the goal image's vector)")
     parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
+    parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     args = parser.parse_args()
     try:
         table(args)
@@ -67,6 +68,8 @@ def table(args: argparse.Namespace) -> None:
         imitate = Imitate(data=data, out=run, policy=policy, json=True)
         imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
                                             goal_encoder=args.goal_encoder)
+        if args.waypoint_weight is not None:
+            imitate.model = dataclasses.replace(imitate.model, waypoint_weight=args.waypoint_weight)
         if args.steps is not None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
