@@ -101,10 +101,6 @@ class PolicyConfig:
     beyond the observation. It is read from the frame alone, not from the transformer, which can
     recall it from the proprio and goal image instead of seeing it (Meta-World push and
     pick-place: 24 40, BENCHMARKS.md)."""
-    waypoint_proprio: bool = False
-    """The frame waypoints' linear map also reads the current proprio, so the frame's vector need
-    not say where the hand is (the proprio does) and only what the proprio lacks, where the object
-    is, lowers the loss further."""
     waypoint_weight: float = 1.0
     """Weight of the waypoint loss (frame and goal waypoints alike)."""
     goal_waypoints: tuple[int, ...] = ()
@@ -142,8 +138,6 @@ class PolicyConfig:
         if 0 in self.waypoints or self.waypoint_weight < 0:
             raise UserError(f"waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...) and waypoint-weight is not negative, "
                             f"got {self.waypoints} and {self.waypoint_weight}")
-        if self.waypoint_proprio and not self.waypoints:
-            raise UserError("waypoint-proprio feeds the proprio to the waypoints' map: give --model.waypoints too")
         if (self.goal_waypoints or self.goal_encoder) and not self.goal_image:
             raise UserError("goal-waypoints and goal-encoder need the goal image: drop --model.no-goal-image")
         if 0 in self.goal_waypoints:
@@ -209,7 +203,7 @@ class ChunkPolicy(nn.Module):
         self.action_head = nn.Linear(width, cfg.modes * cfg.action_dim)
         self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
-        self.waypoint_head = nn.Linear(width + cfg.waypoint_proprio * cfg.proprio_dim, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
+        self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
         self.goal_waypoint_head = nn.Linear(width, len(cfg.goal_waypoints) * cfg.proprio_dim) if cfg.goal_waypoints else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
@@ -241,10 +235,6 @@ class ChunkPolicy(nn.Module):
         own = (self.goal_encoder["encoder"], self.goal_encoder["latent"]) if self.goal_encoder is not None else ()
         return self._encode(goal[:, None], *own)
 
-    def normalise(self, proprio: torch.Tensor) -> torch.Tensor:
-        """Proprio [..., P] in the demonstrations' units -> zero mean, unit std."""
-        return (proprio - self.proprio_mean) / self.proprio_std
-
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
         image vectors [B, g + h, width]; g = 1 with the goal image, else 0)."""
@@ -260,7 +250,7 @@ class ChunkPolicy(nn.Module):
             pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
             parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (g + h) s s, width]
         if self.proprio is not None:
-            parts.append(self.proprio(self.normalise(proprio))[:, None])
+            parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
         x = torch.cat(parts + [queries], 1) + self.positions
         for block in self.blocks:
@@ -294,11 +284,10 @@ class ChunkPolicy(nn.Module):
             mode_loss = F.cross_entropy(logits, best)
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
-        frame = torch.cat([embedded[:, -1], self.normalise(batch["proprio"])], -1) if cfg.waypoint_proprio else embedded[:, -1]
-        for key, metric, head, features in (("waypoints", "loss/waypoint", self.waypoint_head, frame), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, embedded[:, 0])):
-            if head is not None:  # from the current frame's vector (and proprio), or the goal image's
-                predicted = head(features).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
-                waypoint = masked_l1(predicted, self.normalise(batch[key]), batch[f"{key}_valid"])
+        for key, metric, head, vector in (("waypoints", "loss/waypoint", self.waypoint_head, -1), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0)):
+            if head is not None:  # from the current frame's vector alone, or the goal image's
+                predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
+                waypoint = masked_l1(predicted, (batch[key] - self.proprio_mean) / self.proprio_std, batch[f"{key}_valid"])
                 metrics[metric] = waypoint.detach()
                 loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:

@@ -39,7 +39,7 @@ def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
             "goal_waypoints": torch.randn(b, v, 3, generator=g), "goal_waypoints_valid": torch.ones(b, v, dtype=torch.bool)}
 
 
-@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False, "waypoint_proprio": True}),
+@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False}),
                                                     ("act-jepa", {"waypoints": (3,), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2})])
 def test_policy_contract_and_it_fits_a_batch(kind, extra):
     policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
@@ -89,8 +89,6 @@ def test_waypoints_need_nonzero_steps_and_a_proprio():
         ChunkPolicy(PolicyConfig(kind="act", action_dim=2, goal_waypoints=(-1,)))
     with pytest.raises(UserError, match="goal-waypoints are steps"):
         PolicyConfig(goal_waypoints=(0,))
-    with pytest.raises(UserError, match="give --model.waypoints too"):
-        PolicyConfig(waypoint_proprio=True)
     for bad in ({"goal_waypoints": (-1,)}, {"goal_encoder": True}):
         with pytest.raises(UserError, match="need the goal image: drop --model.no-goal-image"):
             PolicyConfig(goal_image=False, **bad)
