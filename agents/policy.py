@@ -47,6 +47,7 @@ from worldmodel.jepa import effective_rank, ema_update
 POLICY_KINDS = ("act-jepa", "act", "bc")
 WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
 MODE_WEIGHT = 0.1  # weight of the cross-entropy that learns which hypothesis wins
+MIN_GOALS = 8  # different goal images a batch needs before their vectors' spread is watched (2 give rank 1 at best)
 
 
 @dataclass
@@ -301,8 +302,8 @@ class ChunkPolicy(nn.Module):
             metrics["loss/jepa"] = jepa.detach()
             loss = loss + cfg.jepa_weight * jepa
         watched = {"collapse": embedded[:, -1]}  # the current frame's vectors: the trainer warns if they collapse
-        if cfg.goal_image and (batch["goal"] != batch["goal"][:1]).any():  # and the goal's, where the goals differ
-            watched["collapse/goal"] = embedded[:, 0]
+        if cfg.goal_image and len(torch.unique(batch["goal"].flatten(1), dim=0)) >= MIN_GOALS:
+            watched["collapse/goal"] = embedded[:, 0]  # and the goal's, where the batch holds enough different goals to spread
         for prefix, vectors in watched.items():
             z = vectors.detach().float()
             metrics |= {f"{prefix}/std_mean": z.std(0).mean(), f"{prefix}/effective_rank": effective_rank(z)}

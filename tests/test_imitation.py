@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.policy import POLICY_KINDS, ChunkPolicy, PolicyConfig
+from agents.policy import MIN_GOALS, POLICY_KINDS, ChunkPolicy, PolicyConfig
 from envs import make_task
 from conftest import write_dataset
 from envs.dataset import EpisodeDataset
@@ -55,9 +55,13 @@ def test_policy_contract_and_it_fits_a_batch(kind, extra):
         first = first or {k: v.item() for k, v in metrics.items() if k.startswith("loss/")}
     assert metrics["loss/action_l1"].item() < 0.4 * first["loss/action_l1"]  # it learns the actions
     assert ("loss/jepa" in metrics) == (kind == "act-jepa")
-    assert ("collapse/goal/std_mean" in metrics) == policy.cfg.goal_image  # the goals differ: their vectors are watched
-    same_goal = dict(batch, goal=batch["goal"][:1].expand_as(batch["goal"]))
-    assert "collapse/goal/std_mean" not in policy(same_goal)[1]  # one goal for all: nothing to spread
+    if policy.cfg.goal_image:  # the batch's goals differ: their vectors are watched
+        wide = random_batch(policy, b=MIN_GOALS)
+        watched = policy.eval()(wide)[1]["collapse/goal/std_mean"]  # eval: unshifted, as embed_goal sees them
+        assert torch.allclose(watched, policy.embed_goal(wide["goal"]).std(0).mean())
+        policy.train()
+    few_goals = dict(batch, goal=batch["goal"][torch.arange(len(batch["goal"])) % 2])
+    assert "collapse/goal/std_mean" not in policy(few_goals)[1]  # two goals for all: too few to spread
     for name in ("waypoint", "goal_waypoint"):  # and where the proprio will be
         assert (f"loss/{name}" in metrics) == bool(extra.get(f"{name}s"))
         if f"loss/{name}" in metrics:

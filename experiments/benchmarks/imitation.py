@@ -81,7 +81,8 @@ def table(args: argparse.Namespace) -> None:
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
-          + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else ""))
+          + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
+          + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
