@@ -238,6 +238,10 @@ class ChunkPolicy(nn.Module):
         own = (self.goal_encoder["encoder"], self.goal_encoder["latent"]) if self.goal_encoder is not None else ()
         return self._encode(goal[:, None], *own)
 
+    def normalise(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Proprio [..., P] in the demonstrations' units -> zero mean, unit std (the inputs' and the waypoints' scale)."""
+        return (proprio - self.proprio_mean) / self.proprio_std
+
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
         image vectors [B, g + h, width]; g = 1 with the goal image, else 0)."""
@@ -253,7 +257,7 @@ class ChunkPolicy(nn.Module):
             pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
             parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (g + h) s s, width]
         if self.proprio is not None:
-            parts.append(self.proprio((proprio - self.proprio_mean) / self.proprio_std)[:, None])
+            parts.append(self.proprio(self.normalise(proprio))[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)
         x = torch.cat(parts + [queries], 1) + self.positions
         for block in self.blocks:
@@ -290,7 +294,7 @@ class ChunkPolicy(nn.Module):
         for key, metric, head, vector in (("waypoints", "loss/waypoint", self.waypoint_head, -1), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0)):
             if head is not None:  # from the current frame's vector alone, or the goal image's
                 predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
-                waypoint = masked_l1(predicted, (batch[key] - self.proprio_mean) / self.proprio_std, batch[f"{key}_valid"])
+                waypoint = masked_l1(predicted, self.normalise(batch[key]), batch[f"{key}_valid"])
                 metrics[metric] = waypoint.detach()
                 loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:
