@@ -66,10 +66,9 @@ def table(args: argparse.Namespace) -> None:
         run = args.out / policy
         start = time.perf_counter()
         imitate = Imitate(data=data, out=run, policy=policy, json=True)
+        weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
         imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
-                                            goal_encoder=args.goal_encoder)
-        if args.waypoint_weight is not None:
-            imitate.model = dataclasses.replace(imitate.model, waypoint_weight=args.waypoint_weight)
+                                            goal_encoder=args.goal_encoder, **weight)
         if args.steps is not None:
             imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
