@@ -29,6 +29,7 @@ from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
 POLICY_STAGE, POLICY_EVAL_STAGE = "policy", "policy_eval"
+VAL_WINDOWS, VAL_BATCH = 512, 64  # held-out windows scored, drawn once (every score sees the same ones), and per forward pass
 
 
 def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> np.ndarray:
@@ -43,16 +44,21 @@ def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> n
     return lasts
 
 
-def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True) -> np.ndarray:
-    """Indices of the episodes a policy learns from: all, or those that reach their goal and do not
-    start there (nothing to learn)."""
+def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True, held_out: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the episodes a policy learns from and of the last `held_out` episodes, kept apart
+    to score it: all, or those that reach their goal and do not start there (nothing to learn)."""
+    if not 0 <= held_out < dataset.num_episodes:
+        raise UserError(f"--val-episodes must be from 0 to {dataset.num_episodes - 1} ({dataset.path} holds {dataset.num_episodes} episodes), got {held_out}")
     episodes = np.arange(dataset.num_episodes)
-    if not successful_only:
-        return episodes
-    reached = np.array([dataset.is_success[dataset.episode(e)][1:].any() and not dataset.is_success[dataset.episode_starts[e]] for e in episodes])
-    if not reached.any():
-        raise UserError(f"no demonstration in {dataset.path} reaches its goal: collect with --policy expert")
-    return episodes[reached]
+    if successful_only:
+        episodes = episodes[[dataset.is_success[dataset.episode(e)][1:].any() and not dataset.is_success[dataset.episode_starts[e]] for e in episodes]]
+    split = np.searchsorted(episodes, dataset.num_episodes - held_out)
+    if split == 0:
+        before = " before the held-out ones" if held_out else ""
+        raise UserError(f"no demonstration in {dataset.path}{before} reaches its goal: collect with --policy expert")
+    if held_out and split == len(episodes):
+        raise UserError(f"none of the last {held_out} demonstrations in {dataset.path} reaches its goal: hold out more with --val-episodes")
+    return episodes[:split], episodes[split:]
 
 
 def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, cfg: PolicyConfig):
@@ -93,6 +99,27 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     return draw
 
 
+def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int):
+    """A function `policy -> {loss name: mean}` of the policy's losses (`loss/*` of its forward, and
+    their weighted sum `total`) on fixed windows of the demonstrations `episodes`, which it must not
+    have learned from: where the training loss falls and this one does not, the policy memorises
+    its demonstrations rather than reading what they share."""
+    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), cfg)
+    rng = np.random.default_rng([seed, 3])
+    windows = [draw(rng, VAL_BATCH) for _ in range(VAL_WINDOWS // VAL_BATCH)]
+
+    @torch.no_grad()
+    def score(policy: ChunkPolicy) -> dict:
+        device, means = policy.positions.device, {}
+        for batch in windows:
+            total, metrics = policy({k: v.to(device) for k, v in batch.items()})
+            for name, value in [("total", total)] + [(k.removeprefix("loss/"), v) for k, v in metrics.items() if k.startswith("loss/")]:
+                means[name] = means.get(name, 0.0) + float(value) / len(windows)
+        return means
+
+    return score
+
+
 def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str, steps: int | str) -> str:
     """File name of a policy-eval result in RUN/policy_eval (glob patterns may stand for any part)."""
     return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
@@ -125,6 +152,10 @@ class Imitate:
     """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
     successful_only: bool = True
     """Learn only from demonstrations that reached their goal."""
+    val_episodes: int = 0
+    """Hold out the last N demonstrations of DATA: the policy's losses on them every
+    --train.val-every steps (TensorBoard `val/`, metrics.json), to tell reading what the
+    demonstrations share from memorising them."""
     trim: bool = True
     """Cut each demonstration where it first reaches its goal (experts then stand still: in PushT
     two thirds of the recorded actions are zeros after success)."""
@@ -133,7 +164,7 @@ class Imitate:
 
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
-        episodes = demonstration_episodes(dataset, self.successful_only)
+        episodes, held_out = demonstration_episodes(dataset, self.successful_only, self.val_episodes)
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None
@@ -162,13 +193,15 @@ class Imitate:
 
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
-                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
+                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "held_out": len(held_out), "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
-        metrics = Trainer(cfg, batches, policy.train(), self.out / POLICY_STAGE, config, images).fit()
+        validate = held_out_scorer(dataset, held_out, model_cfg, self.trim, cfg.seed) if len(held_out) else None
+        metrics = Trainer(cfg, batches, policy.train(), self.out / POLICY_STAGE, config, images, validate).fit()
         if not self.json:
             print(f"{self.policy} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(episodes)} demonstrations; "
-                  f"action L1 {metrics.get('loss/action_l1', float('nan')):.4f}; next: jepa policy-eval --run {self.out}")
+                  f"action L1 {metrics.get('loss/action_l1', float('nan')):.4f}"
+                  + (f" (held-out {metrics['val/action_l1']:.4f})" if "val/action_l1" in metrics else "") + f"; next: jepa policy-eval --run {self.out}")
         return metrics
 
 

@@ -20,7 +20,7 @@ from worldmodel.trainer import TrainConfig, Trainer
 
 ENCODER_STAGE = "encoder"
 # options that may change between a run and its resumption
-NOT_RESUME_RELEVANT = ("device", "threads", "compile", "log_every", "checkpoint_every")
+NOT_RESUME_RELEVANT = ("device", "threads", "compile", "log_every", "checkpoint_every", "val_every")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from conftest import write_dataset
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
-from experiments.imitate_commands import demonstration_episodes, demonstration_windows, last_actions
+from experiments.imitate_commands import demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 
@@ -274,6 +274,31 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
         assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
+def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(demos, tmp_path, capsys, monkeypatch):
+    dataset = EpisodeDataset(demos)
+    learned, held_out = demonstration_episodes(dataset, held_out=1)
+    assert list(learned) == [0, 1, 2] and list(held_out) == [3]
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--train.steps", "4", "--train.val-every", "2",
+                 "--val-episodes", "1", "--model.waypoints", "3", *TINY]) == 0
+    metrics = json.loads((run / "policy" / "metrics.json").read_text())
+    assert {"val/total", "val/action_l1", "val/waypoint"} <= set(metrics) and "held-out" in capsys.readouterr().out
+    config = json.loads((run / "policy" / "config.json").read_text())
+    assert config["demonstrations"] == 3 and config["held_out"] == 1
+    from experiments.benchmarks import heldout_losses
+
+    policy, _ = load_policy(run)  # the last score is the final policy's on the held-out episode's fixed windows
+    assert held_out_scorer(dataset, held_out, policy.cfg, True, 0)(policy)["waypoint"] == pytest.approx(metrics["val/waypoint"], rel=1e-5)
+    other = write_dataset(tmp_path / "other", policy="expert", steps=40, seed=6)
+    monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(other), "--run", str(run)])  # any run on another collection
+    heldout_losses.main()
+    assert set(json.loads(capsys.readouterr().out)["held_out"]) == {"total", "action_l1", "waypoint"}
+    monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(demos), "--run", str(run)])
+    with pytest.raises(SystemExit, match="score it on another collection"):
+        heldout_losses.main()
+
+
 def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
     from safetensors.torch import load_file
 
@@ -307,6 +332,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["policy-eval", "--run", "{run}", "--execute", "9"], "execute (actions run per chunk) must be from 1 to the chunk"),
     (["imitate", "--data", "{empty}", "--out", "{empty}"], "jepa collect"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "diffusion"], "policy must be one of"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--val-episodes", "4"], "--val-episodes must be from 0 to 3"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
@@ -418,7 +444,7 @@ def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, train
 
     monkeypatch.setattr(policy_diagnosis, "run_lockstep", recording)
     report = policy_diagnosis.diagnose(trained_policy, 2)
-    learned = demonstration_episodes(EpisodeDataset(demos))[:2]
+    learned = demonstration_episodes(EpisodeDataset(demos))[0][:2]
     assert calls == [[episode_seeds(5, int(e))[0] for e in learned], eval_reset_seeds(0, 2)]
     assert np.isfinite([report["frame_vector_std"], report["goal_vector_std"]]).all() and report["expert_first_action_std"] > 0
     assert "first-action std" in capsys.readouterr().out

@@ -151,6 +151,37 @@ def test_a_collapsing_goal_vector_is_reported_by_name(tmp_path, capsys):
     assert warnings and all("(collapse/goal)" in line for line in warnings)  # the frames' vectors are not blamed
 
 
+class _Noisy(torch.nn.Module):
+    """A model whose training loss draws from the global generator and whose eval mode gives another loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, batch, generator):
+        noise = torch.randn(3) if self.training else torch.zeros(3)
+        return ((self.w - noise) ** 2).sum(), {}
+
+
+def test_validation_scores_in_eval_mode_on_schedule_and_leaves_training_unchanged(tmp_path):
+    cfg = TrainConfig(steps=5, batch_size=1, warmup=1, val_every=2)
+    torch.manual_seed(0)
+    plain = _Noisy()
+    Trainer(cfg, lambda *_: {}, plain, tmp_path / "plain", {"x": 1}).fit()
+    torch.manual_seed(0)
+    model, calls = _Noisy(), []
+
+    def validate(net):
+        calls.append(net.training)
+        torch.rand(1)  # a scorer that draws from the global generator must not change training either
+        return {"distance": net(None, None)[0]}
+
+    metrics = Trainer(cfg, lambda *_: {}, model, tmp_path / "validated", {"x": 1}, validate=validate).fit()
+    assert calls == [False, False, False] and model.training  # steps 2, 4 and the last; training mode back after
+    assert metrics["val/distance"] == pytest.approx(float((model.w.detach() ** 2).sum()))
+    assert torch.equal(model.w, plain.w)
+
+
 def test_damaged_checkpoint_gives_a_user_error(tmp_path):
     model = torch.nn.Linear(2, 2)
     path = save_checkpoint(tmp_path / FILENAME, model, None, 3, {"a": 1})

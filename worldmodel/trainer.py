@@ -7,9 +7,10 @@
   seeded by (seed, k), the `batches` callable must likewise be a function of the step, and the
   checkpoint holds weights and optimizer state, so a run killed at any point and started again
   ends with the same weights as an uninterrupted one.
-- TensorBoard (`loss/`, `train/`, `collapse/`, `perf/`), a progress bar with ETA, and a loud
-  warning when the representation collapses; a non-finite loss stops the run and leaves the
-  last checkpoint intact.
+- TensorBoard (`loss/`, `train/`, `collapse/`, `perf/`, and `val/` when a `validate` callable
+  scores held-out data every `val_every` steps), a progress bar with ETA, and a loud warning when
+  the representation collapses; a non-finite loss stops the run and leaves the last checkpoint
+  intact.
 
 The model is any module whose `forward(batch, generator)` returns `(loss, metrics)` and which may
 have `after_step(step, total_steps)` (e.g. an EMA update).
@@ -62,6 +63,8 @@ class TrainConfig:
     """Steps between TensorBoard points."""
     checkpoint_every: int = 200
     """Steps between checkpoints (one is always written at the end)."""
+    val_every: int = 250
+    """Steps between scores on held-out data, where the command holds some out (always at the end too)."""
     device: str = "cpu"
     """Torch device, e.g. cpu or cuda (under torchrun: cuda:LOCAL_RANK is used)."""
     bf16: bool = False
@@ -72,8 +75,8 @@ class TrainConfig:
     """torch CPU threads per process (0: torch's default)."""
 
     def __post_init__(self):
-        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every) < 1 or self.threads < 0:
-            raise UserError("steps, batch size, log-every and checkpoint-every must be positive and threads not negative")
+        if min(self.steps, self.batch_size, self.log_every, self.checkpoint_every, self.val_every) < 1 or self.threads < 0:
+            raise UserError("steps, batch size, log-every, checkpoint-every and val-every must be positive and threads not negative")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--train.device {self.device}: no CUDA device is available here; use cpu")
 
@@ -120,11 +123,13 @@ class TrainingDiverged(UserError):
 
 
 class Trainer:
-    """Fits `model` on `batches(step, rank, world) -> dict of tensors`, logging into `run_dir`."""
+    """Fits `model` on `batches(step, rank, world) -> dict of tensors`, logging into `run_dir`;
+    `validate(model) -> {name: value}`, if given, scores the model (in eval mode, without gradients)
+    on held-out data: logged as `val/name` and returned with the final metrics."""
 
     def __init__(self, cfg: TrainConfig, batches: Callable, model: torch.nn.Module, run_dir: Path, config: dict,
-                 frames_per_sample: int = 1):
-        self.cfg, self.batches, self.model, self.run_dir = cfg, batches, model, Path(run_dir)
+                 frames_per_sample: int = 1, validate: Callable[[torch.nn.Module], dict] | None = None):
+        self.cfg, self.batches, self.model, self.run_dir, self.validate = cfg, batches, model, Path(run_dir), validate
         self.config = json.loads(json.dumps(config))  # as it will read back from a checkpoint
         self.frames_per_sample = frames_per_sample
         self.rank, self.world, local = distributed(cfg.device)
@@ -176,7 +181,7 @@ class Trainer:
 
             writer = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, disable=not main, dynamic_ncols=True)
-        metrics, collapsed, tick, began, logged = {}, False, time.perf_counter(), time.perf_counter(), start
+        metrics, validation, collapsed, tick, began, logged = {}, {}, False, time.perf_counter(), time.perf_counter(), start
         for step in range(start, cfg.steps):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches(step, self.rank, self.world).items()}
             for group in optimizer.param_groups:
@@ -215,15 +220,28 @@ class Trainer:
                         collapsed = True
                         tqdm.write(f"WARNING: the representation is collapsing at step {step + 1} ({prefix}): embedding std "
                                    f"{std:.2e}, effective rank {rank:.2f}", file=sys.stderr)
+            if main and self.validate is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                validation = self._validate(autocast)
+                for key, value in validation.items():
+                    writer.add_scalar(key, value, step + 1)
             if main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(self.checkpoint, self.model, optimizer, step + 1, self.config)
         bar.close()
         if writer is not None:
             writer.close()
-        metrics |= {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
+        metrics |= validation | {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
         if dist.is_initialized():
             dist.barrier()  # rank 0 may still be writing the last checkpoint: leave together
             dist.destroy_process_group()
         if main:
             write_json(self.run_dir / "metrics.json", metrics)
         return metrics
+
+    def _validate(self, autocast) -> dict:
+        """`val/name` -> value of `validate` on the model in eval mode (training mode and the global
+        random state restored after: a run scores the same with or without validation)."""
+        self.model.eval()
+        with torch.no_grad(), autocast, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            scores = self.validate(self.model)
+        self.model.train()
+        return {f"val/{name}": float(value) for name, value in scores.items()}
