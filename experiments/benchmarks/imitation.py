@@ -52,7 +52,20 @@ def main() -> None:
         sys.exit(f"imitation.py: error: {error}")
 
 
+def imitation(args: argparse.Namespace, policy: str) -> Imitate:
+    """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
+    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True)
+    weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
+    imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
+                                        goal_encoder=args.goal_encoder, **weight)
+    if args.steps is not None:
+        imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
+    return imitate
+
+
 def table(args: argparse.Namespace) -> None:
+    seeds = parse_seeds(args.seeds)
+    imitations = [imitation(args, policy) for policy in args.policies.split(",")]
     data = args.out / "demos"
     if not (data / "episodes.h5").exists():
         Collect(task=args.task, policy=args.demonstrator, episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
@@ -61,16 +74,9 @@ def table(args: argparse.Namespace) -> None:
     if held != (args.task, args.demos, args.demonstrator):
         raise UserError(f"{data} holds {held[1]} {held[0]} demonstrations by {held[2]}, not {args.demos} {args.task} by {args.demonstrator}: choose another --out")
     rows = []
-    seeds = parse_seeds(args.seeds)
-    for policy in args.policies.split(","):
-        run = args.out / policy
+    for imitate in imitations:
+        policy, run = imitate.policy, imitate.out
         start = time.perf_counter()
-        imitate = Imitate(data=data, out=run, policy=policy, json=True)
-        weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
-        imitate.model = dataclasses.replace(imitate.model, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
-                                            goal_encoder=args.goal_encoder, **weight)
-        if args.steps is not None:
-            imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
         metrics = imitate()
         trained = time.perf_counter() - start
         done = sorted((run / "policy_eval").glob(eval_result_name(args.task, "execute*", seeds, args.episodes, "*")))
