@@ -348,6 +348,16 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
     assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
 
 
+@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--policies", "act,diffusion"], "policy must be one of")])
+def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
+    from experiments.benchmarks import imitation
+
+    monkeypatch.setattr("sys.argv", ["imitation.py", "--task", "two-room", "--out", str(tmp_path / "table"), *flags])
+    with pytest.raises(SystemExit, match=message):
+        imitation.main()
+    assert not (tmp_path / "table").exists()  # no demonstrations were collected for a table that could not be trained
+
+
 def test_sb3_expert_trains_saves_without_pickle_and_records_demonstrations(tmp_path, capsys):
     run = tmp_path / "sac"
     assert main(["train-expert", "--task", "reacher", "--out", str(run), "--steps", "150", "--net", "16", "16",
