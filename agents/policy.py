@@ -103,7 +103,8 @@ class PolicyConfig:
     recall it from the proprio and goal image instead of seeing it (Meta-World push and
     pick-place: 24 40, BENCHMARKS.md)."""
     waypoint_dims: tuple[int, ...] = ()
-    """Proprio dimensions the frame waypoints predict (empty: all). Only those the object decides:
+    """Proprio dimensions the frame waypoints predict (empty: all; goal waypoints predict every
+    one: the goal image shows where the hand ends, height and gripper included). Only those the object decides:
     on Meta-World the hand's x and y (0 1); its height and gripper at step 24 hardly depend on
     where the object lies (R2 0.09 and less from its position), so a network can fit them only
     by recognising each demonstration, and that memorising displaces reading the object
@@ -149,6 +150,8 @@ class PolicyConfig:
                             f"got {self.waypoints} and {self.waypoint_weight}")
         if (self.goal_waypoints or self.goal_encoder) and not self.goal_image:
             raise UserError("goal-waypoints and goal-encoder need the goal image: drop --model.no-goal-image")
+        if self.waypoint_dims and (not self.waypoints or min(self.waypoint_dims) < 0 or len(set(self.waypoint_dims)) < len(self.waypoint_dims)):
+            raise UserError(f"waypoint-dims are different proprio dimensions (0, 1, ...) of the frame waypoints: give --model.waypoints too, got {self.waypoint_dims}")
         if 0 in self.goal_waypoints:
             raise UserError(f"goal-waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...), got {self.goal_waypoints}")
         if self.encoder.tubelet != 1:

@@ -45,8 +45,9 @@ def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> n
 
 
 def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True, held_out: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the episodes a policy learns from and of the last `held_out` episodes, kept apart
-    to score it: all, or those that reach their goal and do not start there (nothing to learn)."""
+    """Indices of the episodes a policy learns from, and of those among the last `held_out` episodes
+    kept apart to score it: all, or those that reach their goal and do not start there (nothing to
+    learn; so fewer than `held_out` may be scored)."""
     if not 0 <= held_out < dataset.num_episodes:
         raise UserError(f"--val-episodes must be from 0 to {dataset.num_episodes - 1} ({dataset.path} holds {dataset.num_episodes} episodes), got {held_out}")
     episodes = np.arange(dataset.num_episodes)
@@ -105,11 +106,13 @@ def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyCo
     have learned from: where the training loss falls and this one does not, the policy memorises
     its demonstrations rather than reading what they share."""
     draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), cfg)
-    rng = np.random.default_rng([seed, 3])
-    windows = [draw(rng, VAL_BATCH) for _ in range(VAL_WINDOWS // VAL_BATCH)]
+    windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
     @torch.no_grad()
     def score(policy: ChunkPolicy) -> dict:
+        if not windows:
+            rng = np.random.default_rng([seed, 3])
+            windows.extend(draw(rng, VAL_BATCH) for _ in range(VAL_WINDOWS // VAL_BATCH))
         device, means = policy.positions.device, {}
         for batch in windows:
             total, metrics = policy({k: v.to(device) for k, v in batch.items()})
@@ -153,9 +156,10 @@ class Imitate:
     successful_only: bool = True
     """Learn only from demonstrations that reached their goal."""
     val_episodes: int = 0
-    """Hold out the last N demonstrations of DATA: the policy's losses on them every
-    --train.val-every steps (TensorBoard `val/`, metrics.json), to tell reading what the
-    demonstrations share from memorising them."""
+    """Hold out the last N episodes of DATA and score the policy's losses on them (those of them
+    it would otherwise learn from: successful ones, with --successful-only) every
+    --train.val-every steps (TensorBoard `val/`, metrics.json): a waypoint loss that falls in
+    training but not there is memorised, not read from the frames."""
     trim: bool = True
     """Cut each demonstration where it first reaches its goal (experts then stand still: in PushT
     two thirds of the recorded actions are zeros after success)."""
@@ -193,7 +197,7 @@ class Imitate:
 
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
-                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "held_out": len(held_out), "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
+                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
         validate = held_out_scorer(dataset, held_out, model_cfg, self.trim, cfg.seed) if len(held_out) else None

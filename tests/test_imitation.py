@@ -135,6 +135,9 @@ def test_waypoint_dims_choose_what_the_frame_waypoints_predict():
     assert metrics["loss/goal_waypoint"].item() == pytest.approx(float(normalised(batch["goal_waypoints"]).abs().mean()), rel=1e-5)
     with pytest.raises(UserError, match="waypoint-dims must be proprio dimensions from 0 to 2"):
         tiny_policy("act", waypoints=(3,), waypoint_dims=(3,))
+    for bad in ({"waypoint_dims": (0,)}, {"waypoints": (3,), "waypoint_dims": (-1,)}, {"waypoints": (3,), "waypoint_dims": (1, 1)}):
+        with pytest.raises(UserError, match="waypoint-dims are different proprio dimensions"):
+            PolicyConfig(**bad)
 
 
 def test_image_tokens_must_divide_the_encoders_grid():
@@ -292,6 +295,19 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
         assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
+def test_held_out_episodes_are_the_last_ones_and_only_successful_ones_are_scored():
+    from types import SimpleNamespace
+
+    success = np.array([[0, 1], [0, 1], [0, 0], [0, 1], [0, 0], [0, 1]], dtype=bool)  # episodes 2 and 4 fail
+    dataset = SimpleNamespace(num_episodes=6, episode_starts=np.arange(0, 14, 2), is_success=success.ravel(), path="D")
+    dataset.episode = lambda e: slice(2 * e, 2 * e + 2)
+    learned, held_out = demonstration_episodes(dataset, held_out=3)
+    assert list(learned) == [0, 1] and list(held_out) == [3, 5]
+    assert [list(part) for part in demonstration_episodes(dataset, successful_only=False, held_out=3)] == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(UserError, match="none of the last 1 demonstrations"):
+        demonstration_episodes(SimpleNamespace(**{**vars(dataset), "num_episodes": 5, "episode_starts": np.arange(0, 12, 2)}), held_out=1)
+
+
 def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(demos, tmp_path, capsys, monkeypatch):
     dataset = EpisodeDataset(demos)
     learned, held_out = demonstration_episodes(dataset, held_out=1)
@@ -303,11 +319,11 @@ def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(d
     metrics = json.loads((run / "policy" / "metrics.json").read_text())
     assert {"val/total", "val/action_l1", "val/waypoint"} <= set(metrics) and "held-out" in capsys.readouterr().out
     config = json.loads((run / "policy" / "config.json").read_text())
-    assert config["demonstrations"] == 3 and config["held_out"] == 1
+    assert config["demonstrations"] == 3 and config["val_episodes"] == 1
     from experiments.benchmarks import heldout_losses
 
-    policy, _ = load_policy(run)  # the last score is the final policy's on the held-out episode's fixed windows
-    assert held_out_scorer(dataset, held_out, policy.cfg, True, 0)(policy)["waypoint"] == pytest.approx(metrics["val/waypoint"], rel=1e-5)
+    policy, config = load_policy(run)  # the last score is the final policy's on the held-out episode's fixed windows
+    assert held_out_scorer(dataset, held_out, policy.cfg, config["trim"], config["train"]["seed"])(policy)["waypoint"] == pytest.approx(metrics["val/waypoint"], rel=1e-5)
     other = write_dataset(tmp_path / "other", policy="expert", steps=40, seed=6)
     monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(other), "--run", str(run)])  # any run on another collection
     heldout_losses.main()

@@ -169,15 +169,19 @@ def test_validation_scores_in_eval_mode_on_schedule_and_leaves_training_unchange
     plain = _Noisy()
     Trainer(cfg, lambda *_: {}, plain, tmp_path / "plain", {"x": 1}).fit()
     torch.manual_seed(0)
-    model, calls = _Noisy(), []
+    model, calls, steps = _Noisy(), [], []
+
+    def batches(step, rank, world):
+        steps.append(step)
+        return {}
 
     def validate(net):
-        calls.append(net.training)
+        calls.append((len(steps), net.training))  # after how many steps, and in which mode
         torch.rand(1)  # a scorer that draws from the global generator must not change training either
         return {"distance": net(None, None)[0]}
 
-    metrics = Trainer(cfg, lambda *_: {}, model, tmp_path / "validated", {"x": 1}, validate=validate).fit()
-    assert calls == [False, False, False] and model.training  # steps 2, 4 and the last; training mode back after
+    metrics = Trainer(cfg, batches, model, tmp_path / "validated", {"x": 1}, validate=validate).fit()
+    assert calls == [(2, False), (4, False), (5, False)] and model.training  # every 2 steps and at the end, in eval mode; training mode back after
     assert metrics["val/distance"] == pytest.approx(float((model.w.detach() ** 2).sum()))
     assert torch.equal(model.w, plain.w)
 

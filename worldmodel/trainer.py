@@ -64,7 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     """Steps between checkpoints (one is always written at the end)."""
     val_every: int = 250
-    """Steps between scores on held-out data, where the command holds some out (always at the end too)."""
+    """Steps between scores on held-out data (always at the end too); only `jepa imitate --val-episodes` scores any."""
     device: str = "cpu"
     """Torch device, e.g. cpu or cuda (under torchrun: cuda:LOCAL_RANK is used)."""
     bf16: bool = False
@@ -238,10 +238,11 @@ class Trainer:
         return metrics
 
     def _validate(self, autocast) -> dict:
-        """`val/name` -> value of `validate` on the model in eval mode (training mode and the global
-        random state restored after: a run scores the same with or without validation)."""
+        """`val/name` -> value of `validate` on the model in eval mode (its mode and the global random
+        state restored after: a run trains the same with or without validation)."""
+        was_training = self.model.training
         self.model.eval()
         with torch.no_grad(), autocast, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             scores = self.validate(self.model)
-        self.model.train()
+        self.model.train(was_training)
         return {f"val/{name}": float(value) for name, value in scores.items()}

@@ -36,6 +36,8 @@ def main() -> None:
                 raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {dataset.task}")
             if Path(config["data"]).resolve() == args.data.resolve():
                 raise UserError(f"{run} learned from {args.data}: score it on another collection")
+            if not (run / POLICY_STAGE / "metrics.json").exists():
+                raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
             losses = held_out_scorer(dataset, episodes, policy.cfg, config["trim"], seed=0)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
             print(json.dumps({"run": str(run), "held_out": {k: round(v, 4) for k, v in losses.items()},

@@ -58,7 +58,7 @@ def diagnose(run: Path, episodes: int) -> dict:
         raise UserError(f"--episodes must be at least 2 (spreads across starts), got {episodes}")
     policy, config = load_policy(run)
     demos = EpisodeDataset(config["data"])
-    learned = demonstration_episodes(demos, held_out=config.get("held_out", 0))[0]
+    learned = demonstration_episodes(demos, held_out=config.get("val_episodes", 0))[0]
     if len(learned) != config["demonstrations"] or "seed" not in demos.attrs:
         raise UserError(f"{config['data']} no longer holds the {config['demonstrations']} demonstrations {run} learned from: imitate again")
     own = learned[:episodes]
