@@ -102,13 +102,6 @@ class PolicyConfig:
     beyond the observation. It is read from the frame alone, not from the transformer, which can
     recall it from the proprio and goal image instead of seeing it (Meta-World push and
     pick-place: 24 40, BENCHMARKS.md)."""
-    waypoint_dims: tuple[int, ...] = ()
-    """Proprio dimensions the frame waypoints predict (empty: all; goal waypoints predict every
-    one: the goal image shows where the hand ends, height and gripper included). Only those the object decides:
-    on Meta-World the hand's x and y (0 1); its height and gripper at step 24 hardly depend on
-    where the object lies (R2 0.09 and less from its position), so a network can fit them only
-    by recognising each demonstration, and that memorising displaces reading the object
-    (BENCHMARKS.md)."""
     waypoint_weight: float = 3.0
     """Weight of the waypoint loss (frame and goal waypoints alike; ACT over three training seeds,
     with goal waypoint -1 and the goal encoder: Meta-World push 45.3% at 3 against 32.0% at 1,
@@ -150,8 +143,6 @@ class PolicyConfig:
                             f"got {self.waypoints} and {self.waypoint_weight}")
         if (self.goal_waypoints or self.goal_encoder) and not self.goal_image:
             raise UserError("goal-waypoints and goal-encoder need the goal image: drop --model.no-goal-image")
-        if self.waypoint_dims and (not self.waypoints or min(self.waypoint_dims) < 0 or len(set(self.waypoint_dims)) < len(self.waypoint_dims)):
-            raise UserError(f"waypoint-dims are different proprio dimensions (0, 1, ...) of the frame waypoints: give --model.waypoints too, got {self.waypoint_dims}")
         if 0 in self.goal_waypoints:
             raise UserError(f"goal-waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...), got {self.goal_waypoints}")
         if self.encoder.tubelet != 1:
@@ -215,10 +206,7 @@ class ChunkPolicy(nn.Module):
         self.action_head = nn.Linear(width, cfg.modes * cfg.action_dim)
         self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
-        if not all(0 <= d < cfg.proprio_dim for d in cfg.waypoint_dims):
-            raise UserError(f"waypoint-dims must be proprio dimensions from 0 to {cfg.proprio_dim - 1}, got {cfg.waypoint_dims}")
-        self.waypoint_dims = list(cfg.waypoint_dims or range(cfg.proprio_dim))
-        self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * len(self.waypoint_dims)) if cfg.waypoints else None
+        self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
         self.goal_waypoint_head = nn.Linear(width, len(cfg.goal_waypoints) * cfg.proprio_dim) if cfg.goal_waypoints else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:
@@ -303,12 +291,10 @@ class ChunkPolicy(nn.Module):
             mode_loss = F.cross_entropy(logits, best)
             loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
             metrics["loss/mode_ce"] = mode_loss.detach()
-        waypoints = (("waypoints", "loss/waypoint", self.waypoint_head, -1, self.waypoint_dims),
-                     ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0, list(range(cfg.proprio_dim))))
-        for key, metric, head, vector, dims in waypoints:
+        for key, metric, head, vector in (("waypoints", "loss/waypoint", self.waypoint_head, -1), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0)):
             if head is not None:  # from the current frame's vector alone, or the goal image's
-                predicted = head(embedded[:, vector]).reshape(len(embedded), -1, len(dims))  # [B, w, d]
-                waypoint = masked_l1(predicted, self.normalise(batch[key])[..., dims], batch[f"{key}_valid"])
+                predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
+                waypoint = masked_l1(predicted, self.normalise(batch[key]), batch[f"{key}_valid"])
                 metrics[metric] = waypoint.detach()
                 loss = loss + cfg.waypoint_weight * waypoint
         if self.target is not None:

@@ -40,7 +40,7 @@ def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
 
 
 @pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False}),
-                                                    ("act-jepa", {"waypoints": (3,), "waypoint_dims": (1, 2), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2})])
+                                                    ("act-jepa", {"waypoints": (3,), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2})])
 def test_policy_contract_and_it_fits_a_batch(kind, extra):
     policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
     batch = random_batch(policy)
@@ -117,27 +117,6 @@ def test_the_goal_image_is_read_only_when_asked(goal_image):
     policy.reset()
     after = policy.predict_action_chunk(obs | {"goal": 255 - batch["goal"]})
     assert torch.equal(before, after) != goal_image
-
-
-def test_waypoint_dims_choose_what_the_frame_waypoints_predict():
-    policy = tiny_policy("act", waypoints=(3, 5), goal_waypoints=(-1,), waypoint_dims=(0, 2)).eval()
-    assert policy.waypoint_head.out_features == 2 * 2 and policy.goal_waypoint_head.out_features == 3  # goal waypoints: every dimension
-    policy.proprio_mean.fill_(0.5)
-    policy.proprio_std.fill_(2.0)
-    for head in (policy.waypoint_head, policy.goal_waypoint_head):
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-    batch = random_batch(policy)
-    batch["waypoints"][..., 1] = 1e6  # a dimension left out costs nothing
-    metrics = policy(batch)[1]
-    normalised = lambda proprio: (proprio - 0.5) / 2  # noqa: E731
-    assert metrics["loss/waypoint"].item() == pytest.approx(float(normalised(batch["waypoints"][..., [0, 2]]).abs().mean()), rel=1e-5)
-    assert metrics["loss/goal_waypoint"].item() == pytest.approx(float(normalised(batch["goal_waypoints"]).abs().mean()), rel=1e-5)
-    with pytest.raises(UserError, match="waypoint-dims must be proprio dimensions from 0 to 2"):
-        tiny_policy("act", waypoints=(3,), waypoint_dims=(3,))
-    for bad in ({"waypoint_dims": (0,)}, {"waypoints": (3,), "waypoint_dims": (-1,)}, {"waypoints": (3,), "waypoint_dims": (1, 1)}):
-        with pytest.raises(UserError, match="waypoint-dims are different proprio dimensions"):
-            PolicyConfig(**bad)
 
 
 def test_image_tokens_must_divide_the_encoders_grid():

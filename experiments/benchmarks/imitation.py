@@ -6,7 +6,7 @@ are reused, so an interrupted run continues.
 
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
-    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --waypoint-dims 0 1 --goal-waypoints -1 --goal-encoder
+    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ def main() -> None:
     parser.add_argument("--goal-waypoints", type=int, nargs="+", default=(), help="imitate's --model.goal-waypoints for every "
                         "policy (the same, predicted from the goal image's vector)")
     parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
-    parser.add_argument("--waypoint-dims", type=int, nargs="+", default=(), help="imitate's --model.waypoint-dims (proprio "
-                        "dimensions the frame waypoints predict; Meta-World: 0 1, the hand's x and y)")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     args = parser.parse_args()
     try:
@@ -58,8 +56,8 @@ def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
     imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True)
     weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
-    imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), waypoint_dims=tuple(args.waypoint_dims),
-                                        goal_waypoints=tuple(args.goal_waypoints), goal_encoder=args.goal_encoder, **weight)
+    imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
+                                        goal_encoder=args.goal_encoder, **weight)
     if args.steps is not None:
         imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
     return imitate
@@ -88,7 +86,6 @@ def table(args: argparse.Namespace) -> None:
                      "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
-          + (f" of proprio dimensions {' '.join(map(str, args.waypoint_dims))}" if args.waypoint_dims else "")
           + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
           + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
