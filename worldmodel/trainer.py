@@ -169,6 +169,21 @@ class Trainer:
             if dist.is_initialized():
                 dist.destroy_process_group()
             return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
+        metrics = self._train(optimizer, start)
+        if dist.is_initialized():
+            # After _train, whose DDP wrapper held the group from C++: freed there, its last reference
+            # would run the group's destructor with the GIL held, which deadlocks against a gloo
+            # worker thread freeing a work (pytorch/pytorch#56297; it hung a CI run). Released from
+            # Python here, the destructor runs without the GIL.
+            dist.barrier()  # rank 0 may still be writing the last checkpoint: leave together
+            dist.destroy_process_group()
+        if main:
+            write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+    def _train(self, optimizer: torch.optim.Optimizer, start: int) -> dict:
+        """The training loop from step `start` to `cfg.steps`; returns the final metrics."""
+        cfg, main = self.cfg, self.rank == 0
         net = self.model
         if dist.is_initialized():
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -229,13 +244,7 @@ class Trainer:
         bar.close()
         if writer is not None:
             writer.close()
-        metrics |= validation | {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
-        if dist.is_initialized():
-            dist.barrier()  # rank 0 may still be writing the last checkpoint: leave together
-            dist.destroy_process_group()
-        if main:
-            write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
+        return metrics | validation | {"steps": cfg.steps, "wall_s_this_session": round(time.perf_counter() - began, 1), "collapsed": collapsed}
 
     def _validate(self, autocast) -> dict:
         """`val/name` -> value of `validate` on the model in eval mode (its mode and the global random
