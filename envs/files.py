@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -22,3 +23,17 @@ def write_text(path: Path, text: str) -> None:
     tmp.write_text(text)
     fsync(tmp)
     os.replace(tmp, path)
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Make `target` a copy of the folder `source`: copied under a temporary name first, so a
+    failed copy leaves the old `target` whole, then swapped in with renames."""
+    source, target = Path(source), Path(target)
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)

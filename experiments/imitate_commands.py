@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from envs import task_spec
 from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
+from envs.files import replace_folder
 from experiments.expert_commands import demonstrator_spec
 from experiments.plan_commands import parse_seeds
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
@@ -28,7 +30,7 @@ from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint
 from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
-POLICY_STAGE, POLICY_EVAL_STAGE = "policy", "policy_eval"
+POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES = "policy", "policy_eval", "candidates"
 VAL_WINDOWS, VAL_BATCH = 512, 64  # held-out windows scored, drawn once (every score sees the same ones), and per forward pass
 
 
@@ -160,11 +162,23 @@ class Imitate:
     it would otherwise learn from: successful ones, with --successful-only) every
     --train.val-every steps (TensorBoard `val/`, metrics.json): a waypoint loss that falls in
     training but not there is memorised, not read from the frames."""
+    candidates: int = 1
+    """Train this many policies, with training seeds --train.seed, --train.seed + 1, ..., each in
+    OUT/candidates/seedS, and keep as OUT/policy the one with the lowest total loss on the held-out
+    demonstrations (needs --val-episodes; OUT/candidates/selection.json lists every score). Whether
+    a run learns to see a small object is a lottery of its seed, and the held-out loss tells the
+    runs that did from those that memorised (Meta-World pick-place, BENCHMARKS.md)."""
     trim: bool = True
     """Cut each demonstration where it first reaches its goal (experts then stand still: in PushT
     two thirds of the recorded actions are zeros after success)."""
     json: bool = False
     """Print one JSON object (final training metrics) on stdout."""
+
+    def __post_init__(self):
+        if self.candidates < 1 or (self.candidates > 1 and not self.val_episodes):
+            raise UserError(f"--candidates must be at least 1, and above 1 needs --val-episodes (the demonstrations to choose by), got {self.candidates}")
+        if self.candidates > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("--candidates trains its runs one after another in one process: run it without torchrun")
 
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
@@ -180,7 +194,34 @@ class Imitate:
             if jepa.cfg.encoder.tubelet != 1:
                 raise UserError(f"policies encode single frames, but the encoder in {self.encoder} has tubelet {jepa.cfg.encoder.tubelet}")
             model_cfg = dataclasses.replace(model_cfg, encoder=jepa.cfg.encoder)
-        torch.manual_seed(self.train.seed)
+        fit = lambda cfg, folder: self._fit(dataset, episodes, held_out, model_cfg, jepa, cfg, folder)  # noqa: E731
+        if self.candidates == 1:
+            metrics = fit(self.train, self.out / POLICY_STAGE)
+        else:
+            metrics = self._select(fit)
+        if not self.json:
+            print(f"{self.policy} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(episodes)} demonstrations"
+                  + (f" (training seed {metrics['selected_seed']}, the best of {self.candidates})" if self.candidates > 1 else "")
+                  + f"; action L1 {metrics.get('loss/action_l1', float('nan')):.4f}"
+                  + (f" (held-out {metrics['val/action_l1']:.4f})" if "val/action_l1" in metrics else "") + f"; next: jepa policy-eval --run {self.out}")
+        return metrics
+
+    def _select(self, fit) -> dict:
+        """Train the candidates (`fit(train config, policy folder) -> metrics`) and copy the one with
+        the lowest held-out total loss to OUT/policy; returns its metrics and `selected_seed`."""
+        scores = {}
+        for seed in range(self.train.seed, self.train.seed + self.candidates):
+            scores[seed] = fit(dataclasses.replace(self.train, seed=seed), self.out / CANDIDATES / f"seed{seed}" / POLICY_STAGE)
+        best = min(scores, key=lambda seed: scores[seed]["val/total"])
+        replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, self.out / POLICY_STAGE)
+        write_json(self.out / CANDIDATES / "selection.json", {"selected_seed": best, "chosen_by": "val/total", "candidates": {
+            str(seed): {k: v for k, v in metrics.items() if k.startswith("val/")} for seed, metrics in scores.items()}})
+        return scores[best] | {"selected_seed": best}
+
+    def _fit(self, dataset: EpisodeDataset, episodes: np.ndarray, held_out: np.ndarray, model_cfg: PolicyConfig, jepa, cfg: TrainConfig,
+             folder: Path) -> dict:
+        """Train one policy with training config `cfg` into `folder` (resuming what is there); its final metrics."""
+        torch.manual_seed(cfg.seed)
         policy = ChunkPolicy(model_cfg)
         if jepa is not None:
             policy.encoder.load_state_dict(jepa.encoder.state_dict())
@@ -190,7 +231,7 @@ class Imitate:
         proprio = torch.from_numpy(dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])])
         policy.proprio_mean.copy_(proprio.mean(0))
         policy.proprio_std.copy_(proprio.std(0, correction=0).clamp_min(1e-3))
-        draw, cfg = demonstration_windows(dataset, episodes, lasts, model_cfg), self.train
+        draw = demonstration_windows(dataset, episodes, lasts, model_cfg)
 
         def batches(step: int, rank: int, world: int) -> dict:
             return draw(np.random.default_rng([cfg.seed, step, rank, 2]), cfg.batch_size // world)
@@ -200,13 +241,8 @@ class Imitate:
                   "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
-        validate = held_out_scorer(dataset, held_out, model_cfg, self.trim, cfg.seed) if len(held_out) else None
-        metrics = Trainer(cfg, batches, policy.train(), self.out / POLICY_STAGE, config, images, validate).fit()
-        if not self.json:
-            print(f"{self.policy} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(episodes)} demonstrations; "
-                  f"action L1 {metrics.get('loss/action_l1', float('nan')):.4f}"
-                  + (f" (held-out {metrics['val/action_l1']:.4f})" if "val/action_l1" in metrics else "") + f"; next: jepa policy-eval --run {self.out}")
-        return metrics
+        validate = held_out_scorer(dataset, held_out, model_cfg, self.trim, self.train.seed) if len(held_out) else None  # one set of windows for every candidate
+        return Trainer(cfg, batches, policy.train(), folder, config, images, validate).fit()
 
 
 @dataclass

@@ -312,6 +312,24 @@ def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(d
         heldout_losses.main()
 
 
+def test_candidates_keep_the_one_with_the_lowest_held_out_loss(demos, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--train.steps", "4", "--train.seed", "5",
+            "--val-episodes", "1", "--candidates", "3", *TINY]
+    assert main(argv) == 0
+    assert "training seed" in capsys.readouterr().out
+    selection = json.loads((run / "candidates" / "selection.json").read_text())
+    totals = {int(seed): json.loads((run / "candidates" / f"seed{seed}" / "policy" / "metrics.json").read_text())["val/total"] for seed in (5, 6, 7)}
+    assert {int(k): v["val/total"] for k, v in selection["candidates"].items()} == totals and len(set(totals.values())) == 3
+    best = min(totals, key=totals.get)
+    assert selection["selected_seed"] == best
+    chosen = (run / "candidates" / f"seed{best}" / "policy" / "checkpoint.safetensors").read_bytes()
+    assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen
+    assert load_policy(run)[1]["train"]["seed"] == best
+    assert main(argv) == 0  # the same command again: every candidate resumes finished, the same one is kept
+    assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
+
+
 def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
     from safetensors.torch import load_file
 
@@ -347,6 +365,8 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "diffusion"], "policy must be one of"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--val-episodes", "4"], "--val-episodes must be from 0 to 3"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "above 1 needs --val-episodes"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
@@ -361,7 +381,8 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
     assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
 
 
-@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--policies", "act,diffusion"], "policy must be one of")])
+@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "above 1 needs --val-episodes"),
+                                           (["--policies", "act,diffusion"], "policy must be one of")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation
 

@@ -7,6 +7,7 @@ are reused, so an interrupted run continues.
     python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
     python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
+    (add --val-episodes 10 --candidates 3 to keep the best of three training seeds)
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
                         "policy (the same, predicted from the goal image's vector)")
     parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
+    parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
+    parser.add_argument("--candidates", type=int, default=1, help="imitate's --candidates: train K training seeds, keep the one with the "
+                        "lowest held-out loss (needs --val-episodes)")
     args = parser.parse_args()
     try:
         table(args)
@@ -54,7 +58,7 @@ def main() -> None:
 
 def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
-    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True)
+    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates)
     weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
                                         goal_encoder=args.goal_encoder, **weight)
@@ -87,7 +91,8 @@ def table(args: argparse.Namespace) -> None:
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
           + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
-          + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else ""))
+          + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else "")
+          + (f", {args.val_episodes} held out" if args.val_episodes else "") + (f", best of {args.candidates} training seeds" if args.candidates > 1 else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
 
