@@ -26,13 +26,19 @@ def write_text(path: Path, text: str) -> None:
 
 
 def replace_folder(source: Path, target: Path) -> None:
-    """Make `target` a copy of the folder `source`: copied under a temporary name first, so a
-    failed copy leaves the old `target` whole, then swapped in with renames."""
+    """Make `target` a copy of the folder `source`: copied and flushed under a temporary name first,
+    so a failed copy leaves the old `target` whole, then swapped in with renames (a swap cut short
+    between its two renames is completed from `.target.old` by the next call)."""
     source, target = Path(source), Path(target)
     tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     shutil.copytree(source, tmp)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            fsync(path)
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)

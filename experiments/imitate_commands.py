@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,9 +166,10 @@ class Imitate:
     --train.val-every steps (TensorBoard `val/`, metrics.json): a waypoint loss that falls in
     training but not there is memorised, not read from the frames."""
     candidates: int = 1
-    """Train this many policies, with training seeds --train.seed, --train.seed + 1, ..., each in
-    OUT/candidates/seedS, and keep as OUT/policy the one with the lowest total loss on the held-out
-    demonstrations (needs --val-episodes; OUT/candidates/selection.json lists every score). Whether
+    """Train this many policies, with training seeds --train.seed, --train.seed + 1, ..., each in a
+    run folder of its own, OUT/candidates/seedS, and keep a copy of the one with the lowest total
+    loss on the held-out demonstrations as OUT/policy (needs --val-episodes;
+    OUT/candidates/selection.json lists every score). Whether
     a run learns to see a small object is a lottery of its seed, and the held-out loss tells the
     runs that did from those that memorised (Meta-World pick-place, BENCHMARKS.md)."""
     trim: bool = True
@@ -175,9 +179,11 @@ class Imitate:
     """Print one JSON object (final training metrics) on stdout."""
 
     def __post_init__(self):
-        if self.candidates < 1 or (self.candidates > 1 and not self.val_episodes):
-            raise UserError(f"--candidates must be at least 1, and above 1 needs --val-episodes (the demonstrations to choose by), got {self.candidates}")
-        if self.candidates > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if self.candidates < 1:
+            raise UserError(f"--candidates must be at least 1, got {self.candidates}")
+        if self.candidates > 1 and not self.val_episodes:
+            raise UserError(f"--candidates {self.candidates} chooses by the held-out loss: add --val-episodes N (N demonstrations held out)")
+        if self.candidates > 1 and "WORLD_SIZE" in os.environ:
             raise UserError("--candidates trains its runs one after another in one process: run it without torchrun")
 
     def __call__(self) -> dict:
@@ -208,13 +214,22 @@ class Imitate:
 
     def _select(self, fit) -> dict:
         """Train the candidates (`fit(train config, policy folder) -> metrics`) and copy the one with
-        the lowest held-out total loss to OUT/policy; returns its metrics and `selected_seed`."""
+        the lowest held-out total loss to OUT/policy; returns its metrics and `selected_seed`. A
+        changed choice leaves OUT/policy_eval stale: it is removed."""
+        record, policy = self.out / CANDIDATES / "selection.json", self.out / POLICY_STAGE
+        if policy.exists() and not record.exists():
+            raise UserError(f"{policy} holds a policy trained without --candidates: choose a new --out")
         scores = {}
         for seed in range(self.train.seed, self.train.seed + self.candidates):
-            scores[seed] = fit(dataclasses.replace(self.train, seed=seed), self.out / CANDIDATES / f"seed{seed}" / POLICY_STAGE)
-        best = min(scores, key=lambda seed: scores[seed]["val/total"])
-        replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, self.out / POLICY_STAGE)
-        write_json(self.out / CANDIDATES / "selection.json", {"selected_seed": best, "chosen_by": "val/total", "candidates": {
+            folder = self.out / CANDIDATES / f"seed{seed}" / POLICY_STAGE
+            scores[seed] = fit(dataclasses.replace(self.train, seed=seed), folder)
+            if "val/total" not in scores[seed]:
+                raise UserError(f"{folder} finished without its held-out score (no metrics.json): delete {folder.parent} and rerun")
+        best = min(scores, key=lambda seed: (not math.isfinite(scores[seed]["val/total"]), scores[seed]["val/total"]))
+        if record.exists() and json.loads(record.read_text())["selected_seed"] != best:
+            shutil.rmtree(self.out / POLICY_EVAL_STAGE, ignore_errors=True)
+        replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, policy)
+        write_json(record, {"selected_seed": best, "chosen_by": "val/total", "candidates": {
             str(seed): {k: v for k, v in metrics.items() if k.startswith("val/")} for seed, metrics in scores.items()}})
         return scores[best] | {"selected_seed": best}
 

@@ -319,15 +319,45 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_loss(demos, tmp_path, 
     assert main(argv) == 0
     assert "training seed" in capsys.readouterr().out
     selection = json.loads((run / "candidates" / "selection.json").read_text())
-    totals = {int(seed): json.loads((run / "candidates" / f"seed{seed}" / "policy" / "metrics.json").read_text())["val/total"] for seed in (5, 6, 7)}
+    folders = {seed: run / "candidates" / f"seed{seed}" for seed in (5, 6, 7)}
+    totals = {seed: json.loads((folder / "policy" / "metrics.json").read_text())["val/total"] for seed, folder in folders.items()}
     assert {int(k): v["val/total"] for k, v in selection["candidates"].items()} == totals and len(set(totals.values())) == 3
+    dataset = EpisodeDataset(demos)
+    held_out = demonstration_episodes(dataset, held_out=1)[1]
+    for seed, folder in folders.items():  # every candidate scored on the same windows: those of the first seed
+        policy, config = load_policy(folder)
+        assert held_out_scorer(dataset, held_out, policy.cfg, config["trim"], 5)(policy)["total"] == pytest.approx(totals[seed], rel=1e-5)
     best = min(totals, key=totals.get)
     assert selection["selected_seed"] == best
-    chosen = (run / "candidates" / f"seed{best}" / "policy" / "checkpoint.safetensors").read_bytes()
+    chosen = (folders[best] / "policy" / "checkpoint.safetensors").read_bytes()
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen
     assert load_policy(run)[1]["train"]["seed"] == best
+    written = {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()}
     assert main(argv) == 0  # the same command again: every candidate resumes finished, the same one is kept
+    assert {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()} == written
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
+
+
+def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, trained_policy, capsys):
+    before = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
+    assert main(["imitate", "--data", str(demos), "--out", str(trained_policy), "--val-episodes", "1", "--candidates", "2", *TINY]) == 2
+    assert "trained without --candidates" in capsys.readouterr().err
+    assert (trained_policy / "policy" / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_replace_folder_never_leaves_the_target_missing(tmp_path):
+    from envs.files import replace_folder
+
+    source, target, aside = tmp_path / "source", tmp_path / "target", tmp_path / ".target.old"
+    aside.mkdir()  # a swap cut short between its two renames: the old folder set aside, no target
+    (aside / "a.txt").write_text("old")
+    with pytest.raises(FileNotFoundError):
+        replace_folder(source, target)  # the copy fails: the old folder is back in place
+    assert (target / "a.txt").read_text() == "old"
+    source.mkdir()
+    (source / "a.txt").write_text("new")
+    replace_folder(source, target)
+    assert (target / "a.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["source", "target"]
 
 
 def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
@@ -365,7 +395,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "diffusion"], "policy must be one of"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--val-episodes", "4"], "--val-episodes must be from 0 to 3"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
-    (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "above 1 needs --val-episodes"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "chooses by the held-out loss"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
@@ -381,7 +411,7 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
     assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
 
 
-@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "above 1 needs --val-episodes"),
+@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "chooses by the held-out loss"),
                                            (["--policies", "act,diffusion"], "policy must be one of")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation

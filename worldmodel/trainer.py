@@ -18,6 +18,7 @@ have `after_step(step, total_steps)` (e.g. an EMA update).
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -171,10 +172,12 @@ class Trainer:
             return json.loads((self.run_dir / "metrics.json").read_text()) if (self.run_dir / "metrics.json").exists() else {}
         metrics = self._train(optimizer, start)
         if dist.is_initialized():
-            # After _train, whose DDP wrapper held the group from C++: freed there, its last reference
-            # would run the group's destructor with the GIL held, which deadlocks against a gloo
-            # worker thread freeing a work (pytorch/pytorch#56297; it hung a CI run). Released from
-            # Python here, the destructor runs without the GIL.
+            # _train's DDP wrapper holds the group from C++: freed after destroy_process_group, its last
+            # reference would run the group's destructor with the GIL held, which deadlocks against a
+            # gloo worker thread freeing a work (pytorch/pytorch#56297; it hung a CI run). Gone before
+            # (collected here too if a cycle, e.g. torch.compile's, kept it), the group's last
+            # reference goes from Python, whose binding releases the GIL.
+            gc.collect()
             dist.barrier()  # rank 0 may still be writing the last checkpoint: leave together
             dist.destroy_process_group()
         if main:
