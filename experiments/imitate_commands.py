@@ -128,6 +128,13 @@ def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyCo
     return score
 
 
+def closest_median(closest: list[float]) -> float | None:
+    """Median over episodes of the smallest goal distance each reached, in tolerances (1 is success:
+    how near the misses came), or None for tasks that report no goal distance (Meta-World)."""
+    finite = [c for c in closest if math.isfinite(c)]
+    return round(float(np.median(finite)), 4) if finite and len(finite) == len(closest) else None
+
+
 def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str, steps: int | str) -> str:
     """File name of a policy-eval result in RUN/policy_eval (glob patterns may stand for any part)."""
     return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
@@ -307,7 +314,7 @@ class PolicyEval:
         out = Path(self.run) / POLICY_EVAL_STAGE
         out.mkdir(parents=True, exist_ok=True)
         mode = f"ensemble{policy.cfg.ensemble:g}" if policy.cfg.ensemble > 0 else f"execute{policy.cfg.execute}"
-        outcome, shown = {"agent": [], "floor": [], "ceiling": []}, None
+        outcome, shown = {"agent": [], "floor": [], "ceiling": [], "closest": []}, None
         with contextlib.ExitStack() as stack:
             envs = [spec.env_class(**kwargs) for _ in range(min(self.parallel, self.episodes))]
             blind = [spec.env_class(pixels=False, **kwargs) for _ in envs] if self.baselines else []  # random and expert need no pixels
@@ -321,8 +328,9 @@ class PolicyEval:
                     group, frames = resets[lo: lo + len(envs)], []
                     record = (lambda obs: frames.append(np.concatenate([obs["pixels"][0], obs["goal"][0]], 1))) if self.videos and lo == 0 else None
                     policy.reset()
-                    success = run_lockstep(envs[: len(group)], group, budget, lambda obs, _: policy.select_action(obs).numpy(), record)
+                    success, closest = run_lockstep(envs[: len(group)], group, budget, lambda obs, _: policy.select_action(obs).numpy(), record)
                     outcome["agent"] += success.tolist()
+                    outcome["closest"] += closest.tolist()
                     if frames:
                         shown = np.stack(frames)
                         write_video(out / f"{task}_{config['model']['kind']}_{mode}_seed{seed}.mp4", shown, fps=10, scale=2)
@@ -337,8 +345,9 @@ class PolicyEval:
         self._log(out, result, shown)
         if not self.json:
             pct = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
+            near = f" | closest approach, median: {result['closest_median']:.2f} tolerances" if result["closest_median"] is not None else ""
             print(f"{task} {config['model']['kind']}: success {pct(result['success_rate'])} [{pct(result['ci95'][0])}, {pct(result['ci95'][1])}] "
-                  f"over {result['n']} episodes (success at any of {budget} steps) | random floor {pct(result['floor'])} | "
+                  f"over {result['n']} episodes (success at any of {budget} steps){near} | random floor {pct(result['floor'])} | "
                   f"demonstrator {pct(result['ceiling'])}")
         return result
 
@@ -363,4 +372,4 @@ class PolicyEval:
                 "floor": floor, "floor_ci95": floor_ci, "ceiling": ceiling, "ceiling_ci95": ceiling_ci,
                 "episodes": self.episodes, "seeds": seeds, "n": len(outcome["agent"]), "steps": budget,
                 "execute": cfg.execute, "ensemble": cfg.ensemble,
-                "demonstrations": config["demonstrations"]}
+                "demonstrations": config["demonstrations"], "closest_median": closest_median(outcome["closest"])}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import mujoco
 import numpy as np
@@ -158,15 +158,22 @@ def eval_reset_seeds(seed: int, count: int) -> list[int]:
     return [int(np.random.default_rng([EVAL_TAG, seed, i, 1]).integers(2**31)) for i in range(count)]
 
 
+class Lockstep(NamedTuple):
+    """Outcome of `run_lockstep`, one entry per episode."""
+
+    success: np.ndarray  # bool [n]: the task's criterion met at any step
+    closest: np.ndarray  # [n]: the smallest goal distance reached, in tolerances (1 is success; NaN: the task reports none)
+
+
 def run_lockstep(envs: list, resets: list[int], budget: int, act: Callable[[dict, list], np.ndarray],
-                 on_step: Callable[[dict], None] | None = None) -> np.ndarray:
+                 on_step: Callable[[dict], None] | None = None) -> Lockstep:
     """Run one episode per env side by side (one batched `act(obs, envs) -> actions [n, A]` call
     per step, obs batched: pixels, proprio, goal) for up to `budget` steps; an env stops once it
-    succeeds. Returns success at any step [n]."""
+    succeeds."""
     n = len(envs)
     observations = [env.reset(seed=s)[0] for env, s in zip(envs, resets, strict=True)]
     goals = np.stack([env.render_goal() for env in envs])
-    success = np.zeros(n, bool)
+    success, closest = np.zeros(n, bool), np.full(n, np.inf)
     for t in range(budget):
         obs = {"pixels": np.stack([o["pixels"] for o in observations]), "proprio": np.stack([o["proprio"] for o in observations]),
                "goal": goals}
@@ -176,9 +183,10 @@ def run_lockstep(envs: list, resets: list[int], budget: int, act: Callable[[dict
         for i in np.flatnonzero(~success):
             observations[i], _, _, _, info = envs[i].step(actions[i])
             success[i] = info["is_success"]
+            closest[i] = np.fmin(closest[i], info.get("goal_distance", np.nan))
         if success.all():
             break
-    return success
+    return Lockstep(success, np.where(np.isinf(closest), np.nan, closest))
 
 
 def actor_success(envs: list, resets: list[int], budget: int, make_actor: Callable[[int, object], Callable[[], np.ndarray]]) -> np.ndarray:
@@ -187,4 +195,4 @@ def actor_success(envs: list, resets: list[int], budget: int, make_actor: Callab
     on the first len(resets) envs."""
     envs = envs[: len(resets)]
     actors = [make_actor(i, env) for i, env in enumerate(envs)]
-    return run_lockstep(envs, resets, budget, lambda *_: np.stack([actor() for actor in actors]))
+    return run_lockstep(envs, resets, budget, lambda *_: np.stack([actor() for actor in actors])).success

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from agents.policy import MIN_GOALS, POLICY_KINDS, ChunkPolicy, PolicyConfig
-from envs import make_task
+from envs import make_task, task_spec
 from conftest import write_dataset
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
-from experiments.imitate_commands import demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 
@@ -263,7 +263,7 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"success_rate", "ci95", "episodes", "seeds", "floor", "ceiling"} <= set(result)
-    assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4
+    assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4 and result["closest_median"] > 0
     assert (trained_policy / "policy_eval" / "two-room_act-jepa_execute2_seed0.mp4").exists()
     assert (trained_policy / "policy_eval" / "two-room_execute2_seeds0-1_x2_steps6.json").exists()
     checkpoint = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
@@ -310,6 +310,22 @@ def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(d
     monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(demos), "--run", str(run)])
     with pytest.raises(SystemExit, match="score it on another collection"):
         heldout_losses.main()
+
+
+def test_lockstep_reports_how_near_each_episode_came_to_its_goal():
+    envs = [make_task("two-room") for _ in range(3)]
+    experts = []
+
+    def act(obs, running):  # the scripted expert in the first env, staying still in the others
+        if not experts:
+            experts.append(task_spec("two-room").expert_class(running[0]))
+        return np.stack([experts[0]()] + [np.zeros(2)] * 2)
+
+    success, closest = run_lockstep(envs, [1, 2, 3], 100, act)
+    starts = [env.reset(seed=s)[1]["goal_distance"] for env, s in zip(envs, [1, 2, 3])]
+    assert success[0] and closest[0] <= 1 and not success[1:].any()
+    assert np.allclose(closest[1:], starts[1:], rtol=0.05)  # standing still: never nearer than the start
+    assert closest_median([0.5, 2.0, 3.0]) == 2.0 and closest_median([0.5, float("nan")]) is None
 
 
 def test_candidates_keep_the_one_with_the_lowest_held_out_loss(demos, tmp_path, capsys):

@@ -88,7 +88,7 @@ def diagnose(run: Path, episodes: int) -> dict:
 
             policy.reset()
             on_step = record if metaworld and name == "fresh" else None
-            success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act, on_step).tolist())
+            success, ci = rate(run_lockstep(envs, resets, spec.env_class.default_max_steps, act, on_step).success.tolist())
             report[name] = {"success": success, "ci95": ci, "first_action_std": float(first_actions[0].std(0).mean())}
             rows.append({"starts": f"{name} ({len(resets)})", "success": f"{success:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]",
                          "action": f"{report[name]['first_action_std']:.3f}"})
