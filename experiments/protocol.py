@@ -169,7 +169,7 @@ def run_lockstep(envs: list, resets: list[int], budget: int, act: Callable[[dict
                  on_step: Callable[[dict], None] | None = None) -> Lockstep:
     """Run one episode per env side by side (one batched `act(obs, envs) -> actions [n, A]` call
     per step, obs batched: pixels, proprio, goal) for up to `budget` steps; an env stops once it
-    succeeds."""
+    succeeds. Returns each episode's success and closest approach (`Lockstep`)."""
     n = len(envs)
     observations = [env.reset(seed=s)[0] for env, s in zip(envs, resets, strict=True)]
     goals = np.stack([env.render_goal() for env in envs])

@@ -263,7 +263,7 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"success_rate", "ci95", "episodes", "seeds", "floor", "ceiling"} <= set(result)
-    assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4 and result["closest_median"] > 0
+    assert result["episodes"] == 2 and result["seeds"] == [0, 1] and result["n"] == 4 and result["closest_median"] > 0  # two-room reports its goal distance
     assert (trained_policy / "policy_eval" / "two-room_act-jepa_execute2_seed0.mp4").exists()
     assert (trained_policy / "policy_eval" / "two-room_execute2_seeds0-1_x2_steps6.json").exists()
     checkpoint = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
@@ -313,19 +313,29 @@ def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(d
 
 
 def test_lockstep_reports_how_near_each_episode_came_to_its_goal():
-    envs = [make_task("two-room") for _ in range(3)]
-    experts = []
+    two_room = task_spec("two-room").env_class
 
-    def act(obs, running):  # the scripted expert in the first env, staying still in the others
-        if not experts:
-            experts.append(task_spec("two-room").expert_class(running[0]))
-        return np.stack([experts[0]()] + [np.zeros(2)] * 2)
+    class NoGoalDistance(two_room):  # a task whose info reports success alone, as Meta-World's does
+        def step(self, action):
+            obs, reward, terminated, truncated, info = super().step(action)
+            return obs, reward, terminated, truncated, {"is_success": info["is_success"]}
 
-    success, closest = run_lockstep(envs, [1, 2, 3], 100, act)
-    starts = [env.reset(seed=s)[1]["goal_distance"] for env, s in zip(envs, [1, 2, 3])]
-    assert success[0] and closest[0] <= 1 and not success[1:].any()
-    assert np.allclose(closest[1:], starts[1:], rtol=0.05)  # standing still: never nearer than the start
+    envs = [two_room(), two_room(), NoGoalDistance()]
+    expert, seen = task_spec("two-room").expert_class(envs[0]), []
+
+    def act(obs, running):  # env 0: the expert for 3 steps, then straight back; the others stand still
+        seen.append(running[0].goal_distance())
+        towards = expert()
+        return np.stack([towards if len(seen) <= 3 else -towards, np.zeros(2), np.zeros(2)])
+
+    success, closest = run_lockstep(envs, [1, 2, 3], 8, act)
+    start = envs[1].reset(seed=2)[1]["goal_distance"]
+    assert not success.any() and closest[0] == pytest.approx(min(seen[1:] + [envs[0].goal_distance()]))
+    assert closest[0] < envs[0].goal_distance() and closest[0] < seen[0]  # the nearest, neither the last nor the start
+    assert closest[1] == pytest.approx(start) and np.isnan(closest[2])
     assert closest_median([0.5, 2.0, 3.0]) == 2.0 and closest_median([0.5, float("nan")]) is None
+    for env in envs:
+        env.close()
 
 
 def test_candidates_keep_the_one_with_the_lowest_held_out_loss(demos, tmp_path, capsys):
