@@ -42,7 +42,7 @@ from torch import nn
 
 from envs.errors import UserError
 from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
-from worldmodel.jepa import effective_rank, ema_update
+from worldmodel.jepa import ema_update, spread_metrics
 
 POLICY_KINDS = ("act-jepa", "act", "bc")
 WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
@@ -309,8 +309,7 @@ class ChunkPolicy(nn.Module):
         if cfg.goal_image and len(torch.unique(batch["goal"].flatten(1), dim=0)) >= MIN_GOALS:
             watched["collapse/goal"] = embedded[:, 0]  # and the goal's, where the batch holds enough different goals to spread
         for prefix, vectors in watched.items():
-            z = vectors.detach().float()
-            metrics |= {f"{prefix}/std_mean": z.std(0).mean(), f"{prefix}/effective_rank": effective_rank(z)}
+            metrics |= spread_metrics(prefix, vectors)
         return loss, metrics
 
     @torch.no_grad()

@@ -140,8 +140,8 @@ class _GoalCollapsing(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.ones(3))
 
     def forward(self, batch, generator):
-        return (self.w**2).sum(), {"collapse/std_mean": torch.tensor(0.5), "collapse/effective_rank": torch.tensor(9.0),
-                                   "collapse/goal/std_mean": torch.tensor(1e-5), "collapse/goal/effective_rank": torch.tensor(9.0)}
+        return (self.w**2).sum(), {"collapse/relative_std": torch.tensor(0.5), "collapse/effective_rank": torch.tensor(9.0),
+                                   "collapse/goal/relative_std": torch.tensor(1e-5), "collapse/goal/effective_rank": torch.tensor(9.0)}
 
 
 def test_a_collapsing_goal_vector_is_reported_by_name(tmp_path, capsys):
@@ -149,6 +149,29 @@ def test_a_collapsing_goal_vector_is_reported_by_name(tmp_path, capsys):
     assert trainer.fit()["collapsed"]
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
     assert warnings and all("(collapse/goal)" in line for line in warnings)  # the frames' vectors are not blamed
+
+
+class _DippingSpread(torch.nn.Module):
+    """A model whose vectors' spread dips below the collapse threshold early on and recovers, as
+    healthy policy runs do in their first few hundred steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.calls = 0
+
+    def forward(self, batch, generator):
+        self.calls += 1
+        spread = 1e-3 if 2 <= self.calls <= 3 else 0.4
+        return (self.w**2).sum(), {"collapse/relative_std": torch.tensor(spread), "collapse/effective_rank": torch.tensor(9.0)}
+
+
+def test_a_spread_that_dips_and_recovers_is_reported_but_not_a_collapse(tmp_path, capsys):
+    trainer = Trainer(TrainConfig(steps=6, batch_size=1, log_every=1, warmup=1), lambda step, rank, world: {}, _DippingSpread(), tmp_path, {"x": 1})
+    assert not trainer.fit()["collapsed"]  # the verdict is the last log's state
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines if "collapsing" in line or "recovered" in line] == [
+        "WARNING: the representation is collapsing at step 2", "the representation recovered at step 4"]  # once each, not every log
 
 
 class _Noisy(torch.nn.Module):

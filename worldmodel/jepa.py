@@ -136,6 +136,16 @@ def effective_rank(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
+def spread_metrics(prefix: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How much vectors [N, D] differ across a batch, for the trainer's collapse watch: the mean
+    per-dimension std, that std relative to the vectors' RMS (scale-free: healthy policy vectors
+    sit at 0.3-0.5, collapsed ones below 0.01 whatever their size), and the effective rank."""
+    z = z.detach().float()
+    std = z.std(0).mean()
+    return {f"{prefix}/std_mean": std, f"{prefix}/relative_std": std / z.pow(2).mean().sqrt().clamp_min(1e-12),
+            f"{prefix}/effective_rank": effective_rank(z)}
+
+
 @torch.no_grad()
 def ema_update(target, online, progress: float, start: float, end: float) -> None:
     """Move each target parameter toward its online one with momentum ramped linearly from
@@ -186,9 +196,7 @@ class JEPA(nn.Module):
         else:
             loss, metrics, tokens = self._latent_prediction(pixels, actions, generator)
         frame_embeddings = gather_batch(tokens.detach().flatten(2).flatten(0, 1).float())  # [B*T', N*D], all ranks
-        std = frame_embeddings.std(0)
-        metrics |= {"collapse/std_mean": std.mean(), "collapse/std_min": std.min(),
-                    "collapse/effective_rank": effective_rank(frame_embeddings)}
+        metrics |= spread_metrics("collapse", frame_embeddings) | {"collapse/std_min": frame_embeddings.std(0).min()}
         return loss, metrics
 
     def _masked_prediction(self, pixels, actions, generator):
