@@ -15,6 +15,12 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
   (sites cast no shadow), and reach and pick-place goals float anywhere from 5 to 30 cm up. The
   pole and disc are drawn at render time (`_goal_markers`); none of it has physics. The goal
   image is the episode's first frame.
+- The manipulated object (the body named "obj": the puck of push and pick-place, a distractor in
+  reach) is drawn flat yellow instead of Meta-World's dark red wood, which at 64x64 left it a few
+  dark pixels beside the red arm: a policy then found it in some training runs and lost it in
+  others (2 of 6 on pick-place); drawn yellow, ACT's success on push and pick-place rose
+  (BENCHMARKS.md, session 14). Its shape and
+  physics are unchanged, so the scripted policy's episodes are the same.
 - `--policy expert` is the package's own scripted policy (it reads the full state observation).
 - Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
   be lost again, so success is counted at any step; this project's episodes are 150 steps (the
@@ -58,6 +64,7 @@ class CameraPose:
 
 WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
 GOAL_MARKER_RADIUS = 0.035
+OBJECT_RGBA = (1.0, 0.85, 0.0, 1.0)  # the manipulated object ("obj" body), flat yellow
 GOAL_POLE_RADIUS = 0.012
 GOAL_DISC_HALF_HEIGHT = 0.002
 EPISODE_STEPS = 150
@@ -164,8 +171,12 @@ class MetaWorldTask(gym.Env):
 
 
 def _show_workspace(model) -> int:
-    """Point the rendering camera at the workspace and make the goal marker a visible sphere;
-    returns the goal site's id (-1: the task has no site named "goal")."""
+    """Point the rendering camera at the workspace, make the goal marker a visible sphere and the
+    object flat yellow; returns the goal site's id (-1: the task has no site named "goal")."""
+    obj = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "obj")
+    if obj >= 0:
+        drawn = model.geom_bodyid == obj
+        model.geom_matid[drawn], model.geom_rgba[drawn] = -1, OBJECT_RGBA
     camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
     model.cam_pos[camera], model.cam_quat[camera] = WORKSPACE_VIEW.position, WORKSPACE_VIEW.quaternion()
     model.cam_fovy[camera] = WORKSPACE_VIEW.fovy

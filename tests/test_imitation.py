@@ -570,6 +570,25 @@ def test_hand_and_object_tell_following_from_ignoring():
     assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
+def test_metaworld_object_is_drawn_yellow_and_only_its_colour_changes():
+    """The manipulated object stands out in yellow at 64x64; physics is untouched (its geoms keep
+    their contact settings), and tasks without an "obj" body are left as they are."""
+    import mujoco
+
+    from envs.metaworld_tasks import OBJECT_RGBA
+
+    env = make_task("metaworld:push-v3")
+    frame = env.reset(seed=7)[0]["pixels"].astype(int)
+    yellow = (np.abs(frame - np.multiply(OBJECT_RGBA[:3], 255)).max(-1) < 60).sum()
+    assert yellow >= 4, f"the object covers {yellow} yellow pixels"
+    obj = env.model.geom_bodyid == mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, "obj")
+    assert (env.model.geom_contype[obj] == 1).all() and (env.model.geom_matid[obj] == -1).all()
+    env.close()
+    door = make_task("metaworld:door-open-v3")
+    assert not (np.abs(door.reset(seed=7)[0]["pixels"].astype(int) - np.multiply(OBJECT_RGBA[:3], 255)).max(-1) < 60).any()
+    door.close()
+
+
 def test_metaworld_goal_image_shows_this_episodes_goal():
     """The first frame (the goal image) draws the goal marker where this episode's goal is, not
     where the previous episode's was (Meta-World moves the goal site after its forward pass)."""
