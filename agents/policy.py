@@ -20,7 +20,7 @@ image an encoder of its own).
     obs = {"pixels": uint8 [B, H, W, 3], "proprio": [B, P], "goal": uint8 [B, H, W, 3]}
     batch = {"frames": uint8 [B, h, H, W, 3], "goal": ..., "proprio": [B, P], "actions": [B, k, A],
              "action_valid": bool [B, k], "future": uint8 [B, m, H, W, 3], "future_valid": bool [B, m],
-             "waypoints": [B, w, P], "waypoints_valid": bool [B, w] (w: the waypoint steps, then the grasp), "goal_waypoints": [B, v, P], "goal_waypoints_valid": bool [B, v]}
+             "waypoints": [B, w, P], "waypoints_valid": bool [B, w], "goal_waypoints": [B, v, P], "goal_waypoints_valid": bool [B, v]}
 
 Execution: run a chunk's first `execute` actions then query again, or (`ensemble` > 0) query
 every step and average the overlapping chunks' actions for this step with weights
@@ -106,13 +106,6 @@ class PolicyConfig:
     """Weight of the waypoint loss (frame and goal waypoints alike; ACT over three training seeds,
     with goal waypoint -1 and the goal encoder: Meta-World push 45.3% at 3 against 32.0% at 1,
     pick-place 32.7% against 22.7%, BENCHMARKS.md)."""
-    grasp_waypoint: int = -1
-    """Proprio dimension of the gripper's opening (-1: off). On, one more frame waypoint: the
-    proprio where the demonstrator first closes the gripper (below halfway from its opening at the
-    start to its smallest in the demonstration, if it closes by at least GRASP_MIN_CLOSE). Where the
-    hand grasps is where the object lies (Meta-World push and pick-place, dimension 3: within 1 cm
-    of the object's start in the median demonstration), a label for the object's position that a
-    fixed step is not: at step 24 the hand's height and gripper are the noise's (BENCHMARKS.md)."""
     goal_waypoints: tuple[int, ...] = ()
     """Steps (as in waypoints) whose proprio a linear map of the goal image's vector must predict,
     for every frame of the demonstration: -1, where the demonstrator's hand ends up, says where
@@ -150,8 +143,6 @@ class PolicyConfig:
                             f"got {self.waypoints} and {self.waypoint_weight}")
         if (self.goal_waypoints or self.goal_encoder) and not self.goal_image:
             raise UserError("goal-waypoints and goal-encoder need the goal image: drop --model.no-goal-image")
-        if self.grasp_waypoint < -1:
-            raise UserError(f"grasp-waypoint is a proprio dimension (0, 1, ...) or -1 for off, got {self.grasp_waypoint}")
         if 0 in self.goal_waypoints:
             raise UserError(f"goal-waypoints are steps from a demonstration's start (1, 2, ...) or end (-1, -2, ...), got {self.goal_waypoints}")
         if self.encoder.tubelet != 1:
@@ -165,11 +156,6 @@ class PolicyConfig:
         if self.kind is None:
             raise ValueError("PolicyConfig.kind is not set")
         return 1 if self.kind == "bc" else self.chunk
-
-    @property
-    def frame_waypoints(self) -> int:
-        """Proprio vectors the current frame's vector must predict: the waypoint steps, then the grasp."""
-        return len(self.waypoints) + (self.grasp_waypoint >= 0)
 
     @property
     def future_offsets(self) -> list[int]:
@@ -208,10 +194,8 @@ class ChunkPolicy(nn.Module):
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
         self.goal_encoder = nn.ModuleDict({"encoder": build_encoder(enc), "latent": FrameLatent(enc.grid, enc.dim, width)}) if cfg.goal_encoder else None
-        if (cfg.frame_waypoints or cfg.goal_waypoints) and not cfg.proprio_dim:
+        if (cfg.waypoints or cfg.goal_waypoints) and not cfg.proprio_dim:
             raise UserError("waypoints are proprio the policy predicts, but these demonstrations record none")
-        if cfg.grasp_waypoint >= cfg.proprio_dim > 0:
-            raise UserError(f"grasp-waypoint {cfg.grasp_waypoint} is not a proprio dimension: these demonstrations record {cfg.proprio_dim}")
         self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None
         self.token_projection = nn.Linear(enc.dim, width) if cfg.image_tokens else None
         queries = cfg.horizon + len(cfg.future_offsets)
@@ -222,7 +206,7 @@ class ChunkPolicy(nn.Module):
         self.action_head = nn.Linear(width, cfg.modes * cfg.action_dim)
         self.mode_head = nn.Linear(width, cfg.modes) if cfg.modes > 1 else None
         self.future_head = nn.Linear(width, width) if cfg.future_offsets else None
-        self.waypoint_head = nn.Linear(width, cfg.frame_waypoints * cfg.proprio_dim) if cfg.frame_waypoints else None
+        self.waypoint_head = nn.Linear(width, len(cfg.waypoints) * cfg.proprio_dim) if cfg.waypoints else None
         self.goal_waypoint_head = nn.Linear(width, len(cfg.goal_waypoints) * cfg.proprio_dim) if cfg.goal_waypoints else None
         mask = None  # True: may not attend; None: all tokens attend to all
         if cfg.isolate_jepa and cfg.future_offsets:

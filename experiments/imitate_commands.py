@@ -34,7 +34,6 @@ from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
 POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES = "policy", "policy_eval", "candidates"
-GRASP_MIN_CLOSE = 0.2  # in the gripper proprio's units: Meta-World's runs from 1 (open) to about 0.45 on the puck
 VAL_WINDOWS, VAL_BATCH = 512, 64  # held-out windows scored, drawn once (every score sees the same ones), and per forward pass
 
 
@@ -48,19 +47,6 @@ def last_actions(dataset: EpisodeDataset, episodes: np.ndarray, trim: bool) -> n
             if len(reached) and reached[0] > 0:
                 lasts[i] = dataset.episode_starts[e] + reached[0] - 1
     return lasts
-
-
-def grasp_frames(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, dim: int) -> np.ndarray:
-    """Frame index where each episode's demonstrator first closes the gripper (proprio `dim` below
-    halfway from its start to its smallest up to the frame after the last action), or -1 where it
-    closes by less than GRASP_MIN_CLOSE."""
-    found = np.full(len(episodes), -1, dtype=np.int64)
-    for i, e in enumerate(episodes):
-        first = dataset.episode_starts[e]
-        opening = dataset.proprio[first: lasts[i] + 2, dim]
-        if opening[0] - opening.min() >= GRASP_MIN_CLOSE:
-            found[i] = first + np.argmax(opening < (opening[0] + opening.min()) / 2)
-    return found
 
 
 def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True, held_out: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +77,6 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     it still counts) and, for the (frame) waypoints, for those not after t."""
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
-    grasps = grasp_frames(dataset, episodes, lasts, cfg.grasp_waypoint) if cfg.grasp_waypoint >= 0 else None
     offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
 
     def draw(rng: np.random.Generator, batch: int) -> dict:
@@ -109,14 +94,11 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
                "action_valid": torch.from_numpy(action_valid)}
         if len(offsets):
             out |= {"future": torch.from_numpy(dataset.read_frames(np.minimum(future, last[:, None] + 1))), "future_valid": torch.from_numpy(future_valid)}
-        for name, steps, after_t, extra in (("waypoints", cfg.waypoints, True, grasps), ("goal_waypoints", cfg.goal_waypoints, False, None)):
-            steps = np.asarray(steps, dtype=np.int64)
-            at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
-            valid = (at >= first[:, None]) & (at <= last[:, None] + 1)
-            if extra is not None:  # one more, the grasp (-1: this demonstrator never grasped)
-                at, valid = np.concatenate([at, extra[pick, None]], 1), np.concatenate([valid, extra[pick, None] >= 0], 1)
-            if at.shape[1]:
-                valid &= (at > t[:, None]) if after_t else True
+        for name, steps, after_t in (("waypoints", cfg.waypoints, True), ("goal_waypoints", cfg.goal_waypoints, False)):
+            if steps:
+                steps = np.asarray(steps, dtype=np.int64)
+                at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
+                valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if after_t else True)
                 out |= {name: torch.from_numpy(dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)]), f"{name}_valid": torch.from_numpy(valid)}
         return out
 

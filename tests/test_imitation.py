@@ -13,7 +13,7 @@ from conftest import write_dataset
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
-from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, grasp_frames, held_out_scorer, last_actions, load_policy
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 
@@ -423,7 +423,6 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "chooses by the held-out loss"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
-    (["imitate", "--data", "{data}", "--out", "{empty}", "--model.grasp-waypoint", "5"], "grasp-waypoint 5 is not a proprio dimension"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
@@ -439,7 +438,7 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
 
 
 @pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "chooses by the held-out loss"),
-                                           (["--policies", "act,diffusion"], "policy must be one of"), (["--grasp-waypoint", "-3"], "grasp-waypoint is a proprio dimension")])
+                                           (["--policies", "act,diffusion"], "policy must be one of")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation
 
@@ -569,31 +568,6 @@ def test_hand_and_object_tell_following_from_ignoring():
     assert moved["object_moved"] == 0.25 and moved["moved_object_to_goal"] == pytest.approx(0.3 * np.sqrt(2))
     states[:, 59, :2] = 0.05  # one place whatever the object's
     assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
-
-
-def test_grasp_waypoint_is_the_proprio_where_the_demonstrator_first_closes_its_gripper(demos):
-    dataset = EpisodeDataset(demos)
-    episodes = np.arange(dataset.num_episodes)
-    lasts = last_actions(dataset, episodes, False)
-    first = dataset.episode_starts[:-1]
-    opening = np.ones(len(dataset.proprio), dtype=np.float32)
-    opening[first[0] + 3] = 0.85  # a flicker of noise: not a grasp
-    opening[first[0] + 6: first[0] + 9] = [0.8, 0.5, 0.45]  # below halfway (0.725) first at step 7
-    opening[first[1] + 5:] = 0.9  # closes by 0.1 only: no grasp (nor in the episodes after it)
-    dataset.proprio = np.concatenate([dataset.proprio, opening[:, None]], 1)
-    dim = dataset.proprio.shape[1] - 1
-    grasps = grasp_frames(dataset, episodes, lasts, dim)
-    assert grasps[0] == first[0] + 7 and grasps[1] == -1
-    cfg = PolicyConfig(kind="act", chunk=4, execute=2, action_dim=2, proprio_dim=dim + 1, waypoints=(3,), grasp_waypoint=dim)
-    batch = demonstration_windows(dataset, episodes, lasts, cfg)(np.random.default_rng(0), 64)
-    assert batch["waypoints"].shape == (64, 2, dim + 1)  # step 3, then the grasp
-    for i, t in enumerate(batch["t"].numpy()):
-        e = np.searchsorted(dataset.episode_starts, t, side="right") - 1
-        assert batch["waypoints_valid"][i, 1] == (grasps[e] > t)  # valid before the grasp only, never without one
-        if grasps[e] > t:
-            assert (batch["waypoints"][i, 1].numpy() == dataset.proprio[grasps[e]]).all()
-    with pytest.raises(UserError, match="grasp-waypoint 9 is not a proprio dimension"):
-        ChunkPolicy(PolicyConfig(kind="act", action_dim=2, proprio_dim=3, grasp_waypoint=9))
 
 
 def test_metaworld_object_is_drawn_yellow_and_only_its_colour_changes():

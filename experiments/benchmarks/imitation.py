@@ -45,8 +45,6 @@ def main() -> None:
     parser.add_argument("--goal-waypoints", type=int, nargs="+", default=(), help="imitate's --model.goal-waypoints for every "
                         "policy (the same, predicted from the goal image's vector)")
     parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
-    parser.add_argument("--grasp-waypoint", type=int, default=-1, help="imitate's --model.grasp-waypoint for every policy (the "
-                        "gripper's proprio dimension: the frame vector predicts where the demonstrator grasps; -1: off)")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
     parser.add_argument("--candidates", type=int, default=1, help="imitate's --candidates: train K training seeds, keep the one with the "
@@ -63,7 +61,7 @@ def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates)
     weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
-                                        goal_encoder=args.goal_encoder, grasp_waypoint=args.grasp_waypoint, **weight)
+                                        goal_encoder=args.goal_encoder, **weight)
     if args.steps is not None:
         imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
     return imitate
