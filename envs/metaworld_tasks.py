@@ -15,12 +15,13 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
   (sites cast no shadow), and reach and pick-place goals float anywhere from 5 to 30 cm up. The
   pole and disc are drawn at render time (`_goal_markers`); none of it has physics. The goal
   image is the episode's first frame.
-- The manipulated object (the body named "obj": the puck of push and pick-place, a distractor in
-  reach) is drawn flat yellow instead of Meta-World's dark red wood, which at 64x64 left it a few
-  dark pixels beside the red arm: a policy then found it in some training runs and lost it in
-  others (2 of 6 on pick-place). Drawn yellow, ACT found it in 4 of 6 pick-place runs and 3 of 3
-  push runs, and its mean success rose from 20% to 32% and from 45% to 71% (BENCHMARKS.md,
-  session 14). Its shape and physics are unchanged, so the scripted policy's episodes are the same.
+- The manipulated object (the geoms of the body named "obj": the puck of push and pick-place, a
+  distractor in reach; tasks whose object is built otherwise keep their colours) is drawn flat
+  yellow instead of Meta-World's dark red wood, which at 64x64 left it a few dark pixels beside
+  the red arm: a policy then found it in some training runs and lost it in others (2 of 6 on
+  pick-place). Drawn yellow, ACT found it in 4 of 6 pick-place runs and 3 of 3 push runs, and its
+  mean success rose from 20% to 32% and from 45% to 71% (BENCHMARKS.md, session 14). Its shape
+  and physics are unchanged: the scripted policy's episodes are the same, action for action.
 - `--policy expert` is the package's own scripted policy (it reads the full state observation).
 - Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
   be lost again, so success is counted at any step; this project's episodes are 150 steps (the
@@ -64,9 +65,9 @@ class CameraPose:
 
 WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
 GOAL_MARKER_RADIUS = 0.035
-OBJECT_RGBA = (1.0, 0.85, 0.0, 1.0)  # the manipulated object ("obj" body), flat yellow
 GOAL_POLE_RADIUS = 0.012
 GOAL_DISC_HALF_HEIGHT = 0.002
+OBJECT_RGBA = (1.0, 0.85, 0.0, 1.0)  # the manipulated object ("obj" body), flat yellow
 EPISODE_STEPS = 150
 
 

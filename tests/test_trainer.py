@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from envs import UserError
 from experiments.cli import main
 from worldmodel.checkpoint import FILENAME, read_metadata, save_checkpoint
-from worldmodel.trainer import TrainConfig, Trainer
+from worldmodel.jepa import spread_metrics
+from worldmodel.trainer import TrainConfig, Trainer, watch_collapse
 
 TINY = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--model.predictor-width", "16", "--model.predictor-depth", "1",
         "--model.projector-dim", "32", "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
@@ -149,6 +150,27 @@ def test_a_collapsing_goal_vector_is_reported_by_name(tmp_path, capsys):
     assert trainer.fit()["collapsed"]
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("WARNING")]
     assert warnings and all("(collapse/goal)" in line for line in warnings)  # the frames' vectors are not blamed
+
+
+def test_relative_spread_is_scale_free_and_zero_for_identical_vectors():
+    z = torch.randn(32, 16) + 3.0
+    relative = spread_metrics("collapse", z)["collapse/relative_std"]
+    assert torch.allclose(spread_metrics("collapse", 100 * z)["collapse/relative_std"], relative)
+    assert 0.1 < relative < 0.5  # unit spread around a mean of 3
+    assert spread_metrics("c", z[:1].expand(8, -1))["c/relative_std"] == 0 and spread_metrics("c", torch.zeros(8, 4))["c/relative_std"] == 0
+    assert "c/relative_std" not in spread_metrics("c", z, relative=False)  # token grids: judged by the absolute std
+
+
+def test_collapse_is_judged_on_the_relative_spread_where_reported_else_the_absolute_std(capsys):
+    collapsing = set()
+    watch_collapse({"collapse/relative_std": 0.5, "collapse/std_mean": 1e-5, "collapse/effective_rank": 9.0}, 1, collapsing)
+    assert not collapsing  # tiny vectors that do differ: not collapsed
+    watch_collapse({"collapse/std_mean": 5e-4, "collapse/effective_rank": 9.0, "collapse/goal/relative_std": float("nan")}, 2, collapsing)
+    assert collapsing == {"collapse", "collapse/goal"}  # the world model's absolute floor; NaN is no spread
+    watch_collapse({"collapse/std_mean": 1.5e-3, "collapse/effective_rank": 9.0}, 3, collapsing)
+    assert "collapse" in collapsing  # above the floor but not twice it: not yet recovered
+    watch_collapse({"collapse/std_mean": 0.1, "collapse/effective_rank": 9.0}, 4, collapsing)
+    assert collapsing == {"collapse/goal"}  # the goal's last known state stands while its metric is absent
 
 
 class _DippingSpread(torch.nn.Module):

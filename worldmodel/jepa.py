@@ -136,14 +136,17 @@ def effective_rank(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
-def spread_metrics(prefix: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
+def spread_metrics(prefix: str, z: torch.Tensor, relative: bool = True) -> dict[str, torch.Tensor]:
     """How much vectors [N, D] differ across a batch, for the trainer's collapse watch: the mean
-    per-dimension std, that std relative to the vectors' RMS (scale-free: healthy policy vectors
-    sit at 0.3-0.5, collapsed ones below 0.01 whatever their size), and the effective rank."""
+    and smallest per-dimension std, the effective rank and (relative) the mean std over the
+    vectors' RMS, which is scale-free: healthy policy vectors sit at 0.3-0.6, collapsed ones below
+    0.01 whatever their size. Not for token grids, whose static background tokens lower it."""
     z = z.detach().float()
-    std = z.std(0).mean()
-    return {f"{prefix}/std_mean": std, f"{prefix}/relative_std": std / z.pow(2).mean().sqrt().clamp_min(1e-12),
-            f"{prefix}/effective_rank": effective_rank(z)}
+    std = z.std(0)  # [D]
+    metrics = {f"{prefix}/std_mean": std.mean(), f"{prefix}/std_min": std.min(), f"{prefix}/effective_rank": effective_rank(z)}
+    if relative:
+        metrics[f"{prefix}/relative_std"] = std.mean() / z.pow(2).mean().sqrt().clamp_min(1e-12)
+    return metrics
 
 
 @torch.no_grad()
@@ -196,7 +199,7 @@ class JEPA(nn.Module):
         else:
             loss, metrics, tokens = self._latent_prediction(pixels, actions, generator)
         frame_embeddings = gather_batch(tokens.detach().flatten(2).flatten(0, 1).float())  # [B*T', N*D], all ranks
-        metrics |= spread_metrics("collapse", frame_embeddings) | {"collapse/std_min": frame_embeddings.std(0).min()}
+        metrics |= spread_metrics("collapse", frame_embeddings, relative=False)
         return loss, metrics
 
     def _masked_prediction(self, pixels, actions, generator):

@@ -121,7 +121,7 @@ try:
     line["steps"] = read_metadata(Path(work, name, "policy", "checkpoint.safetensors"))["step"]
     metrics = json.load(open(f"{work}/{name}/policy/metrics.json"))  # written when training finishes
     line |= {k: round(metrics[m], 4) if isinstance(metrics[m], float) else metrics[m] for k, m in
-             [("train_wall_s", "wall_s_this_session"), ("action_l1", "loss/action_l1"), ("spread", "collapse/std_mean"), ("collapsed", "collapsed")]}
+             [("train_wall_s", "wall_s_this_session"), ("action_l1", "loss/action_l1"), ("spread", "collapse/relative_std"), ("collapsed", "collapsed")]}
 except (OSError, ValueError, KeyError, UserError) as error:
     line["training"] = f"unfinished ({error})"
 try:
