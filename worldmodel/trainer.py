@@ -37,13 +37,14 @@ from tqdm import tqdm
 from envs.errors import UserError
 from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint, write_json
 
-# A watched set of vectors (`collapse/...` metrics, see worldmodel.jepa.spread_metrics) has collapsed
-# when its effective rank falls below 1.5 or its spread below a floor: 1% of the vectors' RMS where
-# the model reports that (the policies' one vector per image: healthy 0.3-0.6, collapsed goal
-# encoders 1e-4-6e-3), else an absolute std of 1e-3 (the world model's token grids, whose static
-# background tokens would lower a relative figure without any collapse). Healthy policy runs dip
-# below the floor early (steps 50-525 in session 14's runs) and recover, so the verdict is the last
-# known state at the end; entering collapse and leaving it (above twice the floor) are reported.
+# A watched set of vectors (`collapse/...` metrics, see worldmodel.jepa.spread_metrics) has
+# collapsed when its effective rank falls below 1.5 or its spread below a floor: 1% of the vectors'
+# RMS where the model reports that (the policies' one vector per image: healthy 0.3-0.6, collapsed
+# goal encoders 1e-4-6e-3), else an absolute std of 1e-3 (the world model's token grids, whose
+# static background tokens would lower a relative figure without any collapse). Healthy policy runs
+# dip below the floor early (in their first 75-350 steps, BENCHMARKS.md session 14) and recover, so
+# the verdict is the last known state at the end; entering collapse and leaving it (above twice the
+# floor) are reported.
 COLLAPSE_RELATIVE_STD, COLLAPSE_STD, COLLAPSE_RANK = 0.01, 1e-3, 1.5
 
 
