@@ -111,8 +111,8 @@ def test_two_ddp_processes_match_one_process(tiny_dataset, tmp_path, objective):
     assert sum(close) >= 0.9 * len(close)
 
 
-class _Diverging(torch.nn.Module):
-    """A model whose loss turns NaN at step 5 (counted by calls)."""
+class _Counted(torch.nn.Module):
+    """A one-parameter model whose forward's output depends on how often it was called."""
 
     def __init__(self):
         super().__init__()
@@ -121,8 +121,14 @@ class _Diverging(torch.nn.Module):
 
     def forward(self, batch, generator):
         self.calls += 1
-        loss = (self.w**2).sum() * (float("nan") if self.calls == 5 else 1.0)
-        return loss, {}
+        return self.output(self.calls)
+
+
+class _Diverging(_Counted):
+    """A model whose loss turns NaN at step 5."""
+
+    def output(self, call):
+        return (self.w**2).sum() * (float("nan") if call == 5 else 1.0), {}
 
 
 def test_nonfinite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
@@ -173,18 +179,12 @@ def test_collapse_is_judged_on_the_relative_spread_where_reported_else_the_absol
     assert collapsing == {"collapse/goal"}  # the goal's last known state stands while its metric is absent
 
 
-class _DippingSpread(torch.nn.Module):
+class _DippingSpread(_Counted):
     """A model whose vectors' spread dips below the collapse threshold early on and recovers, as
     healthy policy runs do in their first few hundred steps."""
 
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(3))
-        self.calls = 0
-
-    def forward(self, batch, generator):
-        self.calls += 1
-        spread = 1e-3 if 2 <= self.calls <= 3 else 0.4
+    def output(self, call):
+        spread = 1e-3 if 2 <= call <= 3 else 0.4
         return (self.w**2).sum(), {"collapse/relative_std": torch.tensor(spread), "collapse/effective_rank": torch.tensor(9.0)}
 
 
