@@ -39,8 +39,8 @@ from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save
 
 # A watched set of vectors (`collapse/...` metrics, see worldmodel.jepa.spread_metrics) has
 # collapsed when its effective rank falls below 1.5 or its spread below a floor: 1% of the vectors'
-# RMS where the model reports that (the policies' one vector per image: healthy 0.3-0.6, collapsed
-# goal encoders 1e-4-6e-3), else an absolute std of 1e-3 (the world model's token grids, whose
+# RMS where the model reports that (the policies' one vector per image: healthy 0.3-0.6, a collapsed
+# goal encoder 1e-4), else an absolute std of 1e-3 (the world model's token grids, whose
 # static background tokens would lower a relative figure without any collapse). Healthy policy runs
 # dip below the floor early (in their first 75-350 steps, BENCHMARKS.md session 14) and recover, so
 # the verdict is the last known state at the end; entering collapse and leaving it (above twice the
@@ -54,10 +54,10 @@ def watch_collapse(metrics: dict, step: int, collapsing: set[str]) -> None:
     for prefix in sorted({key.rpartition("/")[0] for key in metrics if key.startswith("collapse/")}):
         rank = metrics.get(f"{prefix}/effective_rank", math.inf)
         if f"{prefix}/relative_std" in metrics:
-            spread, floor, figures = metrics[f"{prefix}/relative_std"], COLLAPSE_RELATIVE_STD, "of the vectors' RMS"
+            spread, floor, unit = metrics[f"{prefix}/relative_std"], COLLAPSE_RELATIVE_STD, "of the vectors' RMS"
         else:
-            spread, floor, figures = metrics.get(f"{prefix}/std_mean", math.inf), COLLAPSE_STD, "(embedding std)"
-        figures = f"spread {spread:.2e} {figures}, effective rank {rank:.2f}"
+            spread, floor, unit = metrics.get(f"{prefix}/std_mean", math.inf), COLLAPSE_STD, "(embedding std)"
+        figures = f"spread {spread:.2e} {unit}, effective rank {rank:.2f}"
         if prefix not in collapsing and not (spread >= floor and rank >= COLLAPSE_RANK):  # NaN counts as collapsed
             collapsing.add(prefix)
             tqdm.write(f"WARNING: the representation is collapsing at step {step} ({prefix}): {figures}", file=sys.stderr)
