@@ -53,9 +53,20 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def stale_frames(task: str, revision: int, what: str) -> str | None:
+    """A one-line warning when `what` ("the dataset D holds", "the policy in R learned from") names
+    frames drawn at render revision `revision` while this version draws `task` at another one."""
+    current = task_spec(task).env_class.render_revision
+    if revision == current:
+        return None
+    return (f"WARNING: {what} {task} frames drawn at render revision {revision}; this jepa-worlds draws them at "
+            f"revision {current}, so a policy sees other frames than it learned from: collect the demonstrations again "
+            f"(`jepa collect`) and imitate them")
+
+
 def make_task(name: str, **kwargs) -> MujocoTaskEnv:
     """Build a task env by command-line name (no TimeLimit wrapper: callers own episode length)."""
     return task_spec(name).env_class(**kwargs)
 
 
-__all__ = ["TASKS", "TaskSpec", "MujocoTaskEnv", "UserError", "make_task", "task_spec"]
+__all__ = ["TASKS", "TaskSpec", "MujocoTaskEnv", "UserError", "make_task", "stale_frames", "task_spec"]

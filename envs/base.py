@@ -62,6 +62,7 @@ class MujocoTaskEnv(gym.Env):
     camera: str = "top"
     default_frame_skip: int = 5
     default_max_steps: int = 200
+    render_revision: int = 0  # raised whenever the task's frames are drawn differently (see `envs.stale_frames`)
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
                  pixels: bool = True):

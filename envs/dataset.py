@@ -15,7 +15,8 @@ memory-maps them: a batch reads only its own windows, nothing is decoded.
     goal_state   float64 [E, S]   the goal of each episode (a full simulator state)
     goal_frames  uint8   [E, H, W, 3]  the goal rendered as an image
     episode_starts int64 [E + 1]
-attributes: format, version, task, image_size, frame_skip, policy, seed, config (JSON).
+attributes: format, version, task, image_size, frame_skip, render_revision (absent: 0), policy, seed,
+config (JSON).
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ class EpisodeDataset:
     @property
     def task(self) -> str:
         return str(self.attrs["task"])
+
+    @property
+    def render_revision(self) -> int:
+        """How the task's frames were drawn (`render_revision` of its env class); 0 when unrecorded."""
+        return int(self.attrs.get("render_revision", 0))
 
     @property
     def num_episodes(self) -> int:

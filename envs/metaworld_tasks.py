@@ -87,6 +87,7 @@ class MetaWorldTask(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     task_name = ""  # set by `metaworld_task`
     default_max_steps = EPISODE_STEPS
+    render_revision = 1  # 0: Meta-World's own colours; 1: the object drawn flat yellow (commit 874c56c)
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):

@@ -86,7 +86,7 @@ class Collect:
             raise UserError(f"--out {self.out} is a file; give a folder")
         episodes = collect(spec, self.episodes, self.workers)  # checks the counts before the bar starts
         env = make_task(self.task, image_size=self.image_size, frame_skip=self.frame_skip)  # checks the options
-        frame_skip = env.frame_skip
+        frame_skip, render_revision = env.frame_skip, env.render_revision
         env.close()
         episode_frames = spec.episode_steps + 1
         writer, successes, video = None, [], []
@@ -96,7 +96,7 @@ class Collect:
             for index, episode in enumerate(episodes):
                 if writer is None:
                     attrs = {"task": self.task, "image_size": self.image_size, "policy": spec.policy, "seed": self.seed,
-                             "frame_skip": frame_skip, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes, "factory": None})}
+                             "frame_skip": frame_skip, "render_revision": render_revision, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes, "factory": None})}
                     writer = DatasetWriter(self.out, self.episodes, episode_frames, episode, attrs)
                 writer.add(episode)
                 successes.append(episode.succeeded)

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from agents.policy import ChunkPolicy, PolicyConfig
-from envs import task_spec
+from envs import stale_frames, task_spec
 from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
@@ -196,6 +196,8 @@ class Imitate:
 
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
+        if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
+            print(warning, file=sys.stderr)
         episodes, held_out = demonstration_episodes(dataset, self.successful_only, self.val_episodes)
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
@@ -260,7 +262,7 @@ class Imitate:
             return draw(np.random.default_rng([cfg.seed, step, rank, 2]), cfg.batch_size // world)
 
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
-        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
+        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]), "render_revision": dataset.render_revision,
                   "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
@@ -308,6 +310,8 @@ class PolicyEval:
         policy.cfg = dataclasses.replace(policy.cfg, execute=policy.cfg.execute if self.execute is None else self.execute,
                                          ensemble=policy.cfg.ensemble if self.ensemble is None else self.ensemble)
         spec = task_spec(task)
+        if warning := stale_frames(task, config.get("render_revision", 0), f"the policy in {self.run} learned from"):
+            print(warning, file=sys.stderr)
         # runs from before the demonstrator was recorded all learned from the scripted expert
         demonstrator = demonstrator_spec(task, config.get("demonstrator", "expert"), frame_skip=config["env_frame_skip"]) if self.baselines else None
         budget = self.steps or spec.env_class.default_max_steps

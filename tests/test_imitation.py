@@ -276,6 +276,23 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
         assert main(["policy-eval", "--run", str(tmp_path / kind), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
+def test_frames_drawn_otherwise_than_now_are_flagged_by_imitate_and_policy_eval(demos, trained_policy, tmp_path, capsys, monkeypatch):
+    from envs.two_room import TwoRoomEnv
+
+    evaluate = ["policy-eval", "--run", str(trained_policy), "--episodes", "1", "--seeds", "0", "--steps", "2", "--no-baselines", "--no-videos"]
+    capsys.readouterr()
+    assert main(evaluate) == 0
+    assert "WARNING" not in capsys.readouterr().err  # the same drawing as in training: silent
+    monkeypatch.setattr(TwoRoomEnv, "render_revision", 1)  # as if two-room were drawn differently since
+    assert main(evaluate) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert len(warning) == 1 and "learned from two-room frames drawn at render revision 0" in warning[0] and "revision 1" in warning[0]
+    assert main(["imitate", "--data", str(demos), "--out", str(tmp_path / "run"), "--train.steps", "1", *TINY]) == 0
+    err = capsys.readouterr().err
+    assert f"the dataset {demos} holds two-room frames drawn at render revision 0" in err
+    assert json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["render_revision"] == 0  # recorded for policy-eval
+
+
 def test_held_out_episodes_are_the_last_ones_and_only_successful_ones_are_scored():
     from types import SimpleNamespace
 
@@ -484,8 +501,9 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
         env.reset(options={"state": np.zeros(3)})
     env.close()
     assert main(["collect", "--task", "metaworld:reach-v3", "--policy", "expert", "--episodes", "1", "--steps", "3", "--out", str(tmp_path / "mw")]) == 0
-    frames = EpisodeDataset(tmp_path / "mw").frames
-    assert frames.shape[1:] == (64, 64, 3) and frames[0].std() > 0
+    dataset = EpisodeDataset(tmp_path / "mw")
+    assert dataset.frames.shape[1:] == (64, 64, 3) and dataset.frames[0].std() > 0
+    assert dataset.render_revision == env.render_revision == 1  # the object drawn yellow
 
 
 def test_object_probe_scores_learned_and_learnable_object_positions(trained_policy, tmp_path):
