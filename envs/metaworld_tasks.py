@@ -3,7 +3,9 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
 
 - Observation: `{"pixels": 64x64 from one fixed camera, "proprio": hand position and gripper
   opening [4]}`. The camera (`WORKSPACE_VIEW`) looks at the table's workspace from the front
-  right, upright, about 0.9 m wide at the objects. Meta-World's own cameras see the whole room
+  right, upright, about 0.9 m wide at the objects; reach and pick-place narrow it onto the
+  table's centre (`TABLE_VIEW`, about 0.5 m wide), which draws their puck and goal marker 1.7
+  times as large and lifted ACT's success on both, though not on push. Meta-World's own cameras see the whole room
   (and its corner cameras render upside down): at 64x64 from `corner4` the goal marker was one
   or two pixels and the puck three, and every policy stayed near the floor on reach, push and
   pick-place (BENCHMARKS.md).
@@ -64,6 +66,12 @@ class CameraPose:
 
 
 WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
+# The same camera narrowed onto the table's centre. The hand, object and goal of reach and
+# pick-place (12 scripted episodes each) span pixels 13-50 across and 8-58 down, against 26-48 and
+# 21-50 in WORKSPACE_VIEW: the puck is drawn 1.7 times as large. Push keeps WORKSPACE_VIEW: with
+# TABLE_VIEW, ACT fell on push and rose on reach and pick-place (BENCHMARKS.md, session 15).
+TABLE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.005, 0.755, 0.158), fovy=30.0)
+TABLE_TASKS = ("reach-v3", "pick-place-v3")
 GOAL_MARKER_RADIUS = 0.035
 GOAL_POLE_RADIUS = 0.012
 GOAL_DISC_HALF_HEIGHT = 0.002
@@ -87,7 +95,10 @@ class MetaWorldTask(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     task_name = ""  # set by `metaworld_task`
     default_max_steps = EPISODE_STEPS
-    render_revision = 1  # 0: Meta-World's own colours; 1: the object drawn flat yellow (commit 874c56c)
+    view = WORKSPACE_VIEW  # TABLE_VIEW for TABLE_TASKS (`metaworld_task`)
+    # 0: Meta-World's own colours; 1: the object drawn flat yellow (commit 874c56c); 2 (TABLE_TASKS
+    # only): yellow, through TABLE_VIEW
+    render_revision = 1
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):
@@ -97,7 +108,7 @@ class MetaWorldTask(gym.Env):
         env = _package().env_dict.ALL_V3_ENVIRONMENTS[self.task_name](
             render_mode="rgb_array" if pixels else None, camera_name=CAMERA, width=image_size, height=image_size)
         env.model.vis.quality.shadowsize, env.model.vis.quality.offsamples = 0, 0
-        self.goal_site = _show_workspace(env.model)
+        self.goal_site = _show_workspace(env.model, self.view)
         env._partially_observable = False  # the scripted expert reads the goal from the state observation
         del env.sawyer_observation_space  # cached with the goal hidden
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
@@ -172,16 +183,15 @@ class MetaWorldTask(gym.Env):
         return {"is_success": success, "state": self.last_state.copy()}
 
 
-def _show_workspace(model) -> int:
-    """Point the rendering camera at the workspace, make the goal marker a visible sphere and the
+def _show_workspace(model, view: CameraPose) -> int:
+    """Point the rendering camera as `view` says, make the goal marker a visible sphere and the
     object flat yellow; returns the goal site's id (-1: the task has no site named "goal")."""
     obj = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "obj")
     if obj >= 0:
         drawn = model.geom_bodyid == obj
         model.geom_matid[drawn], model.geom_rgba[drawn] = -1, OBJECT_RGBA
     camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA)
-    model.cam_pos[camera], model.cam_quat[camera] = WORKSPACE_VIEW.position, WORKSPACE_VIEW.quaternion()
-    model.cam_fovy[camera] = WORKSPACE_VIEW.fovy
+    model.cam_pos[camera], model.cam_quat[camera], model.cam_fovy[camera] = view.position, view.quaternion(), view.fovy
     goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
     if goal >= 0:
         model.site_type[goal], model.site_size[goal] = mujoco.mjtGeom.mjGEOM_SPHERE, GOAL_MARKER_RADIUS
@@ -213,4 +223,5 @@ def metaworld_task(name: str) -> type:
         close = [k for k in known if task.split("-v")[0] in k][:3]
         raise UserError(f"unknown Meta-World task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else
                                                               "; names look like metaworld:reach-v3"))
-    return type(f"MetaWorld[{task}]", (MetaWorldTask,), {"task_name": task})
+    table = {"view": TABLE_VIEW, "render_revision": 2} if task in TABLE_TASKS else {}
+    return type(f"MetaWorld[{task}]", (MetaWorldTask,), {"task_name": task, **table})

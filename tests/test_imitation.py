@@ -503,7 +503,7 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
     assert main(["collect", "--task", "metaworld:reach-v3", "--policy", "expert", "--episodes", "1", "--steps", "3", "--out", str(tmp_path / "mw")]) == 0
     dataset = EpisodeDataset(tmp_path / "mw")
     assert dataset.frames.shape[1:] == (64, 64, 3) and dataset.frames[0].std() > 0
-    assert dataset.render_revision == env.render_revision == 1  # the object drawn yellow
+    assert dataset.render_revision == env.render_revision == 2  # the object drawn yellow, in the table view
 
 
 def test_object_probe_scores_learned_and_learnable_object_positions(trained_policy, tmp_path):
@@ -590,19 +590,22 @@ def test_hand_and_object_tell_following_from_ignoring():
     assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
-def test_metaworld_object_is_drawn_yellow():
+def test_metaworld_object_is_drawn_yellow_and_larger_in_the_table_view():
     """The manipulated object stands out in yellow at 64x64 (the yellow pixels are the object's:
-    hidden, none are left), and tasks without an "obj" body are left as they are."""
+    hidden, none are left), pick-place's table view draws it larger than the workspace view, and tasks
+    without an "obj" body are left as they are."""
     import mujoco
 
-    from envs.metaworld_tasks import OBJECT_RGBA
+    from envs.metaworld_tasks import OBJECT_RGBA, WORKSPACE_VIEW
 
     def yellow(frame):
         return int((np.abs(frame.astype(int) - np.multiply(OBJECT_RGBA[:3], 255)).max(-1) < 60).sum())
 
-    env = make_task("metaworld:push-v3")
+    env = make_task("metaworld:pick-place-v3")
     shown = yellow(env.reset(seed=7)[0]["pixels"])
-    assert shown >= 4, f"the object covers {shown} yellow pixels"
+    wide = type("WidePickPlace", (type(env),), {"view": WORKSPACE_VIEW})()
+    assert shown >= 2 * yellow(wide.reset(seed=7)[0]["pixels"]) >= 8, "TABLE_VIEW draws the puck larger than WORKSPACE_VIEW"
+    wide.close()
     env.model.geom_rgba[env.model.geom_bodyid == mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, "obj"), 3] = 0.0
     assert yellow(env.render()) == 0
     env.close()
