@@ -53,15 +53,16 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-def stale_frames(task: str, revision: int, what: str) -> str | None:
+def stale_frames(task: str, revision: int | None, what: str) -> str | None:
     """A one-line warning when `what` ("the dataset D holds", "the policy in R learned from") names
-    frames drawn at render revision `revision` while this version draws `task` at another one."""
+    frames drawn at render revision `revision` (None: not recorded, before revisions were) while
+    this version draws `task` at another one."""
     current = task_spec(task).env_class.render_revision
-    if revision == current:
+    if revision == current or (revision is None and current == 0):
         return None
-    return (f"WARNING: {what} {task} frames drawn at render revision {revision}; this jepa-worlds draws them at "
-            f"revision {current}, so a policy sees other frames than it learned from: collect the demonstrations again "
-            f"(`jepa collect`) and imitate them")
+    drawn = "before render revisions were recorded (they may differ)" if revision is None else f"at render revision {revision}"
+    return (f"WARNING: {what} {task} frames drawn {drawn}; this jepa-worlds draws them at revision {current}, so a "
+            f"policy may see other frames than it learned from: collect the demonstrations again (`jepa collect`)")
 
 
 def make_task(name: str, **kwargs) -> MujocoTaskEnv:

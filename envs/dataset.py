@@ -15,7 +15,7 @@ memory-maps them: a batch reads only its own windows, nothing is decoded.
     goal_state   float64 [E, S]   the goal of each episode (a full simulator state)
     goal_frames  uint8   [E, H, W, 3]  the goal rendered as an image
     episode_starts int64 [E + 1]
-attributes: format, version, task, image_size, frame_skip, render_revision (absent: 0), policy, seed,
+attributes: format, version, task, image_size, frame_skip, render_revision (absent before it was recorded), policy, seed,
 config (JSON).
 """
 
@@ -140,9 +140,9 @@ class EpisodeDataset:
         return str(self.attrs["task"])
 
     @property
-    def render_revision(self) -> int:
-        """How the task's frames were drawn (`render_revision` of its env class); 0 when unrecorded."""
-        return int(self.attrs.get("render_revision", 0))
+    def render_revision(self) -> int | None:
+        """How the task's frames were drawn (`render_revision` of its env class); None: not recorded."""
+        return int(self.attrs["render_revision"]) if "render_revision" in self.attrs else None
 
     @property
     def num_episodes(self) -> int:

@@ -5,10 +5,10 @@ project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate,
   opening [4]}`. The camera (`WORKSPACE_VIEW`) looks at the table's workspace from the front
   right, upright, about 0.9 m wide at the objects; reach and pick-place narrow it onto the
   table's centre (`TABLE_VIEW`, about 0.5 m wide), which draws their puck and goal marker 1.7
-  times as large and lifted ACT's success on both, though not on push. Meta-World's own cameras see the whole room
-  (and its corner cameras render upside down): at 64x64 from `corner4` the goal marker was one
-  or two pixels and the puck three, and every policy stayed near the floor on reach, push and
-  pick-place (BENCHMARKS.md).
+  times as large and lifted ACT's success on both, though not on push (BENCHMARKS.md, session
+  15). Meta-World's own cameras see the whole room (and its corner cameras render upside down):
+  at 64x64 from `corner4` the goal marker was one or two pixels and the puck three, and every
+  policy stayed near the floor on reach, push and pick-place (BENCHMARKS.md).
 - Every reset draws new object and goal positions from the reset seed. The goal is shown in the
   scene as Meta-World's goal marker, drawn here as a sphere of radius 3.5 cm (the package draws a
   5 mm sliver; with a 2 cm sphere ACT's image vectors stayed nearly constant on reach and it did
@@ -72,6 +72,7 @@ WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2),
 # TABLE_VIEW, ACT fell on push and rose on reach and pick-place (BENCHMARKS.md, session 15).
 TABLE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.005, 0.755, 0.158), fovy=30.0)
 TABLE_TASKS = ("reach-v3", "pick-place-v3")
+TABLE_DRAWING = {"view": TABLE_VIEW, "render_revision": 2}  # class attributes of TABLE_TASKS' env classes
 GOAL_MARKER_RADIUS = 0.035
 GOAL_POLE_RADIUS = 0.012
 GOAL_DISC_HALF_HEIGHT = 0.002
@@ -223,5 +224,5 @@ def metaworld_task(name: str) -> type:
         close = [k for k in known if task.split("-v")[0] in k][:3]
         raise UserError(f"unknown Meta-World task {task!r}" + (f"; did you mean {', '.join(close)}?" if close else
                                                               "; names look like metaworld:reach-v3"))
-    table = {"view": TABLE_VIEW, "render_revision": 2} if task in TABLE_TASKS else {}
-    return type(f"MetaWorld[{task}]", (MetaWorldTask,), {"task_name": task, **table})
+    drawing = TABLE_DRAWING if task in TABLE_TASKS else {}
+    return type(f"MetaWorld[{task}]", (MetaWorldTask,), {"task_name": task, **drawing})

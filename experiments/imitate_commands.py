@@ -146,6 +146,8 @@ def load_policy(run: Path) -> tuple[ChunkPolicy, dict]:
     if not path.exists():
         raise UserError(f"{run} has no policy: run `jepa imitate --data DEMOS --out {run}` first")
     config = read_metadata(path)["config"]
+    if warning := stale_frames(config["task"], config.get("render_revision"), f"the policy in {run} learned from"):
+        print(warning, file=sys.stderr)
     policy = ChunkPolicy(dataclass_from_dict(PolicyConfig, config["model"]))
     load_checkpoint(path, policy)
     return policy.eval(), config
@@ -207,6 +209,8 @@ class Imitate:
             if encoder_config["task"] != dataset.task or jepa.cfg.encoder.image_size != model_cfg.encoder.image_size:
                 raise UserError(f"the encoder in {self.encoder} was trained on {encoder_config['task']} at {jepa.cfg.encoder.image_size}px, "
                                 f"the demonstrations are {dataset.task} at {model_cfg.encoder.image_size}px")
+            if warning := stale_frames(dataset.task, encoder_config.get("render_revision"), f"the encoder in {self.encoder} learned from"):
+                print(warning, file=sys.stderr)
             if jepa.cfg.encoder.tubelet != 1:
                 raise UserError(f"policies encode single frames, but the encoder in {self.encoder} has tubelet {jepa.cfg.encoder.tubelet}")
             model_cfg = dataclasses.replace(model_cfg, encoder=jepa.cfg.encoder)
@@ -310,8 +314,6 @@ class PolicyEval:
         policy.cfg = dataclasses.replace(policy.cfg, execute=policy.cfg.execute if self.execute is None else self.execute,
                                          ensemble=policy.cfg.ensemble if self.ensemble is None else self.ensemble)
         spec = task_spec(task)
-        if warning := stale_frames(task, config.get("render_revision", 0), f"the policy in {self.run} learned from"):
-            print(warning, file=sys.stderr)
         # runs from before the demonstrator was recorded all learned from the scripted expert
         demonstrator = demonstrator_spec(task, config.get("demonstrator", "expert"), frame_skip=config["env_frame_skip"]) if self.baselines else None
         budget = self.steps or spec.env_class.default_max_steps

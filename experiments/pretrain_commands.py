@@ -58,7 +58,7 @@ class Pretrain:
         torch.manual_seed(cfg.seed)
         model = JEPA(model_cfg)
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
-        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "holdout": self.holdout,
+        config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "render_revision": dataset.render_revision, "holdout": self.holdout,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         metrics = Trainer(cfg, batches, model, self.out / ENCODER_STAGE, config, model_cfg.clip_frames).fit()
         if not self.json:

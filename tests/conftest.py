@@ -12,7 +12,7 @@ def write_dataset(path, task="two-room", policy="noisy-expert", steps=10, episod
     spec = CollectSpec(task=task, policy=policy, steps=steps, seed=seed, image_size=image_size)
     recorded = list(collect(spec, episodes))
     env = make_task(task, pixels=False)
-    attrs = {"task": task, "image_size": image_size, "frame_skip": env.frame_skip, "policy": policy, "seed": seed}
+    attrs = {"task": task, "image_size": image_size, "frame_skip": env.frame_skip, "render_revision": env.render_revision, "policy": policy, "seed": seed}
     env.close()
     writer = DatasetWriter(path, episodes, steps + 1, recorded[0], attrs)
     for episode in recorded:

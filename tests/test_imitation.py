@@ -277,20 +277,32 @@ def test_imitate_and_policy_eval_end_to_end(demos, trained_policy, tmp_path, cap
 
 
 def test_frames_drawn_otherwise_than_now_are_flagged_by_imitate_and_policy_eval(demos, trained_policy, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import h5py
+
     from envs.two_room import TwoRoomEnv
+
+    def warnings():
+        return [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
 
     evaluate = ["policy-eval", "--run", str(trained_policy), "--episodes", "1", "--seeds", "0", "--steps", "2", "--no-baselines", "--no-videos"]
     capsys.readouterr()
     assert main(evaluate) == 0
-    assert "WARNING" not in capsys.readouterr().err  # the same drawing as in training: silent
+    assert warnings() == []  # the same drawing as in training: silent
+    unrecorded = shutil.copytree(demos, tmp_path / "unrecorded")
+    with h5py.File(unrecorded / "episodes.h5", "a") as f:
+        del f.attrs["render_revision"]  # as written before revisions were recorded
+    assert main(["imitate", "--data", str(unrecorded), "--out", str(tmp_path / "old"), "--train.steps", "1", *TINY]) == 0
+    assert warnings() == []  # two-room has only ever had one drawing
     monkeypatch.setattr(TwoRoomEnv, "render_revision", 1)  # as if two-room were drawn differently since
     assert main(evaluate) == 0
-    warning = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
-    assert len(warning) == 1 and "learned from two-room frames drawn at render revision 0" in warning[0] and "revision 1" in warning[0]
-    assert main(["imitate", "--data", str(demos), "--out", str(tmp_path / "run"), "--train.steps", "1", *TINY]) == 0
-    err = capsys.readouterr().err
-    assert f"the dataset {demos} holds two-room frames drawn at render revision 0" in err
-    assert json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["render_revision"] == 0  # recorded for policy-eval
+    warning = warnings()
+    assert len(warning) == 1 and f"the policy in {trained_policy} learned from two-room frames drawn at render revision 0" in warning[0]
+    assert "draws them at revision 1" in warning[0]
+    assert main(["imitate", "--data", str(unrecorded), "--out", str(tmp_path / "run"), "--train.steps", "1", *TINY]) == 0
+    assert f"the dataset {unrecorded} holds two-room frames drawn before render revisions were recorded" in warnings()[0]
+    assert json.loads((tmp_path / "run" / "policy" / "config.json").read_text())["render_revision"] is None  # recorded as unknown
 
 
 def test_held_out_episodes_are_the_last_ones_and_only_successful_ones_are_scored():
