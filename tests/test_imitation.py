@@ -417,8 +417,10 @@ def test_replace_folder_never_leaves_the_target_missing(tmp_path):
     assert (target / "a.txt").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["source", "target"]
 
 
-def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
+def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
+
+    from envs.two_room import TwoRoomEnv
 
     pretrain = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--train.batch-size", "8",
                 "--train.warmup", "2", "--train.steps", "2"]
@@ -431,6 +433,11 @@ def test_imitate_starts_from_a_pretrained_encoder(demos, tmp_path):
     keys = [k for k in encoder if k.startswith("model/encoder.")]
     assert keys and all(torch.equal(policy[k], encoder[k]) for k in keys)  # lr 0: still the pretrained encoder
     assert all(torch.equal(policy[k.replace("model/", "model/goal_encoder.")], encoder[k]) for k in keys)  # the goal's own one too
+    assert json.loads((tmp_path / "enc" / "encoder" / "config.json").read_text())["render_revision"] == 0
+    monkeypatch.setattr(TwoRoomEnv, "render_revision", 1)  # as if two-room were drawn differently since the pretraining
+    capsys.readouterr()
+    assert main(["imitate", "--data", str(demos), "--out", str(tmp_path / "later"), "--encoder", str(tmp_path / "enc"), "--train.steps", "1", *TINY]) == 0
+    assert f"the encoder in {tmp_path / 'enc'} learned from two-room frames drawn at render revision 0" in capsys.readouterr().err
 
 
 def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
