@@ -119,6 +119,8 @@ class EpisodeDataset:
                     raise UserError(f"{self.path} has format version {f.attrs['version']}; this jepa-worlds reads up to {VERSION}: upgrade")
                 self.attrs = dict(f.attrs)
                 self.config = json.loads(self.attrs.get("config", "{}"))
+                revision = self.attrs.get("render_revision")  # how the frames were drawn (the env class's); None: not recorded
+                self.render_revision = None if revision is None else int(revision)
                 small = {name: f[name][()] for name in SMALL}
                 frames = f["frames"]
                 offset, shape, dtype = frames.id.get_offset(), frames.shape, frames.dtype
@@ -138,11 +140,6 @@ class EpisodeDataset:
     @property
     def task(self) -> str:
         return str(self.attrs["task"])
-
-    @property
-    def render_revision(self) -> int | None:
-        """How the task's frames were drawn (`render_revision` of its env class); None: not recorded."""
-        return int(self.attrs["render_revision"]) if "render_revision" in self.attrs else None
 
     @property
     def num_episodes(self) -> int:
