@@ -67,6 +67,15 @@ def test_a_run_that_predates_a_new_option_resumes_but_a_changed_option_is_refuse
         Trainer(cfg, lambda *_: {}, model, tmp_path, {"model": {"width": 8, "modes": 1}, "seed": 0}).fit()
 
 
+def test_a_run_that_predates_render_revisions_resumes_only_on_data_of_unknown_revision(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path / FILENAME, model, None, 3, {"task": "t"})
+    cfg = TrainConfig(steps=3, batch_size=1)
+    assert Trainer(cfg, lambda *_: {}, model, tmp_path, {"task": "t", "render_revision": None}).fit() == {}
+    with pytest.raises(UserError, match="differs in render_revision"):  # the data was collected again since
+        Trainer(cfg, lambda *_: {}, model, tmp_path, {"task": "t", "render_revision": 2}).fit()
+
+
 def _run_cli(argv, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "experiments.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, **kwargs)

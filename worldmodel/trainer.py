@@ -132,14 +132,19 @@ def distributed(device: str) -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, local
 
 
+UNRECORDED = {"render_revision": None}  # facts an old run did not record: unknown, not the current value
+
+
 def with_new_fields(saved: dict, current: dict) -> dict:
     """A saved run config completed with the options it predates, taken from the current config, so
     upgrading does not strand old runs. Such a run ran with each new option's old behaviour, which
-    the option's default keeps: resume it with those options at their defaults."""
+    the option's default keeps: resume it with those options at their defaults. A fact about its
+    data it did not record (UNRECORDED) is unknown instead, so data re-collected since at the same
+    path is refused, not silently taken for what the run learned from."""
     merged = dict(saved)
     for key, value in current.items():
         if key not in saved:
-            merged[key] = value
+            merged[key] = UNRECORDED.get(key, value)
         elif isinstance(value, dict) and isinstance(saved[key], dict):
             merged[key] = with_new_fields(saved[key], value)
     return merged
