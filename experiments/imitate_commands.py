@@ -74,7 +74,8 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     standing in before it), the episode's goal image, actions t..t+k-1 and future frames
     t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
     steps outside the episode (before its start, or past its last action: the observation after
-    it still counts) and, for the (frame) waypoints, for those not after t."""
+    it still counts) and, for the (frame) waypoints, for those not after t. With `cfg.hindsight`,
+    that share of windows ends its episode at a frame drawn after t, which becomes the goal image."""
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
     offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
@@ -83,12 +84,18 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         pick = rng.integers(0, len(episodes), batch)
         first, last = firsts[pick], lasts[pick]
         t = first + (rng.random(batch) * sizes[pick]).astype(np.int64)  # [B]
+        goal = dataset.goal_frames[episodes[pick]]  # [B, H, W, 3]
+        if cfg.hindsight:  # relabelled windows: the episode ends at a later frame g, the goal image
+            relabel = rng.random(batch) < cfg.hindsight
+            g = t + 1 + (rng.random(batch) * (last - t + 1)).astype(np.int64)  # [B], in t+1..last+1
+            last = np.where(relabel, g - 1, last)
+            goal[relabel] = dataset.read_frames(g[relabel])
         history = np.maximum(t[:, None] - np.arange(cfg.history - 1, -1, -1), first[:, None])  # [B, h]
         ahead = t[:, None] + np.arange(cfg.horizon)  # [B, k]
         action_valid = ahead <= last[:, None]
         future = t[:, None] + offsets  # [B, m]
         future_valid = future <= last[:, None] + 1
-        out = {"t": torch.from_numpy(t), "frames": torch.from_numpy(dataset.read_frames(history)), "goal": torch.from_numpy(dataset.goal_frames[episodes[pick]]),
+        out = {"t": torch.from_numpy(t), "frames": torch.from_numpy(dataset.read_frames(history)), "goal": torch.from_numpy(goal),
                "proprio": torch.from_numpy(dataset.proprio[t]),
                "actions": torch.from_numpy(dataset.actions[np.minimum(ahead, last[:, None])]),
                "action_valid": torch.from_numpy(action_valid)}
@@ -110,7 +117,7 @@ def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyCo
     their weighted sum `total`) on fixed windows of the demonstrations `episodes`, which it must not
     have learned from: where the training loss falls and this one does not, the policy memorises
     its demonstrations rather than reading what they share."""
-    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), cfg)
+    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, hindsight=0.0))  # the true goals
     windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
     @torch.no_grad()
