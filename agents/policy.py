@@ -125,6 +125,10 @@ class PolicyConfig:
     """Final momentum of the target encoder."""
     shift: int = 4
     """Random-shift augmentation in pixels during training (0: off)."""
+    square_symmetry: bool = False
+    """Train on each window turned by one of the square's eight symmetries, drawn at random (quarter
+    turns and mirror images of images, proprio and actions: envs/symmetry.py), for tasks that
+    declare them (PushT): eight times the demonstrations' variety."""
     hindsight: float = 0.0
     """Share of training windows whose goal image is a later frame of the same demonstration, as if
     it ended there (hindsight relabelling: Andrychowicz et al. 2017; from demonstrations, Ghosh et

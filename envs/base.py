@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from envs.errors import UserError
+from envs.symmetry import SquareSymmetry
 
 MAX_IMAGE_SIZE = 512
 
@@ -63,6 +64,7 @@ class MujocoTaskEnv(gym.Env):
     default_frame_skip: int = 5
     default_max_steps: int = 200
     render_revision: int = 0  # raised whenever the task's frames are drawn differently (see `envs.stale_frames`)
+    square_symmetry: SquareSymmetry | None = None  # set where the square's quarter turns and mirror images leave the task unchanged (envs/symmetry.py)
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
                  pixels: bool = True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.base import MujocoTaskEnv
+from envs.symmetry import SquareSymmetry
 
 ARENA = 0.25
 PUSHER_RADIUS = 0.015
@@ -42,6 +43,7 @@ class PushTEnv(MujocoTaskEnv):
     default_max_steps = 200
     tolerance = np.array([0.02, 0.2])
     success_criterion = "block within 0.02 m and 0.2 rad of the goal pose (T bar 0.1 m wide)"
+    square_symmetry = SquareSymmetry(proprio=((0, 1), (2, 3)), actions=((0, 1),))  # pusher position and velocity; velocity targets
 
     probe_names = ("block_x", "block_y", "block_cos", "block_sin", "pusher_x", "pusher_y")
     position_names = ("block_x", "block_y")

@@ -24,6 +24,7 @@ from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from envs.files import replace_folder
+from envs.symmetry import ELEMENTS, SquareSymmetry, turn_images, turn_vectors
 from experiments.expert_commands import demonstrator_spec
 from experiments.plan_commands import parse_seeds
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
@@ -75,7 +76,9 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
     steps outside the episode (before its start, or past its last action: the observation after
     it still counts) and, for the (frame) waypoints, for those not after t. With `cfg.hindsight`,
-    that share of windows ends its episode at a frame drawn after t, which becomes the goal image."""
+    that share of windows ends its episode at a frame drawn after t, which becomes the goal image;
+    with `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random."""
+    symmetry = square_symmetry(dataset.task) if cfg.square_symmetry else None
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
     offsets = np.asarray(cfg.future_offsets, dtype=np.int64)
@@ -95,21 +98,43 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         action_valid = ahead <= last[:, None]
         future = t[:, None] + offsets  # [B, m]
         future_valid = future <= last[:, None] + 1
-        out = {"t": torch.from_numpy(t), "frames": torch.from_numpy(dataset.read_frames(history)), "goal": torch.from_numpy(goal),
-               "proprio": torch.from_numpy(dataset.proprio[t]),
-               "actions": torch.from_numpy(dataset.actions[np.minimum(ahead, last[:, None])]),
-               "action_valid": torch.from_numpy(action_valid)}
+        out = {"t": t, "frames": dataset.read_frames(history), "goal": goal, "proprio": dataset.proprio[t],
+               "actions": dataset.actions[np.minimum(ahead, last[:, None])], "action_valid": action_valid}
         if len(offsets):
-            out |= {"future": torch.from_numpy(dataset.read_frames(np.minimum(future, last[:, None] + 1))), "future_valid": torch.from_numpy(future_valid)}
+            out |= {"future": dataset.read_frames(np.minimum(future, last[:, None] + 1)), "future_valid": future_valid}
         for name, steps, after_t in (("waypoints", cfg.waypoints, True), ("goal_waypoints", cfg.goal_waypoints, False)):
             if steps:
                 steps = np.asarray(steps, dtype=np.int64)
                 at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
                 valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if after_t else True)
-                out |= {name: torch.from_numpy(dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)]), f"{name}_valid": torch.from_numpy(valid)}
-        return out
+                out |= {name: dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)], f"{name}_valid": valid}
+        if symmetry is not None:
+            turn_windows(out, symmetry, rng.integers(0, len(ELEMENTS), batch))
+        return {name: torch.from_numpy(value) for name, value in out.items()}
 
     return draw
+
+
+def square_symmetry(task: str) -> SquareSymmetry:
+    """The task's symmetries, or a one-line error for a task that declares none."""
+    if (symmetry := task_spec(task).env_class.square_symmetry) is None:
+        raise UserError(f"{task} does not declare the square's symmetries (a task seen from straight above that they leave unchanged, "
+                        "envs/symmetry.py): drop --model.square-symmetry")
+    return symmetry
+
+
+def turn_windows(windows: dict, symmetry: SquareSymmetry, elements: np.ndarray) -> None:
+    """Turn each window (numpy arrays, shapes in `agents/policy.py`) in place by its element of ELEMENTS:
+    its images, and the planar vectors of its proprio, waypoints and actions."""
+    for index in range(1, len(ELEMENTS)):
+        chosen = elements == index
+        if chosen.any():
+            for name in ("frames", "goal", "future"):
+                if name in windows:
+                    windows[name][chosen] = turn_images(windows[name][chosen], *ELEMENTS[index])
+            for name, pairs in (("proprio", symmetry.proprio), ("waypoints", symmetry.proprio), ("goal_waypoints", symmetry.proprio), ("actions", symmetry.actions)):
+                if name in windows:
+                    windows[name][chosen] = turn_vectors(windows[name][chosen], pairs, *ELEMENTS[index])
 
 
 def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int):
@@ -117,7 +142,7 @@ def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyCo
     their weighted sum `total`) on fixed windows of the demonstrations `episodes`, which it must not
     have learned from: where the training loss falls and this one does not, the policy memorises
     its demonstrations rather than reading what they share."""
-    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, hindsight=0.0))  # the true goals
+    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, hindsight=0.0, square_symmetry=False))  # as recorded
     windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
     @torch.no_grad()
@@ -208,6 +233,8 @@ class Imitate:
         if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
             print(warning, file=sys.stderr)
         episodes, held_out = demonstration_episodes(dataset, self.successful_only, self.val_episodes)
+        if self.model.square_symmetry:
+            square_symmetry(dataset.task)
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None

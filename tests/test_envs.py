@@ -7,6 +7,7 @@ from gymnasium.utils.env_checker import check_env
 
 from envs import TASKS, UserError, make_task
 from envs.collect import CollectSpec, collect
+from envs.symmetry import ELEMENTS, matrix, turn_images, turn_vectors
 
 NAMES = list(TASKS)
 
@@ -111,3 +112,38 @@ def test_wander_holds_actions_and_mixed_uses_both_sources():
     mixed = CollectSpec(task="two-room", policy="mixed", steps=30, seed=4, pixels=False)
     held = [int((np.abs(np.diff(e.actions[:-1], axis=0)).sum(1) == 0).sum()) for e in collect(mixed, 8)]
     assert min(held) == 0 and max(held) > 5, held  # noisy-expert episodes never repeat an action exactly
+
+
+@pytest.mark.parametrize("element", ELEMENTS[1:])
+def test_push_t_looks_and_moves_the_same_turned_by_the_squares_symmetries(element):
+    env = make_task("push-t")
+    symmetry, m = env.square_symmetry, matrix(*element)
+    env.reset(seed=4)
+    state = env.get_state()
+    state[3:5] = state[0:2] - [0.1, 0.02]  # the pusher just left of the block, clear of it
+
+    def turned(state):  # qpos (block x, y, angle, pusher x, y), qvel alike; the T's own axis is its stem's
+        axis = m @ [-np.sin(state[2]), np.cos(state[2])]
+        out = state.copy()
+        out[[0, 1]], out[[3, 4]], out[[5, 6]], out[[8, 9]] = m @ state[[0, 1]], m @ state[[3, 4]], m @ state[[5, 6]], m @ state[[8, 9]]
+        out[2], out[7] = np.arctan2(-axis[0], axis[1]), np.linalg.det(m) * state[7]
+        return out
+
+    image, image_turned = env.render_state(state), env.render_state(turned(state))
+    assert np.abs(turn_images(image, *element).astype(int) - image_turned).mean() < 0.5  # pixel for pixel, up to rasterisation
+    assert np.abs(image.astype(int) - image_turned).mean() > 2  # while the frame itself did change
+    env.set_state(state)
+    twin = make_task("push-t")
+    twin.reset(seed=4)
+    twin.set_state(turned(state))
+    action = np.array([1.0, 0.1], np.float32)
+    for _ in range(8):  # push the block: contact dynamics turn with the world
+        env.step(action)
+        twin.step(turn_vectors(action, symmetry.actions, *element))
+    assert np.linalg.norm(env.get_state()[:2] - state[:2]) > 0.01  # it was pushed
+    difference = twin.get_state() - turned(env.get_state())
+    difference[2] = (difference[2] + np.pi) % (2 * np.pi) - np.pi  # the hinge angle is not wrapped
+    assert np.abs(difference).max() < 1e-3  # contacts mirror to a fraction of a mm
+    proprio, proprio_turned = env.proprio(env.data), twin.proprio(twin.data)
+    np.testing.assert_allclose(turn_vectors(proprio, symmetry.proprio, *element), proprio_turned, atol=1e-3)
+    env.close(), twin.close()

@@ -1,6 +1,7 @@
 """Imitation: the policy contract (every kind), chunked and ensembled execution, the demonstration
 windows, and `imitate` / `policy-eval` / `train-expert` / Meta-World end to end with tiny budgets."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +14,8 @@ from conftest import write_dataset
 from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.cli import main
+from envs.push_t import PushTEnv
+from envs.symmetry import ELEMENTS, turn_images, turn_vectors
 from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
@@ -274,6 +277,30 @@ def test_hindsight_windows_end_their_episode_at_a_later_frame_that_becomes_the_g
         PolicyConfig(kind="act", hindsight=0.5, goal_image=False)
 
 
+def test_symmetric_windows_are_the_recorded_ones_turned_by_a_random_symmetry(tmp_path):
+    dataset = EpisodeDataset(write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2))
+    episodes = np.arange(dataset.num_episodes)
+    lasts = last_actions(dataset, episodes, True)
+    cfg = PolicyConfig(kind="act", chunk=4, execute=2, history=2, action_dim=2, proprio_dim=4, goal_waypoints=(-1,))
+    recorded = demonstration_windows(dataset, episodes, lasts, cfg)(np.random.default_rng(2), 48)
+    turned = demonstration_windows(dataset, episodes, lasts, dataclasses.replace(cfg, square_symmetry=True))(np.random.default_rng(2), 48)
+    symmetry, found = PushTEnv.square_symmetry, set()
+    for i in range(48):
+        one = {name: value[i: i + 1].numpy().copy() for name, value in recorded.items()}
+        matches = []
+        for index in range(len(ELEMENTS)):
+            element, candidate = ELEMENTS[index], dict(one)
+            candidate |= {name: turn_images(one[name], *element) for name in ("frames", "goal")}
+            candidate |= {name: turn_vectors(one[name], pairs, *element) for name, pairs in
+                          (("proprio", symmetry.proprio), ("goal_waypoints", symmetry.proprio), ("actions", symmetry.actions))}
+            if all(np.allclose(candidate[name][0], turned[name][i].numpy()) for name in candidate):
+                matches.append(index)
+        assert matches, f"window {i} is no turned copy of the recorded one"
+        found.update(matches)
+    assert len(found) >= 6  # the elements are drawn at random
+    assert not np.allclose(turned["actions"].numpy(), recorded["actions"].numpy())
+
+
 @pytest.fixture(scope="module")
 def trained_policy(demos, tmp_path_factory):
     run = tmp_path_factory.mktemp("im") / "run"
@@ -483,6 +510,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "chooses by the held-out loss"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
