@@ -129,12 +129,6 @@ class PolicyConfig:
     """Train on each window turned by one of the square's eight symmetries, drawn at random (quarter
     turns and mirror images of images, proprio and actions: envs/symmetry.py), for tasks that
     declare them (PushT): eight times the demonstrations' variety."""
-    hindsight: float = 0.0
-    """Share of training windows whose goal image is a later frame of the same demonstration, as if
-    it ended there (hindsight relabelling: Andrychowicz et al. 2017; from demonstrations, Ghosh et
-    al. 2019 and Lynch et al. 2019): every passed pose becomes a goal, so a policy meets thousands
-    of goals, not one per demonstration. For tasks whose goal is an image of the state to reach
-    (not Meta-World, whose frames draw the goal marker)."""
     execute: int = 4
     """Actions of each chunk executed before the next query (ignored when ensemble > 0)."""
     ensemble: float = 0.0
@@ -151,9 +145,6 @@ class PolicyConfig:
             raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
-        if not 0 <= self.hindsight <= 1 or (self.hindsight and not self.goal_image):
-            raise UserError(f"hindsight is a share from 0 to 1 of goal images relabelled, and needs the goal image, got {self.hindsight}"
-                            + (" with --model.no-goal-image" if not self.goal_image else ""))
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
             raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
         if 0 in self.waypoints or self.waypoint_weight < 0:

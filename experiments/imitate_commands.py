@@ -75,9 +75,8 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     standing in before it), the episode's goal image, actions t..t+k-1 and future frames
     t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
     steps outside the episode (before its start, or past its last action: the observation after
-    it still counts) and, for the (frame) waypoints, for those not after t. With `cfg.hindsight`,
-    that share of windows ends its episode at a frame drawn after t, which becomes the goal image;
-    with `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random."""
+    it still counts) and, for the (frame) waypoints, for those not after t. With
+    `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random."""
     symmetry = square_symmetry(dataset.task) if cfg.square_symmetry else None
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
@@ -87,18 +86,12 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         pick = rng.integers(0, len(episodes), batch)
         first, last = firsts[pick], lasts[pick]
         t = first + (rng.random(batch) * sizes[pick]).astype(np.int64)  # [B]
-        goal = dataset.goal_frames[episodes[pick]]  # [B, H, W, 3]
-        if cfg.hindsight:  # relabelled windows: the episode ends at a later frame g, the goal image
-            relabel = rng.random(batch) < cfg.hindsight
-            g = t + 1 + (rng.random(batch) * (last - t + 1)).astype(np.int64)  # [B], in t+1..last+1
-            last = np.where(relabel, g - 1, last)
-            goal[relabel] = dataset.read_frames(g[relabel])
         history = np.maximum(t[:, None] - np.arange(cfg.history - 1, -1, -1), first[:, None])  # [B, h]
         ahead = t[:, None] + np.arange(cfg.horizon)  # [B, k]
         action_valid = ahead <= last[:, None]
         future = t[:, None] + offsets  # [B, m]
         future_valid = future <= last[:, None] + 1
-        out = {"t": t, "frames": dataset.read_frames(history), "goal": goal, "proprio": dataset.proprio[t],
+        out = {"t": t, "frames": dataset.read_frames(history), "goal": dataset.goal_frames[episodes[pick]], "proprio": dataset.proprio[t],
                "actions": dataset.actions[np.minimum(ahead, last[:, None])], "action_valid": action_valid}
         if len(offsets):
             out |= {"future": dataset.read_frames(np.minimum(future, last[:, None] + 1)), "future_valid": future_valid}
@@ -142,7 +135,7 @@ def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyCo
     their weighted sum `total`) on fixed windows of the demonstrations `episodes`, which it must not
     have learned from: where the training loss falls and this one does not, the policy memorises
     its demonstrations rather than reading what they share."""
-    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, hindsight=0.0, square_symmetry=False))  # as recorded
+    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, square_symmetry=False))  # as recorded
     windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
     @torch.no_grad()

@@ -256,27 +256,6 @@ def test_windows_mask_steps_past_the_last_action_and_trim_cuts_at_success(demos)
     assert both.any(0).all() and not both.all(0).any() and wvalid[:, 2].all() and not wvalid[:, 4].any()
 
 
-def test_hindsight_windows_end_their_episode_at_a_later_frame_that_becomes_the_goal(demos):
-    dataset = EpisodeDataset(demos)
-    episodes = np.arange(dataset.num_episodes)
-    lasts = last_actions(dataset, episodes, True)
-    cfg = PolicyConfig(kind="act", chunk=6, execute=2, action_dim=2, proprio_dim=4, goal_waypoints=(-1,), hindsight=0.5)
-    batch = demonstration_windows(dataset, episodes, lasts, cfg)(np.random.default_rng(1), 256)
-    relabelled = 0
-    for i, t in enumerate(batch["t"].numpy()):
-        e = np.searchsorted(dataset.episode_starts, t, side="right") - 1
-        goal, valid = batch["goal"][i].numpy(), batch["action_valid"][i].numpy()
-        if (goal == dataset.goal_frames[e]).all():
-            ends = [lasts[e] + 1]
-        else:  # a frame after t, no later than the success frame, and the window's episode ends there
-            relabelled += 1
-            ends = [g for g in range(t + 1, lasts[e] + 2) if (dataset.frames[g] == goal).all()]
-        assert any((valid == (t + np.arange(6) <= g - 1)).all() and (batch["goal_waypoints"][i, 0].numpy() == dataset.proprio[g]).all() for g in ends), i
-    assert 0.35 < relabelled / 256 < 0.65
-    with pytest.raises(UserError, match="hindsight"):
-        PolicyConfig(kind="act", hindsight=0.5, goal_image=False)
-
-
 def test_symmetric_windows_are_the_recorded_ones_turned_by_a_random_symmetry(tmp_path):
     dataset = EpisodeDataset(write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2))
     episodes = np.arange(dataset.num_episodes)
