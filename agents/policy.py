@@ -79,11 +79,6 @@ class PolicyConfig:
     reads its ResNet feature map (0: one vector per image, the world model's latent). For small
     objects a vector may not carry (Meta-World's puck is three or four pixels wide at 64x64). The
     transformer's cost grows with its tokens (benchmarks/policy_step_cost.py)."""
-    whole_grid: bool = False
-    """Each image's vector also reads the encoder's whole token grid (flattened, through the same
-    linear map as the keypoints), not only where each channel is active: an object's orientation
-    is in the grid's pattern, not in any one channel's mean position (PushT's T block; more
-    parameters per image, BENCHMARKS.md)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -198,11 +193,11 @@ class ChunkPolicy(nn.Module):
             raise UserError("the policy needs its kind and action_dim (jepa imitate sets both: --policy, the demonstrations)")
         self.cfg, width, enc = cfg, cfg.width, cfg.encoder
         self.encoder = build_encoder(enc)
-        self.latent = FrameLatent(enc.grid, enc.dim, width, cfg.whole_grid)  # tokens -> one vector per image
+        self.latent = FrameLatent(enc.grid, enc.dim, width)  # tokens -> one vector per image
         self.target = None
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
-        self.goal_encoder = nn.ModuleDict({"encoder": build_encoder(enc), "latent": FrameLatent(enc.grid, enc.dim, width, cfg.whole_grid)}) if cfg.goal_encoder else None
+        self.goal_encoder = nn.ModuleDict({"encoder": build_encoder(enc), "latent": FrameLatent(enc.grid, enc.dim, width)}) if cfg.goal_encoder else None
         if (cfg.waypoints or cfg.goal_waypoints) and not cfg.proprio_dim:
             raise UserError("waypoints are proprio the policy predicts, but these demonstrations record none")
         self.proprio = nn.Linear(cfg.proprio_dim, width) if cfg.proprio_dim else None

@@ -171,20 +171,16 @@ def keypoints(tokens: torch.Tensor, coords: torch.Tensor, temperature: torch.Ten
 class FrameLatent(nn.Module):
     """Token grid [..., N, D] -> compact frame latent [..., P]: a linear map of each channel's
     spatial soft-argmax (its expected x, y over the grid: Finn et al. 2016's keypoints, as in
-    Diffusion Policy's encoder) and its mean. Keypoints make "where" linearly readable. With
-    `whole_grid` the map also reads the flattened grid (as DrQ's encoder, Yarats et al. 2021), which
-    keeps how a shape is turned: no one channel's mean position says that."""
+    Diffusion Policy's encoder) and its mean. Keypoints make "where" linearly readable."""
 
-    def __init__(self, grid: int, dim: int, out: int, whole_grid: bool = False):
+    def __init__(self, grid: int, dim: int, out: int):
         super().__init__()
         self.register_buffer("coords", grid_coords(grid), persistent=False)  # [N, 2]
         self.temperature = nn.Parameter(torch.ones(dim))
-        self.whole_grid = whole_grid
-        self.linear = nn.Linear(3 * dim + whole_grid * grid * grid * dim, out)
+        self.linear = nn.Linear(3 * dim, out)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        parts = [keypoints(tokens, self.coords, self.temperature), tokens.mean(-2)] + ([tokens.flatten(-2)] if self.whole_grid else [])
-        return self.linear(torch.cat(parts, -1))
+        return self.linear(torch.cat([keypoints(tokens, self.coords, self.temperature), tokens.mean(-2)], -1))
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:

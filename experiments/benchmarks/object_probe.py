@@ -90,7 +90,7 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
         learned = fit_probe(vectors(train_pixels), train_xy, vectors(fresh_pixels), fresh_xy).tolist()
         goal = fit_probe(goal_vectors(demos.goal_frames), goal_xy, goal_vectors(np.stack(fresh_goals)), np.stack(fresh_goal_xy)).tolist() if read_goal else None
     torch.manual_seed(seed)
-    encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width, policy.cfg.whole_grid)
+    encoder, latent = build_encoder(policy.cfg.encoder), FrameLatent(policy.cfg.encoder.grid, policy.cfg.encoder.dim, policy.cfg.width)
     head = torch.nn.Linear(policy.cfg.width, 2)
     predict = lambda pixels: head(latent(encoder(pixels[:, None])[:, 0]))  # [N, 2], normalised
     mean, std = train_xy.mean(0), train_xy.std(0)
