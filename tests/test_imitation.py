@@ -504,7 +504,7 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
 
 
 @pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "chooses by the held-out loss"),
-                                           (["--policies", "act,diffusion"], "policy must be one of")])
+                                           (["--policies", "act,diffusion"], "policy must be one of"), (["--square-symmetry"], "does not declare the square's symmetries")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation
 
