@@ -123,7 +123,7 @@ class PolicyConfig:
     square_symmetry: bool = False
     """Train on each window turned by one of the square's eight symmetries, drawn at random (quarter
     turns and mirror images of images, proprio and actions: envs/symmetry.py), for tasks that
-    declare them (PushT): eight times the demonstrations' variety."""
+    declare them (PushT)."""
     execute: int = 4
     """Actions of each chunk executed before the next query (ignored when ensemble > 0)."""
     ensemble: float = 0.0

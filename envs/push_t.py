@@ -71,7 +71,10 @@ FIXED_GOAL.flags.writeable = False
 
 class PushTFixedGoalEnv(PushTEnv):
     """PushT with one goal pose for every episode (the block centred, turned 45 degrees), as in the
-    Push-T imitation benchmark of Diffusion Policy; starts stay random."""
+    Push-T imitation benchmark of Diffusion Policy; starts stay random. A turned episode aims at
+    another goal pose, so the square's symmetries do not leave this task unchanged."""
+
+    square_symmetry = None
 
     def reset(self, *, seed=None, options=None):
         options = dict(options or {})

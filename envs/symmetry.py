@@ -41,7 +41,8 @@ def turn_images(images: np.ndarray, k: int, mirror: bool) -> np.ndarray:
 
 def turn_vectors(values: np.ndarray, pairs: tuple[tuple[int, int], ...], k: int, mirror: bool) -> np.ndarray:
     """values [..., D] with each (i, j) of `pairs` an (x, y) vector turned by the element; the rest unchanged."""
-    out, m = np.array(values, copy=True), matrix(k, mirror).astype(np.asarray(values).dtype)
+    values = np.asarray(values)
+    out, m = values.copy(), matrix(k, mirror).astype(values.dtype)
     for i, j in pairs:
         out[..., [i, j]] = values[..., [i, j]] @ m.T
     return out

@@ -227,7 +227,7 @@ class Imitate:
             print(warning, file=sys.stderr)
         episodes, held_out = demonstration_episodes(dataset, self.successful_only, self.val_episodes)
         if self.model.square_symmetry:
-            square_symmetry(dataset.task)
+            square_symmetry(dataset.task)  # its one-line error before anything is written
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None
@@ -284,7 +284,10 @@ class Imitate:
             for copy in ([policy.target["encoder"]] if policy.target is not None else []) + ([policy.goal_encoder["encoder"]] if policy.goal_encoder is not None else []):
                 copy.load_state_dict(jepa.encoder.state_dict())
         lasts = last_actions(dataset, episodes, self.trim)
-        proprio = torch.from_numpy(dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])])
+        proprio = dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])]
+        if model_cfg.square_symmetry:  # the moments of what training sees: every frame in every turn
+            proprio = np.concatenate([turn_vectors(proprio, square_symmetry(dataset.task).proprio, *element) for element in ELEMENTS])
+        proprio = torch.from_numpy(proprio)
         policy.proprio_mean.copy_(proprio.mean(0))
         policy.proprio_std.copy_(proprio.std(0, correction=0).clamp_min(1e-3))
         draw = demonstration_windows(dataset, episodes, lasts, model_cfg)

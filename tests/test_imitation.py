@@ -16,7 +16,7 @@ from envs.errors import UserError
 from experiments.cli import main
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
-from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy, square_symmetry
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 
@@ -259,7 +259,7 @@ def test_symmetric_windows_are_the_recorded_ones_turned_by_a_random_symmetry(tmp
     dataset = EpisodeDataset(write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2))
     episodes = np.arange(dataset.num_episodes)
     lasts = last_actions(dataset, episodes, True)
-    cfg = PolicyConfig(kind="act", chunk=4, execute=2, history=2, action_dim=2, proprio_dim=4, goal_waypoints=(-1,))
+    cfg = PolicyConfig(kind="act-jepa", chunk=4, execute=2, jepa_stride=2, history=2, action_dim=2, proprio_dim=4, waypoints=(5,), goal_waypoints=(-1,))
     recorded = demonstration_windows(dataset, episodes, lasts, cfg)(np.random.default_rng(2), 48)
     turned = demonstration_windows(dataset, episodes, lasts, dataclasses.replace(cfg, square_symmetry=True))(np.random.default_rng(2), 48)
     symmetry, found = PushTEnv.square_symmetry, set()
@@ -268,15 +268,22 @@ def test_symmetric_windows_are_the_recorded_ones_turned_by_a_random_symmetry(tmp
         matches = []
         for index in range(len(ELEMENTS)):
             element, candidate = ELEMENTS[index], dict(one)
-            candidate |= {name: turn_images(one[name], *element) for name in ("frames", "goal")}
+            candidate |= {name: turn_images(one[name], *element) for name in ("frames", "goal", "future")}
             candidate |= {name: turn_vectors(one[name], pairs, *element) for name, pairs in
-                          (("proprio", symmetry.proprio), ("goal_waypoints", symmetry.proprio), ("actions", symmetry.actions))}
+                          (("proprio", symmetry.proprio), ("waypoints", symmetry.proprio), ("goal_waypoints", symmetry.proprio), ("actions", symmetry.actions))}
             if all(np.allclose(candidate[name][0], turned[name][i].numpy()) for name in candidate):
                 matches.append(index)
         assert matches, f"window {i} is no turned copy of the recorded one"
         found.update(matches)
     assert len(found) >= 6  # the elements are drawn at random
     assert not np.allclose(turned["actions"].numpy(), recorded["actions"].numpy())
+    run = tmp_path / "run"  # the proprio is normalised by the moments training sees: every frame in every turn
+    assert main(["imitate", "--data", str(tmp_path / "pt"), "--out", str(run), "--policy", "act", "--model.square-symmetry", "--no-successful-only", "--train.steps", "1", *TINY]) == 0
+    policy, _ = load_policy(run)
+    assert policy.proprio_mean.abs().max() < 1e-6
+    assert policy.proprio_std[0] == pytest.approx(policy.proprio_std[1]) and policy.proprio_std[2] == pytest.approx(policy.proprio_std[3])
+    with pytest.raises(UserError, match="does not declare"):  # a turned episode of push-t-fixed aims at another goal
+        square_symmetry("push-t-fixed")
 
 
 @pytest.fixture(scope="module")
