@@ -226,8 +226,6 @@ class Imitate:
         if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
             print(warning, file=sys.stderr)
         episodes, held_out = demonstration_episodes(dataset, self.successful_only, self.val_episodes)
-        if self.model.square_symmetry:
-            square_symmetry(dataset.task)  # its one-line error before anything is written
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None
