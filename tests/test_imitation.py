@@ -129,10 +129,12 @@ def test_image_tokens_must_divide_the_encoders_grid():
         tiny_policy("act", image_tokens=3)  # the 32 px encoder's grid is 4
 
 
-def test_policy_step_cost_times_every_variant():
-    from experiments.benchmarks.policy_step_cost import VARIANTS, step_seconds
+def test_policy_step_cost_times_every_variant_and_the_window_draws(tmp_path):
+    from experiments.benchmarks.policy_step_cost import VARIANTS, draw_seconds, step_seconds
 
     assert all(step_seconds(cfg, steps=1, batch=2) > 0 for cfg in VARIANTS.values())
+    draws = draw_seconds(str(write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2)), steps=1, batch=2)
+    assert len(draws) == 2 and all(s > 0 for s in draws.values())  # push-t: as recorded and turned
 
 
 def test_action_hypotheses_keep_two_demonstrated_moves_apart():

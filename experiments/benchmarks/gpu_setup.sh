@@ -1,4 +1,4 @@
-# Sourced by the GPU scripts (gpu_check.sh, gpu_imitation_budget.sh, gpu_metaworld_levers.sh) from
+# Sourced by the GPU scripts (gpu_check.sh, gpu_metaworld_levers.sh) from
 # the repository root of a lent device: unpacks the carried EGL loader debs (.gl) and installs the
 # carried wheels (.whl) into /tmp/site. A stamp named after the wheel set skips this when the same
 # wheels are already installed (a second script in the same call); other wheels, or a failed

@@ -1,8 +1,11 @@
 """Training-step cost of the imitation policy's variants (`agents/policy.py`): the median wall
 time of one ACT training step (forward, backward, AdamW) at batch 64 on synthetic 64x64 frames,
-and its ratio to the default network's, measured side by side in one run.
+and its ratio to the default network's, measured side by side in one run. With `--data DEMOS`,
+also the median time to draw one batch of training windows from those demonstrations (read from
+the memory map, as `jepa imitate` does), as recorded and turned by the square's symmetries: the
+part of a step a GPU does not speed up.
 
-    python experiments/benchmarks/policy_step_cost.py [--steps 10]
+    python experiments/benchmarks/policy_step_cost.py [--steps 10] [--device cuda] [--data DEMOS]
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import dataclasses
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from agents.policy import ChunkPolicy, PolicyConfig
+from envs.dataset import EpisodeDataset
+from experiments.imitate_commands import demonstration_windows, last_actions
 from experiments.report import markdown_table
 
 DEFAULT = PolicyConfig(kind="act", action_dim=4, proprio_dim=4)
@@ -27,14 +33,15 @@ VARIANTS = {
 }
 
 
-def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64) -> float:
+def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.device = torch.device("cpu")) -> float:
     """Median seconds of one training step after two warm-up steps."""
     torch.manual_seed(0)
-    policy = ChunkPolicy(cfg).train()
+    policy = ChunkPolicy(cfg).train().to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), 5e-4)
     images = lambda *shape: torch.randint(0, 256, (*shape, 64, 64, 3), dtype=torch.uint8)
     data = {"frames": images(batch, 1), "goal": images(batch), "proprio": torch.randn(batch, 4),
             "actions": torch.rand(batch, cfg.chunk, 4) * 2 - 1, "action_valid": torch.ones(batch, cfg.chunk, dtype=torch.bool)}
+    data = {k: v.to(device) for k, v in data.items()}
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()
@@ -42,21 +49,48 @@ def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64) -> float:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        loss.item()  # waits for the device
         if i >= 2:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
+def draw_seconds(data: str, steps: int, batch: int = 64) -> dict[str, float]:
+    """Median seconds to draw one batch of the default ACT windows from the demonstrations in
+    `data`, as recorded and turned by the square's symmetries (where the task declares them)."""
+    dataset = EpisodeDataset(data)
+    episodes = np.arange(dataset.num_episodes)
+    lasts = last_actions(dataset, episodes, trim=True)
+    cfg = PolicyConfig(kind="act", action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])
+    variants = {"draw a batch of windows (as recorded)": cfg}
+    if dataset.task == "push-t":
+        variants["... turned by the square's symmetries"] = dataclasses.replace(cfg, square_symmetry=True)
+    seconds = {}
+    for name, variant in variants.items():
+        draw, times = demonstration_windows(dataset, episodes, lasts, variant), []
+        for i in range(steps + 2):
+            start = time.perf_counter()
+            draw(np.random.default_rng(i), batch)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        seconds[name] = statistics.median(times)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--device", default="cpu", help="where the training steps run (cpu, cuda)")
+    parser.add_argument("--data", help="demonstrations (`jepa collect --policy expert`) to time the window draws on")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    seconds = {name: step_seconds(cfg, args.steps) for name, cfg in VARIANTS.items()}
+    seconds = {name: step_seconds(cfg, args.steps, device=torch.device(args.device)) for name, cfg in VARIANTS.items()}
     base = seconds[next(iter(VARIANTS))]
+    if args.data:
+        seconds |= draw_seconds(args.data, args.steps)
     rows = [{"variant": name, "s": f"{s:.3f}", "ratio": f"{s / base:.2f}"} for name, s in seconds.items()]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, median of {args.steps} steps")
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch 64, median of {args.steps} steps")
     print(markdown_table(rows, {"variant": "ACT variant", "s": "s per training step", "ratio": "x default"}))
 
 
