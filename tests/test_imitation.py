@@ -565,15 +565,16 @@ def test_metaworld_task_collects_and_its_scripted_expert_succeeds(tmp_path):
 def test_object_probe_scores_learned_and_learnable_object_positions(trained_policy, tmp_path):
     from experiments.benchmarks.object_probe import probe
 
-    with pytest.raises(UserError, match="reads Meta-World's state"):
+    with pytest.raises(UserError, match="has no object to probe"):
         probe(trained_policy, frames=4, fresh=3, steps=2)
-    demos, run = tmp_path / "demos", tmp_path / "run"
-    assert main(["collect", "--task", "metaworld:push-v3", "--policy", "expert", "--episodes", "2", "--steps", "6", "--out", str(demos)]) == 0
-    assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2",
-                 "--model.goal-encoder", "--model.goal-waypoints", "-1", *TINY]) == 0
-    scores = probe(run, frames=4, fresh=3, steps=2)
-    assert all(len(scores[k]) == 2 and np.isfinite(scores[k]).all() for k in ("learned", "learnable"))
-    assert scores["goal"] is None  # two demonstrations: too few goals for a read-out
+    for task, variables in (("metaworld:push-v3", 2), ("push-t", 4)):  # the object's x, y; the block's x, y, cos, sin
+        demos, run = tmp_path / task / "demos", tmp_path / task / "run"
+        assert main(["collect", "--task", task, "--policy", "expert", "--episodes", "2", "--steps", "6", "--out", str(demos)]) == 0
+        assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--no-successful-only", "--train.steps", "2",
+                     "--model.goal-encoder", "--model.goal-waypoints", "-1", *TINY]) == 0
+        scores = probe(run, frames=4, fresh=3, steps=2)
+        assert len(scores["names"]) == variables and all(len(scores[k]) == variables and np.isfinite(scores[k]).all() for k in ("learned", "learnable"))
+        assert scores["goal"] is None  # two demonstrations: too few goals for a read-out
 
 
 def test_metaworld_workspace_view_shows_the_goal_marker_and_survives_a_freed_env():
