@@ -48,7 +48,8 @@ class PushTEnv(MujocoTaskEnv):
     probe_names = ("block_x", "block_y", "block_cos", "block_sin", "pusher_x", "pusher_y")
     position_names = ("block_x", "block_y")
 
-    def probe_variables(self, states):
+    @staticmethod
+    def probe_variables(states):
         return np.column_stack([states[:, :2], np.cos(states[:, 2]), np.sin(states[:, 2]), states[:, 3:5]])
 
     def proprio(self, data):

@@ -38,18 +38,13 @@ from agents.policy import random_shift  # noqa: E402
 from envs import task_spec  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
+from envs.push_t import PushTEnv  # noqa: E402
 from experiments.imitate_commands import load_policy  # noqa: E402
 from experiments.protocol import eval_reset_seeds  # noqa: E402
 from worldmodel.encoders import FrameLatent, build_encoder  # noqa: E402
 from worldmodel.probe import fit_probe, r2_score  # noqa: E402
 
-
-
-def block_pose(states: np.ndarray) -> np.ndarray:
-    """PushT's block x, y, cos, sin [N, 4] from full states [N, S] (x, y, angle first)."""
-    return np.column_stack([states[:, 0], states[:, 1], np.cos(states[:, 2]), np.sin(states[:, 2])])
-
-
+block_pose = lambda states: PushTEnv.probe_variables(states)[:, :4]  # [N, 4]: PushT's block x, y, cos, sin (goal states are full states too)
 OBJECTS = {  # task family: (variable names, the object's variables from states [N, S], the goal's from goal states [N, G])
     "metaworld": (("x", "y"), lambda states: states[:, 4:6], lambda goals: goals[:, :2]),  # state: hand xyz 0:3, gripper 3, object xyz 4:7
     "push-t": (("x", "y", "cos", "sin"), block_pose, block_pose),
@@ -96,7 +91,7 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
         for reset in eval_reset_seeds(1, fresh):  # seed 1's episodes: apart from the protocol's seed-0 evaluation
             observation, info = env.reset(seed=reset)
             fresh_pixels.append(observation["pixels"])
-            fresh_vars.append(info["state"].copy())
+            fresh_vars.append(info["state"])
             fresh_goals.append(env.render_goal())
             fresh_goal_vars.append(np.copy(env.goal_state))
     finally:
@@ -132,8 +127,8 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
             (f"the object's {what} from the frame vector, learnable (same encoder, supervised, {steps} steps)", learnable),
             (f"the goal's {what} from the goal image's vector ({demos.num_episodes} goal images, ridge)", goal)]
     for row, r2 in rows:
-        scores = ", ".join(f"{name} {value:.2f}" for name, value in zip(names, r2)) if r2 is not None else ""
-        print(f"  {row}: " + (f"R2 {scores}" if r2 is not None else "not measured (no goal image, or fewer than 5 goals that vary)"))
+        scores = "R2 " + ", ".join(f"{name} {value:.2f}" for name, value in zip(names, r2)) if r2 is not None else None
+        print(f"  {row}: {scores or 'not measured (no goal image, or fewer than 5 goals that vary)'}")
     return {"names": list(names), "learned": learned, "learnable": learnable, "goal": goal}
 
 

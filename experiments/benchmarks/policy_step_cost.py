@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 
 from agents.policy import ChunkPolicy, PolicyConfig
+from envs import task_spec
 from envs.dataset import EpisodeDataset
+from envs.errors import UserError
 from experiments.imitate_commands import demonstration_windows, last_actions
 from experiments.report import markdown_table
 
@@ -55,15 +58,14 @@ def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.d
     return statistics.median(times)
 
 
-def draw_seconds(data: str, steps: int, batch: int = 64) -> dict[str, float]:
+def draw_seconds(dataset: EpisodeDataset, steps: int, batch: int = 64) -> dict[str, float]:
     """Median seconds to draw one batch of the default ACT windows from the demonstrations in
-    `data`, as recorded and turned by the square's symmetries (where the task declares them)."""
-    dataset = EpisodeDataset(data)
+    `dataset`, as recorded and turned by the square's symmetries (where the task declares them)."""
     episodes = np.arange(dataset.num_episodes)
     lasts = last_actions(dataset, episodes, trim=True)
     cfg = PolicyConfig(kind="act", action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])
     variants = {"draw a batch of windows (as recorded)": cfg}
-    if dataset.task == "push-t":
+    if task_spec(dataset.task).env_class.square_symmetry is not None:
         variants["... turned by the square's symmetries"] = dataclasses.replace(cfg, square_symmetry=True)
     seconds = {}
     for name, variant in variants.items():
@@ -85,13 +87,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device must be cpu or cuda (with a GPU that torch sees), got {args.device}")
+    try:
+        dataset = EpisodeDataset(args.data) if args.data else None  # a bad path fails before minutes of timing
+    except UserError as error:
+        sys.exit(f"policy_step_cost.py: error: {error}")
     seconds = {name: step_seconds(cfg, args.steps, device=torch.device(args.device)) for name, cfg in VARIANTS.items()}
     base = seconds[next(iter(VARIANTS))]
-    if args.data:
-        seconds |= draw_seconds(args.data, args.steps)
     rows = [{"variant": name, "s": f"{s:.3f}", "ratio": f"{s / base:.2f}"} for name, s in seconds.items()]
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch 64, median of {args.steps} steps")
     print(markdown_table(rows, {"variant": "ACT variant", "s": "s per training step", "ratio": "x default"}))
+    if dataset is not None:
+        rows = [{"what": name, "ms": f"{1000 * s:.2f}"} for name, s in draw_seconds(dataset, args.steps).items()]
+        print(markdown_table(rows, {"what": f"windows from {args.data}, batch 64", "ms": "ms per batch"}))
 
 
 if __name__ == "__main__":
