@@ -100,6 +100,7 @@ class MetaWorldTask(gym.Env):
     # 0: Meta-World's own colours; 1: the object drawn flat yellow (commit 874c56c); 2 (TABLE_TASKS
     # only): yellow, through TABLE_VIEW
     render_revision = 1
+    square_symmetry = None  # a table seen from a corner: no symmetry of the square (envs/symmetry.py)
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):
