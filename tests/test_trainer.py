@@ -18,7 +18,7 @@ from envs import UserError
 from experiments.cli import main
 from worldmodel.checkpoint import FILENAME, read_metadata, save_checkpoint
 from worldmodel.jepa import spread_metrics
-from worldmodel.trainer import TrainConfig, Trainer, watch_collapse
+from worldmodel.trainer import TrainConfig, Trainer, resolve_metrics, watch_collapse
 
 TINY = ["--model.encoder.width", "16", "--model.clip-frames", "3", "--model.frame-skip", "2", "--model.predictor-width", "16", "--model.predictor-depth", "1",
         "--model.projector-dim", "32", "--train.batch-size", "8", "--train.warmup", "2", "--train.log-every", "2"]
@@ -256,3 +256,26 @@ def test_bad_training_options_give_one_line_errors(tiny_dataset, tmp_path, capsy
     assert main(pretrain_argv(tiny_dataset, tmp_path / "run", 2, extra=[flag, value])) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jepa: error:") and "\n" not in err
+
+
+class _DeferredSpread(torch.nn.Module):
+    """A model whose collapse watch is a deferred diagnostic, counting the steps that call it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w, self.calls = torch.nn.Parameter(torch.ones(3)), 0
+
+    def forward(self, batch, generator):
+        def spread():
+            self.calls += 1
+            return {"collapse/relative_std": torch.tensor(1e-5), "collapse/effective_rank": torch.tensor(9.0)}
+        return (self.w**2).sum(), {"loss/w": self.w.detach().sum(), "collapse": spread}
+
+
+def test_a_deferred_diagnostic_runs_on_logged_steps_only_and_is_judged(tmp_path):
+    model = _DeferredSpread()
+    trainer = Trainer(TrainConfig(steps=7, batch_size=1, log_every=3, warmup=1), lambda step, rank, world: {}, model, tmp_path, {"x": 1})
+    metrics = trainer.fit()
+    assert model.calls == 3  # steps 3, 6 and the last, 7
+    assert metrics["collapsed"] and metrics["collapse/relative_std"] == pytest.approx(1e-5)
+    assert resolve_metrics({"a": torch.tensor(2.0), "b": lambda: {"c": torch.tensor(1.0), "d": lambda: {"e": 3}}}) == {"a": 2.0, "c": 1.0, "e": 3.0}

@@ -7,13 +7,16 @@
   seeded by (seed, k), the `batches` callable must likewise be a function of the step, and the
   checkpoint holds weights and optimizer state, so a run killed at any point and started again
   ends with the same weights as an uninterrupted one.
-- TensorBoard (`loss/`, `train/`, `collapse/`, `perf/`, and `val/` when a `validate` callable
-  scores held-out data every `val_every` steps), a progress bar with ETA, and a loud warning when
-  the representation collapses (and a line when it recovers; the run's `collapsed` is its state
-  at the end); a non-finite loss stops the run and leaves the last checkpoint intact.
+- TensorBoard (`loss/`, `train/`, `collapse/`, `perf/` (frames/s, and the share of the wall spent
+  drawing batches), and `val/` when a `validate` callable scores held-out data every `val_every`
+  steps), a progress bar with ETA, and a loud warning when the representation collapses (and a
+  line when it recovers; the run's `collapsed` is its state at the end); a non-finite loss stops
+  the run and leaves the last checkpoint intact.
 
 The model is any module whose `forward(batch, generator)` returns `(loss, metrics)` and which may
-have `after_step(step, total_steps)` (e.g. an EMA update).
+have `after_step(step, total_steps)` (e.g. an EMA update). A metric is a scalar tensor, or a
+zero-argument callable returning a dict of them: a diagnostic too costly for every step (the
+collapse watch's SVD, a sort, a gather across ranks), called on logged steps only, on every rank.
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ def watch_collapse(metrics: dict, step: int, collapsing: set[str]) -> None:
         elif prefix in collapsing and spread >= 2 * floor and rank >= COLLAPSE_RANK:
             collapsing.discard(prefix)
             tqdm.write(f"the representation recovered at step {step} ({prefix}): {figures}", file=sys.stderr)
+
+
+def resolve_metrics(metrics: dict) -> dict[str, float]:
+    """A step's metrics as floats, each callable (a deferred diagnostic) called and its dict merged in."""
+    resolved = {}
+    for key, value in metrics.items():
+        resolved |= resolve_metrics(value()) if callable(value) else {key: float(value)}
+    return resolved
 
 
 @dataclass
@@ -231,8 +242,11 @@ class Trainer:
             writer = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, disable=not main, dynamic_ncols=True)
         metrics, validation, collapsing, tick, began, logged = {}, {}, set(), time.perf_counter(), time.perf_counter(), start
+        pin, data_s = self.device.type == "cuda", 0.0  # pinned host memory: the copy to the GPU overlaps its work
         for step in range(start, cfg.steps):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches(step, self.rank, self.world).items()}
+            drawn = time.perf_counter()
+            batch = {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=True) for k, v in self.batches(step, self.rank, self.world).items()}
+            data_s += time.perf_counter() - drawn
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(step)
             with autocast:
@@ -254,12 +268,16 @@ class Trainer:
             if hasattr(self.model, "after_step"):
                 self.model.after_step(step + 1, cfg.steps)
             bar.update(1)
-            if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+            if logging:  # on every rank: a deferred diagnostic may gather across them
+                step_metrics = resolve_metrics(step_metrics)
+            if main and logging:
                 now = time.perf_counter()
                 metrics = {"loss/total": reduced.item(), "train/lr": cfg.lr_at(step),
-                           "perf/frames_per_s": (step + 1 - logged) * cfg.batch_size * self.frames_per_sample / (now - tick)}
-                metrics |= {k: float(v) for k, v in step_metrics.items()}
-                tick, logged = now, step + 1
+                           "perf/frames_per_s": (step + 1 - logged) * cfg.batch_size * self.frames_per_sample / (now - tick),
+                           "perf/data_fraction": data_s / (now - tick)}  # of the wall, drawing batches and copying them to the device
+                metrics |= step_metrics
+                tick, logged, data_s = now, step + 1, 0.0
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, step + 1)
                 bar.set_postfix(loss=f"{metrics['loss/total']:.4f}")

@@ -7,8 +7,9 @@
 # the default encoder on CUDA in fp32 and under bf16 autocast, runs the same under torchrun
 # (DDP, nccl, one GPU), probes the result, measures training throughput against the matmul
 # rate, trains a world model on CUDA and plans with it (planning runs on the CPU, its target),
-# trains an ACT-JEPA policy on CUDA under bf16 and evaluates it, and prints one JSON line of
-# figures per step.
+# trains an ACT-JEPA policy on CUDA under bf16 and evaluates it, profiles an ACT training run
+# (steps/s, where host and device time go: $OUT/imitation_profile.txt), and prints one JSON line
+# of figures per step.
 set -uo pipefail  # no -e: every step runs and reports, a failing one too
 OUT=${OUT:-/tmp/gpu_check}
 LOG=/tmp/gpu_logs  # every step's stderr; packed into $OUT/logs_check.tgz at the end (8 files come back at most)
@@ -50,6 +51,8 @@ s=$SECONDS
 timeout 90 python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$LOG/imitate.log"
 echo "{\"imitate_act_jepa_500_steps_wall_s\": $((SECONDS - s))}"
 python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --no-videos --json 2>"$LOG/policy_eval.log"
+timeout 120 python3 experiments/benchmarks/imitation_profile.py --data $DATA --device cuda --steps 600 >"$OUT/imitation_profile.txt" 2>"$LOG/imitation_profile.log"
+head -1 "$OUT/imitation_profile.txt"
 timeout 60 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$LOG/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"
 tar czf "$OUT/logs_check.tgz" -C $LOG .

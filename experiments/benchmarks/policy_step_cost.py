@@ -1,6 +1,8 @@
 """Training-step cost of the imitation policy's variants (`agents/policy.py`): the median wall
 time of one ACT training step (forward, backward, AdamW) at batch 64 on synthetic 64x64 frames,
-and its ratio to the default network's, measured side by side in one run. With `--data DEMOS`,
+and its ratio to the default network's, measured side by side in one run; beside it, the time of
+the collapse watch (an SVD and a sort of the goal images), which the trainer runs on logged steps
+only (1 in 25 by default). With `--data DEMOS`,
 also the median time to draw one batch of training windows from those demonstrations (read from
 the memory map, as `jepa imitate` does), as recorded and turned by the square's symmetries: the
 part of a step a GPU does not speed up.
@@ -25,6 +27,7 @@ from envs.dataset import EpisodeDataset
 from envs.errors import UserError
 from experiments.imitate_commands import demonstration_windows, last_actions
 from experiments.report import markdown_table
+from worldmodel.trainer import resolve_metrics
 
 DEFAULT = PolicyConfig(kind="act", action_dim=4, proprio_dim=4)
 VARIANTS = {
@@ -36,8 +39,8 @@ VARIANTS = {
 }
 
 
-def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.device = torch.device("cpu")) -> float:
-    """Median seconds of one training step after two warm-up steps."""
+def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """Median seconds of one training step and of its deferred collapse watch, after two warm-up steps."""
     torch.manual_seed(0)
     policy = ChunkPolicy(cfg).train().to(device)
     optimizer = torch.optim.AdamW(policy.parameters(), 5e-4)
@@ -45,17 +48,20 @@ def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.d
     data = {"frames": images(batch, 1), "goal": images(batch), "proprio": torch.randn(batch, 4),
             "actions": torch.rand(batch, cfg.chunk, 4) * 2 - 1, "action_valid": torch.ones(batch, cfg.chunk, dtype=torch.bool)}
     data = {k: v.to(device) for k, v in data.items()}
-    times = []
+    times, watches = [], []
     for i in range(steps + 2):
         start = time.perf_counter()
-        loss, _ = policy(data)
+        loss, metrics = policy(data)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         loss.item()  # waits for the device
+        watch = time.perf_counter()
+        resolve_metrics(metrics)  # float() waits for the device
         if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            times.append(watch - start)
+            watches.append(time.perf_counter() - watch)
+    return statistics.median(times), statistics.median(watches)
 
 
 def draw_seconds(dataset: EpisodeDataset, steps: int, batch: int = 64) -> dict[str, float]:
@@ -94,10 +100,10 @@ def main() -> None:
     except UserError as error:
         sys.exit(f"policy_step_cost.py: error: {error}")
     seconds = {name: step_seconds(cfg, args.steps, device=torch.device(args.device)) for name, cfg in VARIANTS.items()}
-    base = seconds[next(iter(VARIANTS))]
-    rows = [{"variant": name, "s": f"{s:.3f}", "ratio": f"{s / base:.2f}"} for name, s in seconds.items()]
+    base = seconds[next(iter(VARIANTS))][0]
+    rows = [{"variant": name, "s": f"{s:.3f}", "ratio": f"{s / base:.2f}", "watch": f"{1000 * w:.1f}"} for name, (s, w) in seconds.items()]
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch 64, median of {args.steps} steps")
-    print(markdown_table(rows, {"variant": "ACT variant", "s": "s per training step", "ratio": "x default"}))
+    print(markdown_table(rows, {"variant": "ACT variant", "s": "s per training step", "ratio": "x default", "watch": "collapse watch, ms (logged steps)"}))
     if dataset is not None:
         rows = [{"what": name, "ms": f"{1000 * s:.2f}"} for name, s in draw_seconds(dataset, args.steps).items()]
         print(markdown_table(rows, {"what": f"windows from {args.data}, batch 64", "ms": "ms per batch"}))
