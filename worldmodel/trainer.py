@@ -268,10 +268,10 @@ class Trainer:
             if hasattr(self.model, "after_step"):
                 self.model.after_step(step + 1, cfg.steps)
             bar.update(1)
-            logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
-            if logging:  # on every rank: a deferred diagnostic may gather across them
+            log_now = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+            if log_now:  # on every rank: a deferred diagnostic may gather across them
                 step_metrics = resolve_metrics(step_metrics)
-            if main and logging:
+            if main and log_now:
                 now = time.perf_counter()
                 metrics = {"loss/total": reduced.item(), "train/lr": cfg.lr_at(step),
                            "perf/frames_per_s": (step + 1 - logged) * cfg.batch_size * self.frames_per_sample / (now - tick),
