@@ -70,7 +70,8 @@ def watch_collapse(metrics: dict, step: int, collapsing: set[str]) -> None:
 
 
 def resolve_metrics(metrics: dict) -> dict[str, float]:
-    """A step's metrics as floats, each callable (a deferred diagnostic) called and its dict merged in."""
+    """A step's metrics as floats, each callable (a deferred diagnostic) called and its dict merged in
+    (a callable's key only names it; the names it returns must not clash with the step's others)."""
     resolved = {}
     for key, value in metrics.items():
         resolved |= resolve_metrics(value()) if callable(value) else {key: float(value)}
@@ -275,7 +276,7 @@ class Trainer:
                 now = time.perf_counter()
                 metrics = {"loss/total": reduced.item(), "train/lr": cfg.lr_at(step),
                            "perf/frames_per_s": (step + 1 - logged) * cfg.batch_size * self.frames_per_sample / (now - tick),
-                           "perf/data_fraction": data_s / (now - tick)}  # of the wall, drawing batches and copying them to the device
+                           "perf/data_fraction": data_s / (now - tick)}  # of the wall, drawing batches (and pinning them for a GPU)
                 metrics |= step_metrics
                 tick, logged, data_s = now, step + 1, 0.0
                 for key, value in metrics.items():
@@ -288,6 +289,7 @@ class Trainer:
                     writer.add_scalar(key, value, step + 1)
             if main and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                 save_checkpoint(self.checkpoint, self.model, optimizer, step + 1, self.config)
+            del step_metrics  # its deferred diagnostics hold this step's activations: not through the next forward
         bar.close()
         if writer is not None:
             writer.close()

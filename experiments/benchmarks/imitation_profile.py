@@ -1,7 +1,8 @@
 """Where a `jepa imitate` run's time goes, on the CPU or a GPU: a short run (into a temporary
 folder, ACT by default) and its training steps/s, then a shorter one under torch.profiler and the
-operators that took the most time on the host and, on CUDA, on the device. The trainer's
-`perf/data_fraction` (the share of the wall spent drawing and copying batches) comes with it.
+operators that took the most time on the host and, on CUDA, on the device. Steps/s are end to
+end (the run's training loop, checkpoints included); the trainer's `perf/data_fraction` (the
+share of the wall spent drawing batches) comes with it.
 
     python experiments/benchmarks/imitation_profile.py --data DEMOS [--device cuda] [--steps 300] [-- IMITATE OPTIONS]
 """
@@ -54,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         metrics = imitate(args.data, args.device, args.steps, args.imitate, Path(folder) / "timed")
         print(json.dumps({"device": args.device, "steps": args.steps, "wall_s": metrics["wall_s_this_session"],
-                          "steps_per_s": round(args.steps / metrics["wall_s_this_session"], 1),
+                          "steps_per_s": round(args.steps / max(metrics["wall_s_this_session"], 0.1), 1),
                           "data_fraction_last_log": round(metrics["perf/data_fraction"], 3)}))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
         with profile(activities=activities) as profiler:
