@@ -130,11 +130,13 @@ def turn_windows(windows: dict, symmetry: SquareSymmetry, elements: np.ndarray) 
                     windows[name][chosen] = turn_vectors(windows[name][chosen], pairs, *ELEMENTS[index])
 
 
-def held_out_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int):
+def window_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int):
     """A function `policy -> {loss name: mean}` of the policy's losses (`loss/*` of its forward, and
-    their weighted sum `total`) on fixed windows of the demonstrations `episodes`, which it must not
-    have learned from: where the training loss falls and this one does not, the policy memorises
-    its demonstrations rather than reading what they share."""
+    their weighted sum `total`) on fixed windows of the demonstrations `episodes`, as recorded (no
+    turn, no shift). On demonstrations it did not learn from (held out): where the training loss
+    falls and this one does not, the policy memorises its demonstrations rather than reading what
+    they share. On those it learned from: how well the run fitted them, one number for every
+    training seed (`--candidates` without held-out demonstrations)."""
     draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, square_symmetry=False))  # as recorded
     windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
@@ -202,11 +204,12 @@ class Imitate:
     candidates: int = 1
     """Train this many policies, with training seeds --train.seed, --train.seed + 1, ..., each in a
     run folder of its own, OUT/candidates/seedS, and keep a copy of the one with the lowest total
-    loss on the held-out demonstrations as OUT/policy (needs --val-episodes;
-    OUT/candidates/selection.json lists every score). Whether a run learns to see a small object
-    is a lottery of its seed, and the held-out loss ranks the runs (Meta-World push and
-    pick-place; inside the protocol's 50 demonstrations the ones held out cost about what the
-    choice wins, BENCHMARKS.md session 13)."""
+    loss as OUT/policy: on the held-out demonstrations with --val-episodes, else on fixed windows
+    of the demonstrations it learned from (OUT/candidates/selection.json lists every score).
+    Whether a run learns to see a small object is a lottery of its seed, and both losses rank the
+    runs (Meta-World push: a run that lost the puck or the goal fits its own demonstrations two to
+    four times worse; held-out demonstrations cost, inside the protocol's 50, about what the
+    choice wins; BENCHMARKS.md sessions 13 and 19)."""
     trim: bool = True
     """Cut each demonstration where it first reaches its goal (experts then stand still: in PushT
     two thirds of the recorded actions are zeros after success)."""
@@ -216,8 +219,6 @@ class Imitate:
     def __post_init__(self):
         if self.candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {self.candidates}")
-        if self.candidates > 1 and not self.val_episodes:
-            raise UserError(f"--candidates {self.candidates} chooses by the held-out loss: add --val-episodes N (N demonstrations held out)")
         if self.candidates > 1 and "WORLD_SIZE" in os.environ:
             raise UserError("--candidates trains its runs one after another in one process: run it without torchrun")
 
@@ -253,23 +254,24 @@ class Imitate:
 
     def _select(self, fit) -> dict:
         """Train the candidates (`fit(train config, policy folder) -> metrics`) and copy the one with
-        the lowest held-out total loss to OUT/policy; returns its metrics and `selected_seed`. A
-        changed choice leaves OUT/policy_eval stale: it is removed."""
+        the lowest total loss on the held-out demonstrations (`val/total`), or without them on its
+        own (`fit/total`), to OUT/policy; returns its metrics and `selected_seed`. A changed choice
+        leaves OUT/policy_eval stale: it is removed."""
         record, policy = self.out / CANDIDATES / "selection.json", self.out / POLICY_STAGE
         if policy.exists() and not record.exists():
             raise UserError(f"{policy} holds a policy trained without --candidates: choose a new --out")
-        scores = {}
+        scores, prefix = {}, "val/" if self.val_episodes else "fit/"
         for seed in range(self.train.seed, self.train.seed + self.candidates):
             folder = self.out / CANDIDATES / f"seed{seed}" / POLICY_STAGE
             scores[seed] = fit(dataclasses.replace(self.train, seed=seed), folder)
-            if "val/total" not in scores[seed]:
+            if prefix + "total" not in scores[seed]:
                 raise UserError(f"{folder} finished without its held-out score (no metrics.json): delete {folder.parent} and rerun")
-        best = min(scores, key=lambda seed: (not math.isfinite(scores[seed]["val/total"]), scores[seed]["val/total"]))
+        best = min(scores, key=lambda seed: (not math.isfinite(scores[seed][prefix + "total"]), scores[seed][prefix + "total"]))
         if record.exists() and json.loads(record.read_text())["selected_seed"] != best:
             shutil.rmtree(self.out / POLICY_EVAL_STAGE, ignore_errors=True)
         replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, policy)
-        write_json(record, {"selected_seed": best, "chosen_by": "val/total", "candidates": {
-            str(seed): {k: v for k, v in metrics.items() if k.startswith("val/")} for seed, metrics in scores.items()}})
+        write_json(record, {"selected_seed": best, "chosen_by": prefix + "total", "candidates": {
+            str(seed): {k: v for k, v in metrics.items() if k.startswith(prefix)} for seed, metrics in scores.items()}})
         return scores[best] | {"selected_seed": best}
 
     def _fit(self, dataset: EpisodeDataset, episodes: np.ndarray, held_out: np.ndarray, model_cfg: PolicyConfig, jepa, cfg: TrainConfig,
@@ -295,11 +297,14 @@ class Imitate:
 
         train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]), "render_revision": dataset.render_revision,
-                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
+                  "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "successful_only": self.successful_only, "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
-        validate = held_out_scorer(dataset, held_out, model_cfg, self.trim, self.train.seed) if len(held_out) else None  # one set of windows for every candidate
-        return Trainer(cfg, batches, policy.train(), folder, config, images, validate).fit()
+        validate = window_scorer(dataset, held_out, model_cfg, self.trim, self.train.seed) if len(held_out) else None  # one set of windows for every candidate
+        metrics = Trainer(cfg, batches, policy.train(), folder, config, images, validate).fit()
+        if self.candidates > 1 and not len(held_out):  # chosen by its own demonstrations' windows (a finished run resumes its weights first)
+            metrics |= {f"fit/{k}": v for k, v in window_scorer(dataset, episodes, model_cfg, self.trim, self.train.seed)(policy.eval()).items()}
+        return metrics
 
 
 @dataclass

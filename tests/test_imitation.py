@@ -16,7 +16,7 @@ from envs.errors import UserError
 from experiments.cli import main
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
-from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, held_out_scorer, last_actions, load_policy, square_symmetry
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, window_scorer, last_actions, load_policy, square_symmetry
 from experiments.protocol import run_lockstep
 from worldmodel.encoders import EncoderConfig
 from worldmodel.trainer import resolve_metrics
@@ -371,11 +371,15 @@ def test_held_out_demonstrations_are_left_out_of_training_and_score_the_policy(d
     from experiments.benchmarks import heldout_losses
 
     policy, config = load_policy(run)  # the last score is the final policy's on the held-out episode's fixed windows
-    assert held_out_scorer(dataset, held_out, policy.cfg, config["trim"], config["train"]["seed"])(policy)["waypoint"] == pytest.approx(metrics["val/waypoint"], rel=1e-5)
+    assert window_scorer(dataset, held_out, policy.cfg, config["trim"], config["train"]["seed"])(policy)["waypoint"] == pytest.approx(metrics["val/waypoint"], rel=1e-5)
     other = write_dataset(tmp_path / "other", policy="expert", steps=40, seed=6)
     monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(other), "--run", str(run)])  # any run on another collection
     heldout_losses.main()
     assert set(json.loads(capsys.readouterr().out)["held_out"]) == {"total", "action_l1", "waypoint"}
+    monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--run", str(run), "--seed", "3"])  # on its own demonstrations, as --candidates ranks
+    heldout_losses.main()
+    own = window_scorer(dataset, learned, policy.cfg, config["trim"], 3)(policy)
+    assert json.loads(capsys.readouterr().out)["own"]["total"] == pytest.approx(own["total"], abs=1e-4)
     monkeypatch.setattr("sys.argv", ["heldout_losses.py", "--data", str(demos), "--run", str(run)])
     with pytest.raises(SystemExit, match="score it on another collection"):
         heldout_losses.main()
@@ -407,21 +411,27 @@ def test_lockstep_reports_how_near_each_episode_came_to_its_goal():
         env.close()
 
 
-def test_candidates_keep_the_one_with_the_lowest_held_out_loss(demos, tmp_path, capsys):
+@pytest.mark.parametrize("val_episodes", [1, 0])
+def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, tmp_path, capsys, val_episodes):
     run = tmp_path / "run"
     argv = ["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--train.steps", "4", "--train.seed", "5",
-            "--val-episodes", "1", "--candidates", "3", *TINY]
+            "--val-episodes", str(val_episodes), "--candidates", "3", *TINY]
     assert main(argv) == 0
     assert "training seed" in capsys.readouterr().out
     selection = json.loads((run / "candidates" / "selection.json").read_text())
+    key = "val/total" if val_episodes else "fit/total"  # held out, or the demonstrations each candidate learned from
+    assert selection["chosen_by"] == key
     folders = {seed: run / "candidates" / f"seed{seed}" for seed in (5, 6, 7)}
-    totals = {seed: json.loads((folder / "policy" / "metrics.json").read_text())["val/total"] for seed, folder in folders.items()}
-    assert {int(k): v["val/total"] for k, v in selection["candidates"].items()} == totals and len(set(totals.values())) == 3
+    totals = {int(k): v[key] for k, v in selection["candidates"].items()}
+    assert sorted(totals) == [5, 6, 7] and len(set(totals.values())) == 3
+    if val_episodes:
+        assert totals == {seed: json.loads((folder / "policy" / "metrics.json").read_text())[key] for seed, folder in folders.items()}
     dataset = EpisodeDataset(demos)
-    held_out = demonstration_episodes(dataset, held_out=1)[1]
+    learned, held_out = demonstration_episodes(dataset, held_out=val_episodes)
     for seed, folder in folders.items():  # every candidate scored on the same windows: those of the first seed
         policy, config = load_policy(folder)
-        assert held_out_scorer(dataset, held_out, policy.cfg, config["trim"], 5)(policy)["total"] == pytest.approx(totals[seed], rel=1e-5)
+        scored = window_scorer(dataset, held_out if val_episodes else learned, policy.cfg, config["trim"], 5)(policy)["total"]
+        assert scored == pytest.approx(totals[seed], rel=1e-5)
     best = min(totals, key=totals.get)
     assert selection["selected_seed"] == best
     chosen = (folders[best] / "policy" / "checkpoint.safetensors").read_bytes()
@@ -497,7 +507,6 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "diffusion"], "policy must be one of"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--val-episodes", "4"], "--val-episodes must be from 0 to 3"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
-    (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "2"], "chooses by the held-out loss"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
@@ -514,7 +523,7 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
     assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
 
 
-@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "2"], "chooses by the held-out loss"),
+@pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "0"], "--candidates must be at least 1"),
                                            (["--policies", "act,diffusion"], "policy must be one of"), (["--square-symmetry"], "does not declare the square's symmetries")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation

@@ -1,11 +1,14 @@
 """Score trained policies on demonstrations none of them learned from: the mean of each loss of
 `jepa imitate` (action L1, waypoint L1, goal-waypoint L1, ...) on the same fixed windows of a
-second collection (`experiments/imitate_commands.held_out_scorer`, what `jepa imitate
+second collection (`experiments/imitate_commands.window_scorer`, what `jepa imitate
 --val-episodes` logs during training). Where two runs of one recipe fit their demonstrations
-alike and differ here, one memorised them.
+alike and differ here, one memorised them. Without --data, each run is scored on the
+demonstrations it learned from (windows drawn with --seed): what `jepa imitate --candidates K`
+ranks its training seeds by when no demonstrations are held out.
 
     jepa collect --task metaworld:push-v3 --policy noisy-expert --episodes 30 --seed 1 --out VAL
     python experiments/benchmarks/heldout_losses.py --data VAL --run R1 R2 ...
+    python experiments/benchmarks/heldout_losses.py --run R1 R2 ... --seed 0
 """
 
 from __future__ import annotations
@@ -19,28 +22,34 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
-from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, held_out_scorer, load_policy  # noqa: E402
+from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, window_scorer, load_policy  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="held-out demonstrations (`jepa collect` with a seed the runs' data did not use)")
+    parser.add_argument("--data", type=Path, help="held-out demonstrations (`jepa collect` with a seed the runs' data did not use); "
+                        "without it, each run's own demonstrations")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scored windows (`--candidates` uses its first training seed)")
     parser.add_argument("--run", type=Path, nargs="+", required=True, help="`jepa imitate --out RUN` folders of the data's task")
     args = parser.parse_args()
     try:
-        dataset = EpisodeDataset(args.data)
-        episodes = demonstration_episodes(dataset)[0]
+        held_out = EpisodeDataset(args.data) if args.data is not None else None
         for run in args.run:
             policy, config = load_policy(run)
-            if config["task"] != dataset.task:
-                raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {dataset.task}")
-            if Path(config["data"]).resolve() == args.data.resolve():
-                raise UserError(f"{run} learned from {args.data}: score it on another collection")
+            if held_out is None:  # the demonstrations it learned from
+                dataset = EpisodeDataset(config["data"])
+                episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
+            else:
+                dataset, episodes = held_out, demonstration_episodes(held_out)[0]
+                if config["task"] != dataset.task:
+                    raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {dataset.task}")
+                if Path(config["data"]).resolve() == args.data.resolve():
+                    raise UserError(f"{run} learned from {args.data}: score it on another collection")
             if not (run / POLICY_STAGE / "metrics.json").exists():
                 raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
-            losses = held_out_scorer(dataset, episodes, policy.cfg, config["trim"], seed=0)(policy)
+            losses = window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=args.seed)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
-            print(json.dumps({"run": str(run), "held_out": {k: round(v, 4) for k, v in losses.items()},
+            print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 4) for k, v in losses.items()},
                               "training_last_batch": {k.removeprefix("loss/"): round(v, 4) for k, v in trained.items() if k.startswith("loss/")}}))
     except UserError as error:
         sys.exit(f"heldout_losses.py: error: {error}")

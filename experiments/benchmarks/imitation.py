@@ -8,7 +8,7 @@ are reused, so an interrupted run continues.
     python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
     python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
     python experiments/benchmarks/imitation.py --task push-t --out runs/im/pt --square-symmetry
-    (add --val-episodes 10 --candidates 3 to keep the best of three training seeds)
+    (add --candidates 3 to keep the best of three training seeds)
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
     parser.add_argument("--candidates", type=int, default=1, help="imitate's --candidates: train K training seeds, keep the one with the "
-                        "lowest held-out loss (needs --val-episodes)")
+                        "lowest loss (on the held-out demonstrations with --val-episodes, else on those it learned from)")
     args = parser.parse_args()
     try:
         table(args)
