@@ -424,8 +424,7 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, 
     folders = {seed: run / "candidates" / f"seed{seed}" for seed in (5, 6, 7)}
     totals = {int(k): v[key] for k, v in selection["candidates"].items()}
     assert sorted(totals) == [5, 6, 7] and len(set(totals.values())) == 3
-    if val_episodes:
-        assert totals == {seed: json.loads((folder / "policy" / "metrics.json").read_text())[key] for seed, folder in folders.items()}
+    assert totals == {seed: json.loads((folder / "policy" / "metrics.json").read_text())[key] for seed, folder in folders.items()}
     dataset = EpisodeDataset(demos)
     learned, held_out = demonstration_episodes(dataset, held_out=val_episodes)
     for seed, folder in folders.items():  # every candidate scored on the same windows: those of the first seed
@@ -440,6 +439,7 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, 
     written = {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()}
     assert main(argv) == 0  # the same command again: every candidate resumes finished, the same one is kept
     assert {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()} == written
+    assert json.loads((run / "candidates" / "selection.json").read_text()) == selection
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
 
 

@@ -1,4 +1,4 @@
-"""Score trained policies on demonstrations none of them learned from: the mean of each loss of
+"""Score trained policies on demonstrations none of them learned from (or on their own): the mean of each loss of
 `jepa imitate` (action L1, waypoint L1, goal-waypoint L1, ...) on the same fixed windows of a
 second collection (`experiments/imitate_commands.window_scorer`, what `jepa imitate
 --val-episodes` logs during training). Where two runs of one recipe fit their demonstrations
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="held-out demonstrations (`jepa collect` with a seed the runs' data did not use); "
                         "without it, each run's own demonstrations")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scored windows (`--candidates` uses its first training seed)")
-    parser.add_argument("--run", type=Path, nargs="+", required=True, help="`jepa imitate --out RUN` folders of the data's task")
+    parser.add_argument("--run", type=Path, nargs="+", required=True, help="`jepa imitate --out RUN` folders (of the --data's task)")
     args = parser.parse_args()
     try:
         held_out = EpisodeDataset(args.data) if args.data is not None else None
@@ -39,6 +39,8 @@ def main() -> None:
             if held_out is None:  # the demonstrations it learned from
                 dataset = EpisodeDataset(config["data"])
                 episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
+                if len(episodes) != config["demonstrations"]:
+                    raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(episodes)} such")
             else:
                 dataset, episodes = held_out, demonstration_episodes(held_out)[0]
                 if config["task"] != dataset.task:
