@@ -51,7 +51,7 @@ def main() -> None:
                 raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
             losses = window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=args.seed)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
-            print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 4) for k, v in losses.items()},
+            print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 6) for k, v in losses.items()},
                               "training_last_batch": {k.removeprefix("loss/"): round(v, 4) for k, v in trained.items() if k.startswith("loss/")}}))
     except UserError as error:
         sys.exit(f"heldout_losses.py: error: {error}")
