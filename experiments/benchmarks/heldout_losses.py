@@ -1,6 +1,7 @@
-"""Score trained policies on demonstrations none of them learned from (or on their own): the mean of each loss of
-`jepa imitate` (action L1, waypoint L1, goal-waypoint L1, ...) on the same fixed windows of a
-second collection (`experiments/imitate_commands.window_scorer`, what `jepa imitate
+"""Score trained policies' losses on fixed windows of demonstrations: held out, or their own.
+
+The mean of each loss of `jepa imitate` (action L1, waypoint L1, goal-waypoint L1, ...) on the
+same fixed windows of a second collection, which none of the runs learned from (`experiments/imitate_commands.window_scorer`, what `jepa imitate
 --val-episodes` logs during training). Where two runs of one recipe fit their demonstrations
 alike and differ here, one memorised them. Without --data, each run is scored on the
 demonstrations it learned from (windows drawn with --seed): what `jepa imitate --candidates K`
