@@ -17,7 +17,7 @@ from experiments.cli import main
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
 from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, window_scorer, last_actions, load_policy, square_symmetry
-from experiments.protocol import run_lockstep
+from experiments.protocol import run_lockstep, wilson
 from worldmodel.encoders import EncoderConfig
 from worldmodel.trainer import resolve_metrics
 
@@ -412,7 +412,7 @@ def test_lockstep_reports_how_near_each_episode_came_to_its_goal():
 
 
 @pytest.mark.parametrize("val_episodes", [1, 0])
-def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, tmp_path, capsys, val_episodes):
+def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, trained_policy, tmp_path, capsys, val_episodes):
     run = tmp_path / "run"
     argv = ["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--train.steps", "4", "--train.seed", "5",
             "--val-episodes", str(val_episodes), "--candidates", "3", *TINY]
@@ -441,6 +441,27 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, 
     assert {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()} == written
     assert json.loads((run / "candidates" / "selection.json").read_text()) == selection
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
+    if not val_episodes:  # the benchmark that reads the choice off runs trained one seed at a time makes the command's
+        from experiments.benchmarks.candidate_choice import choose
+
+        for folder in folders.values():
+            for seed in ("0", "1"):
+                assert main(["policy-eval", "--run", str(folder), "--episodes", "2", "--seeds", seed, "--steps", "3", "--no-baselines", "--no-videos"]) == 0
+        for seed, rate in ((5, 0.5), (6, 1.0), (7, 0.0)):  # two-room's 3 steps never succeed: set seed 1's rates by hand, to check the sums
+            written = next((folders[seed] / "policy_eval").glob("*_seeds1_*.json"))
+            written.write_text(json.dumps(json.loads(written.read_text()) | {"success_rate": rate}))
+        result = choose(list(folders.values()), 3)
+        assert result["command"]["kept_seed"] == best and result["window_seed"] == 5
+        assert {r["seed"]: r["own_total"] for r in result["runs"]} == pytest.approx(totals, rel=1e-4)
+        assert [r["success"] for r in result["runs"]] == [{0: 0.0, 1: 0.5}, {0: 0.0, 1: 1.0}, {0: 0.0, 1: 0.0}]
+        rates = {5: 0.25, 6: 0.5, 7: 0.0}  # pooled over both evaluation seeds
+        pairs = [(5, 6), (5, 7), (6, 7)]
+        assert result["expected"][1] == pytest.approx(0.25) and result["expected"][3] == rates[best]
+        assert result["expected"][2] == pytest.approx(sum(rates[min(pair, key=totals.get)] for pair in pairs) / 3, abs=1e-4)
+        assert result["command"] == {"seeds": [5, 6, 7], "kept_seed": best, "kept_run": str(folders[best]), "success_rate": rates[best],
+                                     "ci95": list(wilson(round(4 * rates[best]), 4)), "episodes": 4}
+        with pytest.raises(UserError, match="differ in more than the training seed"):
+            choose([folders[5], trained_policy], 2)  # act-jepa
 
 
 def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, trained_policy, capsys):

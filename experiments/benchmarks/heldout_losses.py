@@ -26,6 +26,23 @@ from envs.errors import UserError  # noqa: E402
 from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, window_scorer, load_policy  # noqa: E402
 
 
+def finished(run: Path) -> None:
+    """A one-line error unless `run` holds a finished policy."""
+    if not (run / POLICY_STAGE / "metrics.json").exists():
+        raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
+
+
+def own_losses(run: Path, seed: int) -> dict[str, float]:
+    """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned from."""
+    policy, config = load_policy(run)
+    dataset = EpisodeDataset(config["data"])
+    episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
+    if len(episodes) != config["demonstrations"]:
+        raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(episodes)} such")
+    finished(run)
+    return window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=seed)(policy)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="held-out demonstrations (`jepa collect` with a seed the runs' data did not use); "
@@ -36,21 +53,16 @@ def main() -> None:
     try:
         held_out = EpisodeDataset(args.data) if args.data is not None else None
         for run in args.run:
-            policy, config = load_policy(run)
             if held_out is None:  # the demonstrations it learned from
-                dataset = EpisodeDataset(config["data"])
-                episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
-                if len(episodes) != config["demonstrations"]:
-                    raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(episodes)} such")
+                losses = own_losses(run, args.seed)
             else:
-                dataset, episodes = held_out, demonstration_episodes(held_out)[0]
-                if config["task"] != dataset.task:
-                    raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {dataset.task}")
+                policy, config = load_policy(run)
+                if config["task"] != held_out.task:
+                    raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {held_out.task}")
                 if Path(config["data"]).resolve() == args.data.resolve():
                     raise UserError(f"{run} learned from {args.data}: score it on another collection")
-            if not (run / POLICY_STAGE / "metrics.json").exists():
-                raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
-            losses = window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=args.seed)(policy)
+                finished(run)
+                losses = window_scorer(held_out, demonstration_episodes(held_out)[0], policy.cfg, config["trim"], seed=args.seed)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
             print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 6) for k, v in losses.items()},
                               "training_last_batch": {k.removeprefix("loss/"): round(v, 4) for k, v in trained.items() if k.startswith("loss/")}}))
