@@ -162,6 +162,16 @@ def closest_median(closest: list[float]) -> float | None:
     return round(float(np.median(finite)), 4) if finite and len(finite) == len(closest) else None
 
 
+def execution_mode(cfg: PolicyConfig) -> str:
+    """How a policy runs its chunks, as policy-eval names its results: ensembleE or executeN."""
+    return f"ensemble{cfg.ensemble:g}" if cfg.ensemble > 0 else f"execute{cfg.execute}"
+
+
+def lowest_total(totals: dict[int, float]) -> int:
+    """The training seed `--candidates` keeps: the lowest finite total (non-finite ones last), ties to the lowest seed."""
+    return min(sorted(totals), key=lambda seed: (not math.isfinite(totals[seed]), totals[seed]))
+
+
 def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str, steps: int | str) -> str:
     """File name of a policy-eval result in RUN/policy_eval (glob patterns may stand for any part)."""
     return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
@@ -267,7 +277,7 @@ class Imitate:
             scores[seed] = fit(dataclasses.replace(self.train, seed=seed), folder)
             if prefix + "total" not in scores[seed]:
                 raise UserError(f"{folder} finished without its metrics.json (its {prefix}total): delete {folder.parent} and rerun")
-        best = min(scores, key=lambda seed: (not math.isfinite(scores[seed][prefix + "total"]), scores[seed][prefix + "total"]))
+        best = lowest_total({seed: metrics[prefix + "total"] for seed, metrics in scores.items()})
         if record.exists() and json.loads(record.read_text())["selected_seed"] != best:
             shutil.rmtree(self.out / POLICY_EVAL_STAGE, ignore_errors=True)
         replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, policy)
@@ -355,7 +365,7 @@ class PolicyEval:
         kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
         out = Path(self.run) / POLICY_EVAL_STAGE
         out.mkdir(parents=True, exist_ok=True)
-        mode = f"ensemble{policy.cfg.ensemble:g}" if policy.cfg.ensemble > 0 else f"execute{policy.cfg.execute}"
+        mode = execution_mode(policy.cfg)
         outcome, shown = {"agent": [], "floor": [], "ceiling": [], "closest": []}, None
         with contextlib.ExitStack() as stack:
             envs = [spec.env_class(**kwargs) for _ in range(min(self.parallel, self.episodes))]

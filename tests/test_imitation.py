@@ -412,7 +412,7 @@ def test_lockstep_reports_how_near_each_episode_came_to_its_goal():
 
 
 @pytest.mark.parametrize("val_episodes", [1, 0])
-def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, trained_policy, tmp_path, capsys, val_episodes):
+def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, tmp_path, capsys, val_episodes):
     run = tmp_path / "run"
     argv = ["imitate", "--data", str(demos), "--out", str(run), "--policy", "act", "--train.steps", "4", "--train.seed", "5",
             "--val-episodes", str(val_episodes), "--candidates", "3", *TINY]
@@ -441,27 +441,55 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, 
     assert {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()} == written
     assert json.loads((run / "candidates" / "selection.json").read_text()) == selection
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
-    if not val_episodes:  # the benchmark that reads the choice off runs trained one seed at a time makes the command's
-        from experiments.benchmarks.candidate_choice import choose
+    from experiments.benchmarks.candidate_choice import choose  # reads the choice off runs trained one seed at a time
 
-        for folder in folders.values():
-            for seed in ("0", "1"):
-                assert main(["policy-eval", "--run", str(folder), "--episodes", "2", "--seeds", seed, "--steps", "3", "--no-baselines", "--no-videos"]) == 0
-        for seed, rate in ((5, 0.5), (6, 1.0), (7, 0.0)):  # two-room's 3 steps never succeed: set seed 1's rates by hand, to check the sums
-            written = next((folders[seed] / "policy_eval").glob("*_seeds1_*.json"))
-            written.write_text(json.dumps(json.loads(written.read_text()) | {"success_rate": rate}))
+    for folder in folders.values():
+        assert main(["policy-eval", "--run", str(folder), "--episodes", "2", "--seeds", "0", "--steps", "3", "--no-baselines", "--no-videos"]) == 0
+    if val_episodes:
+        with pytest.raises(UserError, match="held demonstrations out"):
+            choose(list(folders.values()), 3)
+    else:  # it keeps what the command kept, on the same scores
         result = choose(list(folders.values()), 3)
         assert result["command"]["kept_seed"] == best and result["window_seed"] == 5
         assert {r["seed"]: r["own_total"] for r in result["runs"]} == pytest.approx(totals, rel=1e-4)
-        assert [r["success"] for r in result["runs"]] == [{0: 0.0, 1: 0.5}, {0: 0.0, 1: 1.0}, {0: 0.0, 1: 0.0}]
-        rates = {5: 0.25, 6: 0.5, 7: 0.0}  # pooled over both evaluation seeds
-        pairs = [(5, 6), (5, 7), (6, 7)]
-        assert result["expected"][1] == pytest.approx(0.25) and result["expected"][3] == rates[best]
-        assert result["expected"][2] == pytest.approx(sum(rates[min(pair, key=totals.get)] for pair in pairs) / 3, abs=1e-4)
-        assert result["command"] == {"seeds": [5, 6, 7], "kept_seed": best, "kept_run": str(folders[best]), "success_rate": rates[best],
-                                     "ci95": list(wilson(round(4 * rates[best]), 4)), "episodes": 4}
-        with pytest.raises(UserError, match="differ in more than the training seed"):
-            choose([folders[5], trained_policy], 2)  # act-jepa
+
+
+def test_candidate_choice_pools_each_runs_evaluations_and_refuses_mismatched_ones(demos, trained_policy, tmp_path):
+    from experiments.benchmarks.candidate_choice import choose
+
+    runs = {seed: tmp_path / f"s{seed}" for seed in (3, 4, 6)}
+    for seed, run in runs.items():
+        assert main(["imitate", "--data", str(demos), "--policy", "act", "--out", str(run), "--train.steps", "2", "--train.seed", str(seed), *TINY]) == 0
+        for seeds in (["0,1"] if seed == 3 else ["0", "1"]) + ["0"] * (seed == 4):  # seed 3: one file of two seeds; seed 4: one file twice
+            evaluate = ["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", seeds, "--steps", "3", "--no-baselines", "--no-videos"]
+            assert main(evaluate) == 0
+    assert main(evaluate + ["--ensemble", "0.01"]) == 0  # another execution of seed 6: left out
+    for path, rate in ((runs[3], 0.75), (runs[4], 1.0), (runs[6], 0.0)):  # two-room's 3 steps never succeed: rates set by hand
+        for written in (path / "policy_eval").glob("*execute*.json"):
+            written.write_text(json.dumps(json.loads(written.read_text()) | {"success_rate": rate}))
+    result = choose([runs[3], runs[4], runs[6]], 3)
+    assert [r["success"] for r in result["runs"]] == [{"0-1": 0.75}, {"0": 1.0, "1": 1.0}, {"0": 0.0, "1": 0.0}]
+    totals = {r["seed"]: r["own_total"] for r in result["runs"]}
+    rates = {3: 0.75, 4: 1.0, 6: 0.0}
+    kept = lambda subset: rates[min(subset, key=totals.get)]  # noqa: E731
+    assert result["expected"][1] == pytest.approx(7 / 12, abs=1e-4) and result["expected"][3] == kept((3, 4, 6))
+    assert result["expected"][2] == pytest.approx((kept((3, 4)) + kept((3, 6)) + kept((4, 6))) / 3, abs=1e-4)
+    assert result["command"] is None and result["window_seed"] == 3  # seeds 3, 4, 6: no one command trains them
+    command = choose([runs[3], runs[4]], 2)["command"]
+    assert command["seeds"] == [3, 4] and command["episodes"] == 4 and command["ci95"] == list(wilson(round(4 * rates[command["kept_seed"]]), 4))
+    def refused(given: list, message: str) -> None:
+        with pytest.raises(UserError, match=message):
+            choose(given, 3)
+
+    refused([runs[3], trained_policy], "differ in more than the training seed")
+    refused([runs[3], runs[3]], "share a training seed")
+    refused([runs[3]], "two or more runs")
+    next((runs[6] / "policy_eval").glob("*execute*seeds1_*")).unlink()
+    refused([runs[3], runs[6]], r"evaluations differ \(evaluation seeds \[\[0, 1\], \[0\]\]")
+    assert main(["policy-eval", "--run", str(runs[4]), "--episodes", "2", "--seeds", "0,1", "--steps", "3", "--no-baselines", "--no-videos"]) == 0
+    refused([runs[3], runs[4]], "two evaluations of seed 0")
+    next((runs[6] / "policy_eval").glob("*execute*.json")).write_text("{")
+    refused([runs[3], runs[6]], "is not a policy-eval result")
 
 
 def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, trained_policy, capsys):

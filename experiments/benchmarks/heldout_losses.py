@@ -26,20 +26,21 @@ from envs.errors import UserError  # noqa: E402
 from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, window_scorer, load_policy  # noqa: E402
 
 
-def finished(run: Path) -> None:
+def require_finished(run: Path) -> None:
     """A one-line error unless `run` holds a finished policy."""
     if not (run / POLICY_STAGE / "metrics.json").exists():
         raise UserError(f"{run} has not finished training: rerun its `jepa imitate` command")
 
 
-def own_losses(run: Path, seed: int) -> dict[str, float]:
-    """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned from."""
-    policy, config = load_policy(run)
+def own_losses(run: Path, seed: int, loaded: tuple | None = None) -> dict[str, float]:
+    """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned
+    from; `loaded`: its (policy, config) if already loaded."""
+    policy, config = loaded or load_policy(run)
     dataset = EpisodeDataset(config["data"])
     episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
     if len(episodes) != config["demonstrations"]:
         raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(episodes)} such")
-    finished(run)
+    require_finished(run)
     return window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=seed)(policy)
 
 
@@ -61,7 +62,7 @@ def main() -> None:
                     raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {held_out.task}")
                 if Path(config["data"]).resolve() == args.data.resolve():
                     raise UserError(f"{run} learned from {args.data}: score it on another collection")
-                finished(run)
+                require_finished(run)
                 losses = window_scorer(held_out, demonstration_episodes(held_out)[0], policy.cfg, config["trim"], seed=args.seed)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
             print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 6) for k, v in losses.items()},
