@@ -460,7 +460,7 @@ def test_candidate_choice_pools_each_runs_evaluations_and_refuses_mismatched_one
     runs = {seed: tmp_path / f"s{seed}" for seed in (3, 4, 6)}
     for seed, run in runs.items():
         assert main(["imitate", "--data", str(demos), "--policy", "act", "--out", str(run), "--train.steps", "2", "--train.seed", str(seed), *TINY]) == 0
-        for seeds in (["0,1"] if seed == 3 else ["0", "1"]) + ["0"] * (seed == 4):  # seed 3: one file of two seeds; seed 4: one file twice
+        for seeds in (["0,1"] if seed == 3 else ["0", "1"]) + ["0"] * (seed == 4):  # seed 3: one file of two seeds; seed 4: seed 0 again, rewriting its file
             evaluate = ["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", seeds, "--steps", "3", "--no-baselines", "--no-videos"]
             assert main(evaluate) == 0
     assert main(evaluate + ["--ensemble", "0.01"]) == 0  # another execution of seed 6: left out
@@ -477,6 +477,7 @@ def test_candidate_choice_pools_each_runs_evaluations_and_refuses_mismatched_one
     assert result["command"] is None and result["window_seed"] == 3  # seeds 3, 4, 6: no one command trains them
     command = choose([runs[3], runs[4]], 2)["command"]
     assert command["seeds"] == [3, 4] and command["episodes"] == 4 and command["ci95"] == list(wilson(round(4 * rates[command["kept_seed"]]), 4))
+
     def refused(given: list, message: str) -> None:
         with pytest.raises(UserError, match=message):
             choose(given, 3)

@@ -92,8 +92,10 @@ def choose(runs: list[Path], k_max: int) -> dict:
         successes, n = pooled[lowest_total({seed: totals[seed] for seed in subset})]
         return successes / n
 
-    expected = {k: sum(map(kept_rate, sets)) / len(sets) for k in range(1, min(k_max, len(runs)) + 1)
-                for sets in [list(itertools.combinations(sorted(seeds), k))]}
+    expected = {}
+    for k in range(1, min(k_max, len(runs)) + 1):
+        sets = list(itertools.combinations(sorted(seeds), k))
+        expected[k] = sum(map(kept_rate, sets)) / len(sets)
     lowest, command = sorted(seeds)[: min(k_max, len(runs))], None
     if lowest == list(range(lowest[0], lowest[0] + len(lowest))):  # what `--candidates len(lowest) --train.seed lowest[0]` trains
         kept = lowest_total({seed: totals[seed] for seed in lowest})
