@@ -11,8 +11,7 @@
 The goal is an image (the tasks are goal-conditioned; `goal_image` off leaves it out where every
 frame shows the goal). Each image (goal, history frames) becomes
 a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
-model's latent; with `orientation`, plus `OrientationPool`'s reading of how things in it are
-turned), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
+model's latent), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
 its feature map); with the proprio token and k action queries (and, for act-jepa, m latent
 queries) they pass a transformer; linear heads read the queries (and, with `waypoints` and
 `goal_waypoints`, the current frame's and the goal image's vectors; `goal_encoder` gives the goal
@@ -42,7 +41,7 @@ import tyro
 from torch import nn
 
 from envs.errors import UserError
-from worldmodel.encoders import Block, EncoderConfig, FrameLatent, OrientationPool, build_encoder
+from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
 from worldmodel.jepa import ema_update, spread_metrics
 
 POLICY_KINDS = ("act-jepa", "act", "bc")
@@ -80,12 +79,6 @@ class PolicyConfig:
     reads its ResNet feature map (0: one vector per image, the world model's latent). For small
     objects a vector may not carry (Meta-World's puck is three or four pixels wide at 64x64). The
     transformer's cost grows with its tokens (benchmarks/policy_step_cost.py)."""
-    orientation: int = 0
-    """Turns at which an orientation branch sees each image (`OrientationPool`: per channel, the
-    turn it responds to most, as an expected cos, sin), added to the image's vector; 0: off. For
-    shapes whose angle matters, which keypoints do not carry (PushT's T, BENCHMARKS.md)."""
-    orientation_channels: int = 8
-    """Channels of the orientation branch's conv (its cost grows with turns x channels)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -147,8 +140,6 @@ class PolicyConfig:
             raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
-        if self.orientation < 0 or self.orientation_channels < 1:
-            raise UserError(f"orientation (turns, 0: off) must not be negative and orientation-channels must be positive, got {self.orientation} and {self.orientation_channels}")
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
             raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
         if 0 in self.waypoints or self.waypoint_weight < 0:
@@ -203,7 +194,6 @@ class ChunkPolicy(nn.Module):
         self.cfg, width, enc = cfg, cfg.width, cfg.encoder
         self.encoder = build_encoder(enc)
         self.latent = FrameLatent(enc.grid, enc.dim, width)  # tokens -> one vector per image
-        self.orientation = OrientationPool(cfg.orientation, cfg.orientation_channels, width) if cfg.orientation else None  # added to every online vector
         self.target = None
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
@@ -234,19 +224,14 @@ class ChunkPolicy(nn.Module):
     # ---- network -----------------------------------------------------------------------
     def embed(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> torch.Tensor:
         """uint8 images [B, n, H, W, 3] -> vectors [B, n, width], each image on its own (a ViT
-        would otherwise attend across them); by default through the online encoder (and the
-        orientation branch, which a given encoder, the EMA target's, goes without)."""
-        return self._encode(images, encoder, latent, orientation=encoder is None)[0]
+        would otherwise attend across them); by default through the online encoder."""
+        return self._encode(images, encoder, latent)[0]
 
-    def _encode(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None,
-                orientation: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images [B, n, H, W, 3] -> (vectors [B, n, width], token grids [B, n, N, D])."""
         b, n = images.shape[:2]
         tokens = (encoder or self.encoder)(images.flatten(0, 1)[:, None])[:, 0]  # [B*n, N, D]
-        vectors = (latent or self.latent)(tokens).reshape(b, n, -1)
-        if orientation and self.orientation is not None:
-            vectors = vectors + self.orientation(images.flatten(0, 1)).reshape(b, n, -1)
-        return vectors, tokens.reshape(b, n, *tokens.shape[1:])
+        return (latent or self.latent)(tokens).reshape(b, n, -1), tokens.reshape(b, n, *tokens.shape[1:])
 
     def embed_goal(self, goal: torch.Tensor) -> torch.Tensor:
         """uint8 goal images [B, H, W, 3] -> vectors [B, width], through the goal's encoder if it has one."""

@@ -84,21 +84,6 @@ def test_keypoints_find_the_active_token():
     assert torch.allclose(xy, torch.tensor([1 / 3, -1 / 3]), atol=1e-4)
 
 
-def test_orientation_features_turn_with_the_image():
-    from worldmodel.encoders import OrientationPool
-
-    torch.manual_seed(0)
-    pool = OrientationPool(rotations=8, channels=3, out=5)
-    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
-    images[:, 12:20, 10:14] = 255  # a bar, so that the channels prefer some turns
-    quarter = torch.rot90(images, 1, dims=(1, 2))  # counterclockwise on screen: (x, y) -> (-y, x) in image coordinates
-    (expected, mean), (turned, turned_mean) = pool.turns_seen(images), pool.turns_seen(quarter)
-    assert torch.allclose(turned, torch.stack([expected[..., 1], -expected[..., 0]], -1), atol=1e-4)  # every channel's turn moved by a quarter
-    assert torch.allclose(turned_mean, mean, atol=1e-4)
-    assert expected.norm(dim=-1).max() > 0.05  # not a uniform softmax that any turn leaves alone
-    assert pool(images).shape == (2, 5)
-
-
 @pytest.mark.parametrize("objective", ["vicreg", "sigreg", "vjepa"])
 @pytest.mark.parametrize("tubelet", [1, 2])
 def test_every_objective_trains_a_step_with_single_frames_and_tubelets(objective, tubelet):

@@ -1,7 +1,6 @@
 """Video encoders: a ViT with tubelet patch embedding (V-JEPA, Bardes et al. 2024) and a small
 conv encoder. Both map pixels [B, T, 3, H, W] (uint8 or float) to tokens [B, T', N, D] with
-T' = T / tubelet and N tokens on a grid; `FrameLatent` turns a grid into one compact vector, and
-`OrientationPool` reads how the things in an image are turned.
+T' = T / tubelet and N tokens on a grid; `FrameLatent` turns a grid into one compact vector.
 
 Tubelet 1 is the single-frame (I-JEPA, Assran et al. 2023) case. Masked pretraining calls the
 ViT with `keep`, the indices of the visible tokens, and only those are processed.
@@ -13,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from envs.errors import UserError
@@ -183,47 +181,6 @@ class FrameLatent(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.linear(torch.cat([keypoints(tokens, self.coords, self.temperature), tokens.mean(-2)], -1))
-
-
-class OrientationPool(nn.Module):
-    """uint8 images [B, H, W, 3] -> [B, out]: how the things in them are turned. The image (at half
-    its resolution, its inscribed disc) is seen at `rotations` turns through one small conv (a lifting layer of a
-    rotation group convolution, Cohen & Welling 2016); each channel's response, pooled over space
-    (a soft maximum: translation-invariant), standardised over the turns, gets a softmax over
-    them, whose expected (cos, sin) says at which turn the channel responds most, as FrameLatent's soft-argmax says where.
-    A keypoint says where a shape is, not how it is turned: PushT's policies read the block's
-    position but not its angle (BENCHMARKS.md), and the angle is worth 15% -> 53% there."""
-
-    def __init__(self, rotations: int, channels: int, out: int):
-        super().__init__()
-        angles = torch.arange(rotations) * 2 * math.pi / rotations
-        self.register_buffer("turns", torch.stack([angles.cos(), angles.sin()], -1), persistent=False)  # [R, 2]
-        self.conv = nn.Sequential(nn.Conv2d(3, channels, 4, 2, 1), nn.GELU(), nn.Conv2d(channels, channels, 3, 2, 1))
-        self.temperature = nn.Parameter(torch.ones(channels))
-        self.linear = nn.Linear(3 * channels, out)
-
-    def turns_seen(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images [B, H, W, 3] -> (each channel's expected turn as (cos, sin) [B, C, 2], its
-        mean response over the turns [B, C]). Turning an image by one of the turns shifts the
-        softmax by that turn: the (cos, sin) turn with it (tests/test_policy.py)."""
-        x = F.avg_pool2d(to_float(images[:, None])[:, 0], 2)  # [B, 3, H/2, W/2]: a quarter of the cost (PushT's T still 6 px wide)
-        b, _, h, w = x.shape
-        r = len(self.turns)
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device), indexing="ij")
-        x = x * (xs**2 + ys**2 <= 1).to(x)  # the corners would turn into view as edges
-        c, s = self.turns[:, 0], self.turns[:, 1]
-        zero = torch.zeros_like(c)
-        theta = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], 1).to(x)  # [R, 2, 3]
-        grid = F.affine_grid(theta.repeat(b, 1, 1), [b * r, 3, h, w], align_corners=False)
-        turned = F.grid_sample(x.repeat_interleave(r, 0), grid, align_corners=False)  # [B R, 3, h, w]
-        response = torch.logsumexp(self.conv(turned).flatten(2), -1).view(b, r, -1)  # [B, R, C]
-        standard = (response - response.mean(1, keepdim=True)) / (response.std(1, keepdim=True) + 1e-4)  # a sharp softmax from the first step, whatever the conv's scale
-        attention = torch.softmax(standard * self.temperature, 1)  # over the turns
-        return torch.einsum("brc,rk->bck", attention, self.turns.to(x)), response.mean(1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        expected, mean = self.turns_seen(images)
-        return self.linear(torch.cat([expected.flatten(1), mean], -1))
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:

@@ -36,7 +36,6 @@ VARIANTS = {
     "--model.image-tokens 8 (the full grid)": dataclasses.replace(DEFAULT, image_tokens=8),
     "--model.encoder.patch 4 (16x16 keypoints)": dataclasses.replace(DEFAULT, encoder=dataclasses.replace(DEFAULT.encoder, patch=4)),
     "--model.encoder.width 64": dataclasses.replace(DEFAULT, encoder=dataclasses.replace(DEFAULT.encoder, width=64)),
-    "--model.orientation 16 (8 channels)": dataclasses.replace(DEFAULT, orientation=16),
 }
 
 
