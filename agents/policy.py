@@ -11,7 +11,8 @@
 The goal is an image (the tasks are goal-conditioned; `goal_image` off leaves it out where every
 frame shows the goal). Each image (goal, history frames) becomes
 a compact vector (conv tokens -> spatial keypoints + mean -> linear: `FrameLatent`, the world
-model's latent), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
+model's latent; with `colour_moments`, plus `ColourMoments`' reading of how each colour lies in
+it), and optionally also a pooled grid of its tokens (`image_tokens`, as ACT reads
 its feature map); with the proprio token and k action queries (and, for act-jepa, m latent
 queries) they pass a transformer; linear heads read the queries (and, with `waypoints` and
 `goal_waypoints`, the current frame's and the goal image's vectors; `goal_encoder` gives the goal
@@ -41,10 +42,11 @@ import tyro
 from torch import nn
 
 from envs.errors import UserError
-from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder
+from worldmodel.encoders import Block, ColourMoments, EncoderConfig, FrameLatent, build_encoder
 from worldmodel.jepa import ema_update, spread_metrics
 
-POLICY_KINDS = ("act-jepa", "act", "bc")
+POLICY_KINDS = ("act-jepa", "act", "bc", "moments")
+VECTOR_KINDS = POLICY_KINDS[:3]  # ChunkPolicy's: each image encoded to a vector (`embed`), which the probes read
 WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
 MODE_WEIGHT = 0.1  # weight of the cross-entropy that learns which hypothesis wins
 MIN_GOALS = 8  # different goal images a batch needs before their vectors' spread is watched (2 give rank 1 at best)
@@ -55,7 +57,8 @@ class PolicyConfig:
     """Policy architecture, objective and execution."""
 
     kind: Annotated[str | None, tyro.conf.Suppress] = None
-    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action); `jepa
+    """act-jepa (actions + future embeddings), act (action chunks alone), bc (one action) or moments
+    (action chunks from the images' colour moments by an MLP: agents/moment_policy.py); `jepa
     imitate --policy` sets it (None until then: the checks that depend on it wait for it)."""
     chunk: int = 8
     """Actions predicted per query (bc: 1)."""
@@ -79,6 +82,11 @@ class PolicyConfig:
     reads its ResNet feature map (0: one vector per image, the world model's latent). For small
     objects a vector may not carry (Meta-World's puck is three or four pixels wide at 64x64). The
     transformer's cost grows with its tokens (benchmarks/policy_step_cost.py)."""
+    colour_moments: int = 0
+    """Colours of a palette (k-means of the demonstrations' frames) whose masks' moments
+    (`ColourMoments`: share, centroid, covariance shape, third moments) are added to each image's
+    vector; 0: off. For shapes whose angle matters, which keypoints do not carry (PushT's T:
+    table, walls, block and pusher are 4 colours; BENCHMARKS.md)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -140,6 +148,12 @@ class PolicyConfig:
             raise UserError(f"act-jepa predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.ensemble < 0 or self.shift < 0 or not 0 <= self.ema_start <= self.ema_end <= 1:
             raise UserError("ensemble and shift must not be negative, and 0 <= ema-start <= ema-end <= 1")
+        if self.colour_moments < 0 or self.colour_moments == 1:
+            raise UserError(f"colour-moments is a palette's size (2 or more; 0: off), got {self.colour_moments}")
+        if self.kind == "moments" and not self.colour_moments:
+            raise UserError("the moments policy reads the images' colour moments: give the palette's size, e.g. --model.colour-moments 4")
+        if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens or self.modes > 1):
+            raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder, image-tokens and modes")
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
             raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
         if 0 in self.waypoints or self.waypoint_weight < 0:
@@ -184,16 +198,72 @@ def masked_l1(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     return ((predicted - target).abs() * weight).sum() / (weight.sum() * predicted.shape[-1]).clamp_min(1)
 
 
-class ChunkPolicy(nn.Module):
-    """The network and the policy interface; see the module docstring."""
+class ChunkActor(nn.Module):
+    """What every policy shares: the proprio's normalisation, the observation history, and the
+    execution of the chunks `predict_action_chunk` returns (see the module docstring)."""
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         if cfg.kind is None or not cfg.action_dim:
             raise UserError("the policy needs its kind and action_dim (jepa imitate sets both: --policy, the demonstrations)")
-        self.cfg, width, enc = cfg, cfg.width, cfg.encoder
+        self.cfg = cfg
+        self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
+        self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
+        self.reset()
+
+    @property
+    def device(self) -> torch.device:
+        return self.proprio_mean.device
+
+    def normalise(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Proprio [..., P] in the demonstrations' units -> zero mean, unit std (the inputs' and the waypoints' scale)."""
+        return (proprio - self.proprio_mean) / self.proprio_std
+
+    def reset(self) -> None:
+        """Forget the observation history and queued actions (call at each episode start)."""
+        self._frames: deque = deque(maxlen=self.cfg.history)
+        self._chunks: deque = deque(maxlen=self.cfg.horizon)  # (ensemble) recent chunks, newest last
+        self._queue: torch.Tensor | None = None  # [B, n, A] actions left of the current chunk
+
+    def _observe(self, obs: dict) -> None:
+        """Add the observation's frames [B, H, W, 3] to the history."""
+        pixels = torch.as_tensor(obs["pixels"], device=self.device)
+        while len(self._frames) < self.cfg.history - 1:  # an episode's first frame stands in for the past
+            self._frames.append(pixels)
+        self._frames.append(pixels)
+
+    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
+        """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def select_action(self, obs: dict) -> torch.Tensor:
+        """The action [B, A] to take now (chunks executed `execute` at a time, or temporally ensembled)."""
+        cfg = self.cfg
+        self._observe(obs)
+        if cfg.ensemble > 0:
+            self._chunks.append(self.predict_action_chunk(obs, observe=False))
+            ages = len(self._chunks)
+            # chunk j (0 oldest) was predicted ages-1-j steps ago: its action for now is at that index
+            actions = torch.stack([c[:, ages - 1 - j] for j, c in enumerate(self._chunks)], 0)  # [n, B, A]
+            weights = torch.exp(-cfg.ensemble * torch.arange(ages, dtype=torch.float32, device=actions.device))
+            return (weights[:, None, None] * actions).sum(0) / weights.sum()
+        if self._queue is None or self._queue.shape[1] == 0:
+            self._queue = self.predict_action_chunk(obs, observe=False)[:, : min(cfg.execute, cfg.horizon)]
+        action, self._queue = self._queue[:, 0], self._queue[:, 1:]
+        return action
+
+
+class ChunkPolicy(ChunkActor):
+    """The network of act-jepa, act and bc; see the module docstring."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__(cfg)
+        width, enc = cfg.width, cfg.encoder
         self.encoder = build_encoder(enc)
         self.latent = FrameLatent(enc.grid, enc.dim, width)  # tokens -> one vector per image
+        self.moments = ColourMoments(cfg.colour_moments, enc.image_size) if cfg.colour_moments else None  # `jepa imitate` fits it
+        self.moments_projection = nn.Linear(self.moments.size, width) if self.moments is not None else None  # added to every online vector
         self.target = None
         if cfg.future_offsets:  # EMA target (stop-gradient) of encoder + latent
             self.target = nn.ModuleDict({"encoder": copy.deepcopy(self.encoder), "latent": copy.deepcopy(self.latent)}).requires_grad_(False)
@@ -217,21 +287,23 @@ class ChunkPolicy(nn.Module):
             mask = torch.zeros(tokens, tokens, dtype=torch.bool)
             mask[: -len(cfg.future_offsets), -len(cfg.future_offsets):] = True
         self.register_buffer("attention_mask", mask, persistent=False)
-        self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
-        self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))
-        self.reset()
 
     # ---- network -----------------------------------------------------------------------
     def embed(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> torch.Tensor:
         """uint8 images [B, n, H, W, 3] -> vectors [B, n, width], each image on its own (a ViT
-        would otherwise attend across them); by default through the online encoder."""
-        return self._encode(images, encoder, latent)[0]
+        would otherwise attend across them); by default through the online encoder (and the colour
+        moments, which a given encoder, the EMA target's, goes without)."""
+        return self._encode(images, encoder, latent, moments=encoder is None)[0]
 
-    def _encode(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, images: torch.Tensor, encoder: nn.Module | None = None, latent: nn.Module | None = None,
+                moments: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images [B, n, H, W, 3] -> (vectors [B, n, width], token grids [B, n, N, D])."""
         b, n = images.shape[:2]
         tokens = (encoder or self.encoder)(images.flatten(0, 1)[:, None])[:, 0]  # [B*n, N, D]
-        return (latent or self.latent)(tokens).reshape(b, n, -1), tokens.reshape(b, n, *tokens.shape[1:])
+        vectors = (latent or self.latent)(tokens).reshape(b, n, -1)
+        if moments and self.moments is not None:
+            vectors = vectors + self.moments_projection(self.moments(images.flatten(0, 1))).reshape(b, n, -1)
+        return vectors, tokens.reshape(b, n, *tokens.shape[1:])
 
     def embed_goal(self, goal: torch.Tensor) -> torch.Tensor:
         """uint8 goal images [B, H, W, 3] -> vectors [B, width], through the goal's encoder if it has one."""
@@ -241,10 +313,6 @@ class ChunkPolicy(nn.Module):
         """uint8 goal images [B, H, W, 3] -> (vectors [B, 1, width], token grids [B, 1, N, D])."""
         own = (self.goal_encoder["encoder"], self.goal_encoder["latent"]) if self.goal_encoder is not None else ()
         return self._encode(goal[:, None], *own)
-
-    def normalise(self, proprio: torch.Tensor) -> torch.Tensor:
-        """Proprio [..., P] in the demonstrations' units -> zero mean, unit std (the inputs' and the waypoints' scale)."""
-        return (proprio - self.proprio_mean) / self.proprio_std
 
     def _trunk(self, frames: torch.Tensor, goal: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, h, H, W, 3], goal [B, H, W, 3], proprio [B, P] -> (query outputs [B, k + m, width],
@@ -331,44 +399,14 @@ class ChunkPolicy(nn.Module):
         ema_update(self.target.parameters(), online, step / max(total_steps, 1), self.cfg.ema_start, self.cfg.ema_end)
 
     # ---- policy interface --------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget the observation history and queued actions (call at each episode start)."""
-        self._frames: deque = deque(maxlen=self.cfg.history)
-        self._chunks: deque = deque(maxlen=self.cfg.horizon)  # (ensemble) recent chunks, newest last
-        self._queue: torch.Tensor | None = None  # [B, n, A] actions left of the current chunk
-
-    def _observe(self, obs: dict) -> None:
-        """Add the observation's frames [B, H, W, 3] to the history."""
-        pixels = torch.as_tensor(obs["pixels"], device=self.positions.device)
-        while len(self._frames) < self.cfg.history - 1:  # an episode's first frame stands in for the past
-            self._frames.append(pixels)
-        self._frames.append(pixels)
-
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
         """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
         if observe:
             self._observe(obs)
         frames = torch.stack(list(self._frames), 1)  # [B, h, H, W, 3]
-        goal = torch.as_tensor(obs["goal"], device=self.positions.device)
-        proprio = torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.positions.device)
+        goal = torch.as_tensor(obs["goal"], device=self.device)
+        proprio = torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.device)
         hypotheses, logits = self._hypotheses(self._trunk(frames, goal, proprio)[0])
         chosen = hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
         return chosen.clamp(-1.0, 1.0)
-
-    @torch.no_grad()
-    def select_action(self, obs: dict) -> torch.Tensor:
-        """The action [B, A] to take now (chunks executed `execute` at a time, or temporally ensembled)."""
-        cfg = self.cfg
-        self._observe(obs)
-        if cfg.ensemble > 0:
-            self._chunks.append(self.predict_action_chunk(obs, observe=False))
-            ages = len(self._chunks)
-            # chunk j (0 oldest) was predicted ages-1-j steps ago: its action for now is at that index
-            actions = torch.stack([c[:, ages - 1 - j] for j, c in enumerate(self._chunks)], 0)  # [n, B, A]
-            weights = torch.exp(-cfg.ensemble * torch.arange(ages, dtype=torch.float32, device=actions.device))
-            return (weights[:, None, None] * actions).sum(0) / weights.sum()
-        if self._queue is None or self._queue.shape[1] == 0:
-            self._queue = self.predict_action_chunk(obs, observe=False)[:, : min(cfg.execute, cfg.horizon)]
-        action, self._queue = self._queue[:, 0], self._queue[:, 1:]
-        return action

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agents.policy import ChunkPolicy, PolicyConfig
+from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN, build_policy
+from agents.policy import POLICY_KINDS, VECTOR_KINDS, ChunkActor, PolicyConfig, random_shift
 from envs import stale_frames, task_spec
 from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
@@ -35,6 +36,8 @@ from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
 POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES = "policy", "policy_eval", "candidates"
+IMITATE_TRAIN = TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500)  # the transformer policies' budget
+MOMENT_FRAME_STRIDE = 8  # every 8th demonstration frame fits the colour moments' palette and statistics
 VAL_WINDOWS, VAL_BATCH = 512, 64  # windows scored (held out, or for --candidates the learned ones), drawn once (every score sees the same ones), and per forward pass
 
 
@@ -68,7 +71,23 @@ def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True
     return episodes[:split], episodes[split:]
 
 
-def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, cfg: PolicyConfig):
+def moment_features(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, moments, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw colour moments (`moments`, a fitted `ColourMoments`) of every frame a window of `episodes`
+    can read (each episode's first to the one after its last action) and of every goal image, in
+    each of the square's turns (ELEMENTS; the identity alone unless `symmetric`): frames [E, n, F]
+    (frame index i at row rows[i]), goals [E, episodes in the dataset, F], rows [frames in the dataset]."""
+    index = np.concatenate([np.arange(dataset.episode_starts[e], last + 2) for e, last in zip(episodes, lasts)])
+    rows = np.full(len(dataset.frames), -1)
+    rows[index] = np.arange(len(index))
+    elements = ELEMENTS if symmetric else ELEMENTS[:1]
+    compute = lambda images: torch.cat([moments.features(torch.from_numpy(part)) for part in np.array_split(images, max(1, len(images) // 512))]).numpy()  # noqa: E731
+    frames, goals = dataset.read_frames(index), dataset.goal_frames[:]
+    return (np.stack([compute(turn_images(frames, *element)) for element in elements]),
+            np.stack([compute(turn_images(goals, *element)) for element in elements]), rows)
+
+
+def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, cfg: PolicyConfig,
+                          features: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
     """A function `(rng, batch) -> dict` of training windows (shapes in `agents/policy.py`): an
     episode drawn uniformly (every demonstration weighs the same, short ones are not drowned),
     then a frame t of it up to its last action `lasts`, its history (the episode's first frame
@@ -76,7 +95,9 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     t+s..t+k and the proprio at the episode's waypoint and goal-waypoint steps, each with a mask for
     steps outside the episode (before its start, or past its last action: the observation after
     it still counts) and, for the (frame) waypoints, for those not after t. With
-    `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random."""
+    `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random.
+    With `features` (`moment_features`), windows carry the frames' and goal's cached features
+    ("frame_features", "goal_features") in place of their images."""
     symmetry = square_symmetry(dataset.task) if cfg.square_symmetry else None
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
@@ -91,8 +112,9 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         action_valid = ahead <= last[:, None]
         future = t[:, None] + offsets  # [B, m]
         future_valid = future <= last[:, None] + 1
-        out = {"t": t, "frames": dataset.read_frames(history), "goal": dataset.goal_frames[episodes[pick]], "proprio": dataset.proprio[t],
-               "actions": dataset.actions[np.minimum(ahead, last[:, None])], "action_valid": action_valid}
+        out = {"t": t, "proprio": dataset.proprio[t], "actions": dataset.actions[np.minimum(ahead, last[:, None])], "action_valid": action_valid}
+        if features is None:
+            out |= {"frames": dataset.read_frames(history), "goal": dataset.goal_frames[episodes[pick]]}
         if len(offsets):
             out |= {"future": dataset.read_frames(np.minimum(future, last[:, None] + 1)), "future_valid": future_valid}
         for name, steps, after_t in (("waypoints", cfg.waypoints, True), ("goal_waypoints", cfg.goal_waypoints, False)):
@@ -101,8 +123,12 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
                 at = np.where(steps >= 0, first[:, None] + steps, last[:, None] + 2 + steps)  # [B, w]; -1: the frame after the last action
                 valid = (at >= first[:, None]) & (at <= last[:, None] + 1) & ((at > t[:, None]) if after_t else True)
                 out |= {name: dataset.proprio[np.clip(at, first[:, None], last[:, None] + 1)], f"{name}_valid": valid}
+        elements = rng.integers(0, len(ELEMENTS), batch) if symmetry is not None else np.zeros(batch, np.int64)
         if symmetry is not None:
-            turn_windows(out, symmetry, rng.integers(0, len(ELEMENTS), batch))
+            turn_windows(out, symmetry, elements)
+        if features is not None:  # cached in every turn
+            frames, goals, rows = features
+            out |= {"frame_features": frames[elements[:, None], rows[history]], "goal_features": goals[elements, episodes[pick]]}
         return {name: torch.from_numpy(value) for name, value in out.items()}
 
     return draw
@@ -130,22 +156,22 @@ def turn_windows(windows: dict, symmetry: SquareSymmetry, elements: np.ndarray) 
                     windows[name][chosen] = turn_vectors(windows[name][chosen], pairs, *ELEMENTS[index])
 
 
-def window_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int):
+def window_scorer(dataset: EpisodeDataset, episodes: np.ndarray, cfg: PolicyConfig, trim: bool, seed: int, features: tuple | None = None):
     """A function `policy -> {loss name: mean}` of the policy's losses (`loss/*` of its forward, and
     their weighted sum `total`) on fixed windows of the demonstrations `episodes`, as recorded (no
     turn, no shift). On demonstrations it did not learn from (held out): where the training loss
     falls and this one does not, the policy memorises its demonstrations rather than reading what
     they share. On those it learned from: how well the run fitted them, one number for every
     training seed (`--candidates` without held-out demonstrations)."""
-    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, square_symmetry=False))  # as recorded
+    draw = demonstration_windows(dataset, episodes, last_actions(dataset, episodes, trim), dataclasses.replace(cfg, square_symmetry=False), features)  # as recorded
     windows = []  # drawn at the first score (a finished run, or another DDP rank, never reads them)
 
     @torch.no_grad()
-    def score(policy: ChunkPolicy) -> dict:
+    def score(policy: ChunkActor) -> dict:
         if not windows:
             rng = np.random.default_rng([seed, 3])
             windows.extend(draw(rng, VAL_BATCH) for _ in range(VAL_WINDOWS // VAL_BATCH))
-        device, means = policy.positions.device, {}
+        device, means = policy.device, {}
         for batch in windows:
             total, metrics = policy({k: v.to(device) for k, v in batch.items()})
             for name, value in [("total", total)] + [(k.removeprefix("loss/"), v) for k, v in metrics.items() if k.startswith("loss/")]:
@@ -177,31 +203,42 @@ def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str
     return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
 
 
-def load_policy(run: Path) -> tuple[ChunkPolicy, dict]:
-    """A trained policy of a run folder, in eval mode, and its run config."""
+def replace_defaults(config, defaults, recipe: dict):
+    """The dataclass `config` with `recipe`'s value for each of its fields still at `defaults`' value."""
+    return dataclasses.replace(config, **{name: value for name, value in recipe.items() if getattr(config, name) == getattr(defaults, name)})
+
+
+def load_policy(run: Path, kinds: tuple[str, ...] = POLICY_KINDS) -> tuple[ChunkActor, dict]:
+    """A trained policy of a run folder, in eval mode, and its run config (a one-line error unless it is of one of `kinds`)."""
     path = Path(run) / POLICY_STAGE / FILENAME
     if not path.exists():
         raise UserError(f"{run} has no policy: run `jepa imitate --data DEMOS --out {run}` first")
     config = read_metadata(path)["config"]
+    if (kind := config["model"]["kind"]) not in kinds:
+        raise UserError(f"{run} holds a {kind} policy; this reads {', '.join(kinds)} policies only")
     if warning := stale_frames(config["task"], config.get("render_revision"), f"the policy in {run} learned from"):
         print(warning, file=sys.stderr)
-    policy = ChunkPolicy(dataclass_from_dict(PolicyConfig, config["model"]))
+    policy = build_policy(dataclass_from_dict(PolicyConfig, config["model"]))
     load_checkpoint(path, policy)
     return policy.eval(), config
 
 
 @dataclass
 class Imitate:
-    """Learn a policy from demonstrations: ACT-JEPA, ACT-style chunking or behaviour cloning."""
+    """Learn a policy from demonstrations: ACT-JEPA, ACT-style chunking, behaviour cloning, or an MLP on colour moments."""
 
     data: Path
     """Demonstrations: a dataset folder written by `jepa collect` (e.g. --policy expert)."""
     out: Path
     """Run folder; the policy goes to OUT/policy (rerun the same command to resume)."""
     policy: str = "act-jepa"
-    """act-jepa (actions + future embeddings), act (action chunks alone) or bc (one action)."""
+    """act-jepa (actions + future embeddings), act (action chunks alone), bc (one action) or
+    moments (action chunks from the images' colour moments by an MLP: agents/moment_policy.py)."""
     model: PolicyConfig = field(default_factory=PolicyConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500))
+    train: TrainConfig = field(default_factory=lambda: dataclasses.replace(IMITATE_TRAIN))
+    """Training; for --policy moments, whatever is left at these defaults takes the moments policy's
+    own (20,000 steps of 256 at lr 1e-3, decaying to 0, weight decay 1e-4; width 256 and a palette
+    of 4 colours: RECIPE_TRAIN and RECIPE_MODEL in agents/moment_policy.py)."""
     encoder: Path | None = None
     """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
     successful_only: bool = True
@@ -228,6 +265,9 @@ class Imitate:
     """Print one JSON object (final training metrics) on stdout."""
 
     def __post_init__(self):
+        if self.policy == "moments":  # its own defaults wherever the transformer policies' are left
+            self.train = replace_defaults(self.train, IMITATE_TRAIN, RECIPE_TRAIN)
+            self.model = replace_defaults(self.model, PolicyConfig(), RECIPE_MODEL)
         if self.candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {self.candidates}")
         if self.candidates > 1 and "WORLD_SIZE" in os.environ:
@@ -241,6 +281,8 @@ class Imitate:
         model_cfg = dataclasses.replace(self.model, kind=self.policy, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1],
                                         encoder=dataclasses.replace(self.model.encoder, image_size=int(dataset.attrs["image_size"])))
         jepa = None
+        if self.encoder is not None and self.policy == "moments":
+            raise UserError("the moments policy has no image encoder to start from: drop --encoder")
         if self.encoder is not None:
             jepa, encoder_config = load_jepa(encoder_checkpoint(self.encoder))
             if encoder_config["task"] != dataset.task or jepa.cfg.encoder.image_size != model_cfg.encoder.image_size:
@@ -289,7 +331,7 @@ class Imitate:
              folder: Path) -> dict:
         """Train one policy with training config `cfg` into `folder` (resuming what is there); its final metrics."""
         torch.manual_seed(cfg.seed)
-        policy = ChunkPolicy(model_cfg)
+        policy = build_policy(model_cfg)
         if jepa is not None:
             policy.encoder.load_state_dict(jepa.encoder.state_dict())
             for copy in ([policy.target["encoder"]] if policy.target is not None else []) + ([policy.goal_encoder["encoder"]] if policy.goal_encoder is not None else []):
@@ -301,7 +343,19 @@ class Imitate:
         proprio = torch.from_numpy(proprio)
         policy.proprio_mean.copy_(proprio.mean(0))
         policy.proprio_std.copy_(proprio.std(0, correction=0).clamp_min(1e-3))
-        draw = demonstration_windows(dataset, episodes, lasts, model_cfg)
+        if policy.moments is not None:  # palette and statistics from frames as training sees them (every turn)
+            frames = dataset.read_frames(np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])[::MOMENT_FRAME_STRIDE])
+            if model_cfg.square_symmetry:
+                frames = np.concatenate([turn_images(frames, *element) for element in ELEMENTS])
+            frames = torch.from_numpy(frames)
+            if model_cfg.shift and model_cfg.kind != "moments":  # a shift moves what touches the border (PushT's walls) by far more than the unshifted frames vary
+                frames = random_shift(frames[:, None], model_cfg.shift, torch.Generator().manual_seed(cfg.seed))[:, 0]
+            policy.moments.fit(frames, seed=cfg.seed)
+        features = None
+        if model_cfg.kind == "moments":  # fixed features: computed once, in every turn training draws
+            seen = np.concatenate([episodes, held_out])
+            features = moment_features(dataset, seen, last_actions(dataset, seen, self.trim), policy.moments, model_cfg.square_symmetry)
+        draw = demonstration_windows(dataset, episodes, lasts, model_cfg, features)
 
         def batches(step: int, rank: int, world: int) -> dict:
             return draw(np.random.default_rng([cfg.seed, step, rank, 2]), cfg.batch_size // world)
@@ -311,10 +365,10 @@ class Imitate:
                   "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(episodes), "successful_only": self.successful_only, "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": int((lasts - dataset.episode_starts[episodes] + 1).sum()), "encoder_run": str(Path(self.encoder).resolve()) if self.encoder else None,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
-        validate = window_scorer(dataset, held_out, model_cfg, self.trim, self.train.seed) if len(held_out) else None  # one set of windows for every candidate
+        validate = window_scorer(dataset, held_out, model_cfg, self.trim, self.train.seed, features) if len(held_out) else None  # one set of windows for every candidate
         metrics = Trainer(cfg, batches, policy.train(), folder, config, images, validate).fit()
         if self.candidates > 1 and not len(held_out) and metrics and "fit/total" not in metrics:  # scored once (a finished run has resumed its weights), kept with its metrics
-            metrics |= {f"fit/{k}": v for k, v in window_scorer(dataset, episodes, model_cfg, self.trim, self.train.seed)(policy.eval()).items()}
+            metrics |= {f"fit/{k}": v for k, v in window_scorer(dataset, episodes, model_cfg, self.trim, self.train.seed, features)(policy.eval()).items()}
             write_json(folder / "metrics.json", metrics)
         return metrics
 

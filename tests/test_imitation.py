@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.policy import MIN_GOALS, POLICY_KINDS, ChunkPolicy, PolicyConfig
+from agents.moment_policy import MomentPolicy
+from agents.policy import MIN_GOALS, POLICY_KINDS, ChunkPolicy, PolicyConfig, masked_l1
 from envs import make_task, task_spec
 from conftest import write_dataset
 from envs.dataset import EpisodeDataset
@@ -16,9 +17,9 @@ from envs.errors import UserError
 from experiments.cli import main
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
-from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, window_scorer, last_actions, load_policy, square_symmetry
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, window_scorer, last_actions, load_policy, moment_features, square_symmetry
 from experiments.protocol import run_lockstep, wilson
-from worldmodel.encoders import EncoderConfig
+from worldmodel.encoders import MOMENTS, EncoderConfig
 from worldmodel.trainer import resolve_metrics
 
 TINY = ["--model.width", "16", "--model.depth", "1", "--model.heads", "2", "--model.encoder.width", "8", "--model.chunk", "4",
@@ -43,8 +44,9 @@ def random_batch(policy: ChunkPolicy, b: int = 6) -> dict:
             "goal_waypoints": torch.randn(b, v, 3, generator=g), "goal_waypoints_valid": torch.ones(b, v, dtype=torch.bool)}
 
 
-@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False}),
-                                                    ("act-jepa", {"waypoints": (3,), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2})])
+@pytest.mark.parametrize("kind, extra", [(kind, {}) for kind in POLICY_KINDS if kind != "moments"] + [("act-jepa", {"image_tokens": 2}), ("act", {"waypoints": (3, -1), "goal_image": False}),
+                                                    ("act-jepa", {"waypoints": (3,), "goal_waypoints": (-1,), "goal_encoder": True, "image_tokens": 2}),
+                                                    ("act-jepa", {"colour_moments": 3, "goal_encoder": True})])
 def test_policy_contract_and_it_fits_a_batch(kind, extra):
     policy = tiny_policy(kind, history=2, shift=0, **extra)  # unshifted: random images are hard enough to fit
     batch = random_batch(policy)
@@ -281,13 +283,42 @@ def test_symmetric_windows_are_the_recorded_ones_turned_by_a_random_symmetry(tmp
     assert len(found) >= 6  # the elements are drawn at random
     assert not np.allclose(turned["actions"].numpy(), recorded["actions"].numpy())
     run = tmp_path / "run"  # the proprio is normalised by the moments training sees: every frame in every turn
-    assert main(["imitate", "--data", str(tmp_path / "pt"), "--out", str(run), "--policy", "act", "--model.square-symmetry", "--no-successful-only", "--train.steps", "1", *TINY]) == 0
+    assert main(["imitate", "--data", str(tmp_path / "pt"), "--out", str(run), "--policy", "act", "--model.square-symmetry", "--no-successful-only", "--train.steps", "1",
+                 "--model.colour-moments", "4", *TINY]) == 0
     policy, _ = load_policy(run)
     assert policy.proprio_mean.abs().max() < 1e-6
+    distances = torch.cdist(torch.tensor([[235, 230, 209], [115, 140, 179], [76, 76, 76]]) / 255, policy.moments.palette)  # floor, block, walls
+    assert distances.min(1).values.max() < 0.1  # each in the saved palette
+    walls = int(distances[2].argmin())
+    assert policy.moments.feature_std[walls * MOMENTS + 1] > 0.05  # fitted on shifted frames, as training sees them: the walls' centroid moves
     assert policy.proprio_std[0] == pytest.approx(policy.proprio_std[1]) and policy.proprio_std[2] == pytest.approx(policy.proprio_std[3])
     for task in ("push-t-fixed", "metaworld:reach-v3"):  # a turned episode of push-t-fixed aims at another goal
         with pytest.raises(UserError, match="does not declare"):
             square_symmetry(task)
+
+
+def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_path):
+    data = write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2)
+    run = tmp_path / "run"
+    assert main(["imitate", "--data", str(data), "--out", str(run), "--policy", "moments", "--model.colour-moments", "4", "--model.square-symmetry",
+                 "--model.history", "2", "--no-successful-only", "--train.steps", "200", "--train.warmup", "10", "--train.batch-size", "16", "--train.log-every", "50"]) == 0
+    policy, _ = load_policy(run)
+    assert isinstance(policy, MomentPolicy)
+    dataset = EpisodeDataset(data)
+    episodes = np.arange(dataset.num_episodes)
+    lasts = last_actions(dataset, episodes, True)
+    features = moment_features(dataset, episodes, lasts, policy.moments, symmetric=True)
+    with_images = demonstration_windows(dataset, episodes, lasts, policy.cfg)(np.random.default_rng(4), 24)
+    with_features = demonstration_windows(dataset, episodes, lasts, policy.cfg, features)(np.random.default_rng(4), 24)  # the same windows, the same turns
+    assert not {"frames", "goal"} & set(with_features)
+    frames = policy.moments.features(with_images["frames"].flatten(0, 1)).reshape(24, 2, -1)
+    assert torch.allclose(with_features["frame_features"], frames, atol=1e-5)
+    assert torch.allclose(with_features["goal_features"], policy.moments.features(with_images["goal"]), atol=1e-5)
+    assert torch.equal(with_features["actions"], with_images["actions"]) and not torch.equal(with_images["actions"], demonstration_windows(
+        dataset, episodes, lasts, dataclasses.replace(policy.cfg, square_symmetry=False))(np.random.default_rng(4), 24)["actions"])  # turned
+    loss, _ = policy.train()(with_features)
+    assert loss < 0.8 * masked_l1(torch.zeros_like(with_features["actions"]), with_features["actions"], with_features["action_valid"])  # 200 steps learned something
+    assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "5", "--no-baselines", "--no-videos"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -559,6 +590,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--model.colour-moments", "1"], "colour-moments is a palette's size"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),

@@ -84,6 +84,36 @@ def test_keypoints_find_the_active_token():
     assert torch.allclose(xy, torch.tensor([1 / 3, -1 / 3]), atol=1e-4)
 
 
+def t_shapes(angles: np.ndarray, size: int = 32) -> torch.Tensor:
+    """uint8 images [N, size, size, 3]: a blue T (bar and stem) turned by each angle, on a beige floor."""
+    ys, xs = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    images = np.broadcast_to(np.array([235, 230, 209], np.uint8), (len(angles), size, size, 3)).copy()
+    for image, angle, (cx, cy) in zip(images, angles, np.random.default_rng(0).uniform(-0.3, 0.3, (len(angles), 2))):
+        u = np.cos(angle) * (xs - cx) + np.sin(angle) * (ys - cy)  # the T's own axes
+        v = -np.sin(angle) * (xs - cx) + np.cos(angle) * (ys - cy)
+        image[((np.abs(u) < 0.4) & (v > 0.1) & (v < 0.3)) | ((np.abs(u) < 0.1) & (v > -0.5) & (v <= 0.1))] = (115, 140, 179)
+    return torch.from_numpy(images)
+
+
+def test_colour_moments_read_how_a_shape_is_turned():
+    from worldmodel.encoders import MOMENTS, ColourMoments
+
+    angles = np.random.default_rng(1).uniform(-np.pi, np.pi, 300)
+    images = t_shapes(angles)
+    moments = ColourMoments(colours=2, image_size=32)
+    moments.fit(images[:200])
+    assert sorted(moments.palette.mul(255).round().tolist()) == [[115, 140, 179], [235, 230, 209]]  # k-means found both colours
+    features = moments(images)
+    target = np.column_stack([np.cos(angles), np.sin(angles)])
+    r2 = fit_probe(features[:200].numpy(), target[:200], features[200:].numpy(), target[200:])  # a linear read-out of the angle, scored on other images
+    assert r2.min() > 0.9, r2
+    quarter = moments.features(torch.rot90(images[:4], 1, dims=(1, 2))).reshape(4, 2, MOMENTS)  # (x, y) -> (y, -x)
+    plain = moments.features(images[:4]).reshape(4, 2, MOMENTS)
+    assert torch.allclose(quarter[..., 1:3], torch.stack([plain[..., 2], -plain[..., 1]], -1), atol=1e-4)  # centroids turn
+    assert torch.allclose(quarter[..., 3:5], -plain[..., 3:5], atol=1e-4)  # the axis turns by a half turn at twice the angle
+    assert moments(images[:3]).shape == (3, moments.size) == (3, 2 * MOMENTS)
+
+
 @pytest.mark.parametrize("objective", ["vicreg", "sigreg", "vjepa"])
 @pytest.mark.parametrize("tubelet", [1, 2])
 def test_every_objective_trains_a_step_with_single_frames_and_tubelets(objective, tubelet):

@@ -1,6 +1,8 @@
 """Video encoders: a ViT with tubelet patch embedding (V-JEPA, Bardes et al. 2024) and a small
 conv encoder. Both map pixels [B, T, 3, H, W] (uint8 or float) to tokens [B, T', N, D] with
 T' = T / tubelet and N tokens on a grid; `FrameLatent` turns a grid into one compact vector.
+`ColourMoments` reads, beside them, how each of a few colours lies in an image (image moments,
+Hu 1962): where a shape is, and how it is turned, which keypoints do not carry.
 
 Tubelet 1 is the single-frame (I-JEPA, Assran et al. 2023) case. Masked pretraining calls the
 ViT with `keep`, the indices of the visible tokens, and only those are processed.
@@ -187,3 +189,86 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
     """The encoder named by `cfg.kind`."""
     return {"vit": ViTEncoder, "conv": ConvEncoder}[cfg.kind](cfg)
 
+
+
+MOMENTS = 10  # features per palette colour: share, centroid (2), covariance shape (3), third moments (4)
+MIN_FEATURE_STD = 0.01  # a moment the fitted images leave (nearly) constant is not magnified past 100x its change
+
+
+def fit_palette(pixels: torch.Tensor, colours: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
+    """k-means (k-means++ start, Lloyd's iterations) of pixels [N, 3] in [0, 1] -> palette [colours, 3]."""
+    generator = torch.Generator().manual_seed(seed)
+    palette = pixels[torch.randint(len(pixels), (1,), generator=generator)]
+    for _ in range(colours - 1):  # each next centre drawn in proportion to the squared distance to the nearest
+        nearest = torch.cdist(pixels, palette).min(1).values ** 2
+        if nearest.sum() == 0:
+            raise UserError(f"the images hold fewer than {colours} colours: lower --model.colour-moments")
+        palette = torch.cat([palette, pixels[torch.multinomial(nearest, 1, generator=generator)]])
+    for _ in range(iterations):
+        assigned = torch.cdist(pixels, palette).argmin(1)
+        palette = torch.stack([pixels[assigned == k].mean(0) if (assigned == k).any() else palette[k] for k in range(colours)])
+    return palette
+
+
+class ColourMoments(nn.Module):
+    """Image [B, H, W, 3] -> features [B, colours * MOMENTS]: each pixel softly assigned to the nearest colours of a
+    palette (k-means of the training frames, `fit`), and per colour the moments of its mask (Hu
+    1962): its share of the image, its centroid, its covariance's shape ((sxx - syy) / s, 2 sxy / s,
+    sqrt s with s = sxx + syy: the axis, twice its angle) and its third central moments over s^1.5
+    (which way the shape points), standardised with the training frames' statistics. No trainable
+    parameter: once fitted, an image's features can be computed once and kept. Moments say how a shape is turned, where a soft-argmax keypoint says only where it is
+    (PushT's T at 64x64: a ridge read-out of the block's colour gives its angle's cos, sin with R2
+    0.98, BENCHMARKS.md). It needs objects whose colour differs from what surrounds them."""
+
+    def __init__(self, colours: int, image_size: int, temperature: float = 0.01):
+        super().__init__()
+        self.temperature = temperature  # in squared RGB distance, channels in [0, 1]
+        self.register_buffer("palette", torch.rand(colours, 3))  # [K, 3], set by fit
+        self.register_buffer("feature_mean", torch.zeros(colours * MOMENTS))
+        self.register_buffer("feature_std", torch.ones(colours * MOMENTS))
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
+        x, y = xs.flatten(), ys.flatten()
+        basis = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y, x**3, x * x * y, x * y * y, y**3], -1)  # [HW, 10] monomials
+        self.register_buffer("basis", basis, persistent=False)
+
+    @property
+    def size(self) -> int:
+        """Features per image."""
+        return len(self.palette) * MOMENTS
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B, H, W, 3] -> raw moments [B, K * 10]."""
+        pixels = images.permute(0, 3, 1, 2).flatten(2).float() / 255  # [B, 3, HW] (channels first: a softmax over 4 contiguous values is 10x slower)
+        closeness = 2 * self.palette @ pixels - (self.palette**2).sum(-1)[:, None]  # [B, K, HW]: minus the squared distance, but for |pixel|^2
+        mask = torch.softmax(closeness / self.temperature, 1)
+        raw = (mask @ self.basis).double()  # [B, K, 10]: sums of 1, x, y, x^2, xy, y^2, x^3, x^2y, xy^2, y^3
+        mass = raw[..., 0].clamp_min(1e-3)
+        ex, ey, exx, exy, eyy, exxx, exxy, exyy, eyyy = (raw[..., i] / mass for i in range(1, 10))
+        sxx, sxy, syy = exx - ex * ex, exy - ex * ey, eyy - ey * ey  # central second moments
+        third = torch.stack([exxx - 3 * ex * exx + 2 * ex**3,
+                             exxy - 2 * ex * exy - ey * exx + 2 * ex * ex * ey,
+                             exyy - 2 * ey * exy - ex * eyy + 2 * ey * ey * ex,
+                             eyyy - 3 * ey * eyy + 2 * ey**3], -1)  # central third moments
+        spread = (sxx + syy).clamp_min(1e-6)
+        shape = torch.stack([(sxx - syy) / spread, 2 * sxy / spread, spread.sqrt()], -1)
+        share = raw[..., 0] / self.basis.shape[0]  # of the image's pixels
+        moments = torch.cat([share[..., None], ex[..., None], ey[..., None], shape, third / spread[..., None] ** 1.5], -1)
+        return moments.flatten(1).float()
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor, pixels: int = 200_000, seed: int = 0) -> None:
+        """Palette and feature statistics from training images uint8 [N, H, W, 3] (as training sees them)."""
+        every = images.reshape(-1, 3)
+        chosen = torch.randint(len(every), (min(pixels, len(every)),), generator=torch.Generator().manual_seed(seed))
+        self.palette.copy_(fit_palette(every[chosen].float() / 255, len(self.palette), seed=seed))
+        features = torch.cat([self.features(part) for part in images.split(256)])
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0, correction=0).clamp_min(MIN_FEATURE_STD))
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw moments [..., K * 10] -> zero mean, unit std over the fitted images."""
+        return (features - self.feature_mean) / self.feature_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B, H, W, 3] -> standardised moments [B, K * 10]."""
+        return self.standardise(self.features(images))

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from agents.policy import VECTOR_KINDS  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
 from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, window_scorer, load_policy  # noqa: E402
@@ -35,7 +36,7 @@ def require_finished(run: Path) -> None:
 def own_losses(run: Path, seed: int, loaded: tuple | None = None) -> dict[str, float]:
     """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned
     from; `loaded`: its (policy, config) if already loaded."""
-    policy, config = loaded or load_policy(run)
+    policy, config = loaded or load_policy(run, VECTOR_KINDS)
     dataset = EpisodeDataset(config["data"])
     episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
     if len(episodes) != config["demonstrations"]:
@@ -57,7 +58,7 @@ def main() -> None:
             if held_out is None:  # the demonstrations it learned from
                 losses = own_losses(run, args.seed)
             else:
-                policy, config = load_policy(run)
+                policy, config = load_policy(run, VECTOR_KINDS)
                 if config["task"] != held_out.task:
                     raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {held_out.task}")
                 if Path(config["data"]).resolve() == args.data.resolve():

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from agents.policy import random_shift  # noqa: E402
+from agents.policy import VECTOR_KINDS, random_shift  # noqa: E402
 from envs import task_spec  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
@@ -77,7 +77,7 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     variable, "goal": R2 per variable or None} on the fresh starts."""
     if min(frames, steps) < 1 or fresh < 3:
         raise UserError(f"--frames and --steps must be positive and --fresh at least 3, got {frames}, {steps}, {fresh}")
-    policy, config = load_policy(run)
+    policy, config = load_policy(run, VECTOR_KINDS)
     names, object_of, goal_of = OBJECTS[object_family(config["task"])]
     demos = EpisodeDataset(config["data"])
     index = np.concatenate([np.arange(demos.episode_starts[e], min(demos.episode_starts[e] + frames, demos.episode_starts[e + 1]))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from agents.policy import VECTOR_KINDS  # noqa: E402
 from envs import task_spec  # noqa: E402
 from envs.collect import episode_seeds  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
@@ -56,7 +57,7 @@ def diagnose(run: Path, episodes: int) -> dict:
     """Run the diagnosis on `episodes` starts of each kind; prints a table and returns its figures."""
     if episodes < 2:
         raise UserError(f"--episodes must be at least 2 (spreads across starts), got {episodes}")
-    policy, config = load_policy(run)
+    policy, config = load_policy(run, VECTOR_KINDS)
     demos = EpisodeDataset(config["data"])
     learned = demonstration_episodes(demos, held_out=config.get("val_episodes", 0))[0]
     if len(learned) != config["demonstrations"] or "seed" not in demos.attrs:

@@ -36,6 +36,7 @@ VARIANTS = {
     "--model.image-tokens 8 (the full grid)": dataclasses.replace(DEFAULT, image_tokens=8),
     "--model.encoder.patch 4 (16x16 keypoints)": dataclasses.replace(DEFAULT, encoder=dataclasses.replace(DEFAULT.encoder, patch=4)),
     "--model.encoder.width 64": dataclasses.replace(DEFAULT, encoder=dataclasses.replace(DEFAULT.encoder, width=64)),
+    "--model.colour-moments 4": dataclasses.replace(DEFAULT, colour_moments=4),
 }
 
 
