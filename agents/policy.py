@@ -1,4 +1,5 @@
-"""Visuomotor policies learned from demonstrations, one network and one interface for three kinds:
+"""Visuomotor policies learned from demonstrations: one interface (`ChunkActor`) for four kinds,
+and one network (`ChunkPolicy`) for the first three:
 
 - `act-jepa` (ACT-JEPA, Vujinovic & Kovacevic 2025): from the current observation the policy
   predicts (a) a chunk of the next k actions and (b) the embeddings of future observations
@@ -7,6 +8,7 @@
 - `act`: the same network with action chunking alone (ACT, Zhao et al. 2023, without its CVAE:
   scripted demonstrations are nearly unimodal), so the JEPA term's effect is measured.
 - `bc`: the same network predicting one action (behaviour cloning).
+- `moments`: an MLP on the images' colour moments (agents/moment_policy.py).
 
 The goal is an image (the tasks are goal-conditioned; `goal_image` off leaves it out where every
 frame shows the goal). Each image (goal, history frames) becomes
@@ -65,9 +67,9 @@ class PolicyConfig:
     history: int = 1
     """Observation frames the policy sees (the current one and history - 1 before it)."""
     width: int = 128
-    """Transformer width, also each image's vector size."""
+    """Transformer width, also each image's vector size (moments: the MLP's hidden width)."""
     depth: int = 3
-    """Transformer blocks."""
+    """Transformer blocks (moments: the MLP's hidden layers)."""
     heads: int = 4
     """Attention heads."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(kind="conv", width=32, patch=8))
@@ -154,6 +156,8 @@ class PolicyConfig:
             raise UserError("the moments policy reads the images' colour moments: give the palette's size, e.g. --model.colour-moments 4")
         if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens or self.modes > 1):
             raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder, image-tokens and modes")
+        if self.kind == "moments" and self.shift:
+            raise UserError(f"the moments policy caches its features unshifted: --model.shift must be 0, got {self.shift}")
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):
             raise UserError(f"image-tokens must divide the encoder's token grid ({self.encoder.grid}), got {self.image_tokens}")
         if 0 in self.waypoints or self.waypoint_weight < 0:
@@ -231,6 +235,15 @@ class ChunkActor(nn.Module):
         while len(self._frames) < self.cfg.history - 1:  # an episode's first frame stands in for the past
             self._frames.append(pixels)
         self._frames.append(pixels)
+
+    def _inputs(self, obs: dict, observe: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched observations -> (frames uint8 [B, h, H, W, 3], goal uint8 [B, H, W, 3], proprio [B, P]) on
+        the policy's device (adds `obs` to the history unless told not to)."""
+        if observe:
+            self._observe(obs)
+        frames = torch.stack(list(self._frames), 1)
+        goal = torch.as_tensor(obs["goal"], device=self.device)
+        return frames, goal, torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.device)
 
     def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
         """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
@@ -402,11 +415,6 @@ class ChunkPolicy(ChunkActor):
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
         """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
-        if observe:
-            self._observe(obs)
-        frames = torch.stack(list(self._frames), 1)  # [B, h, H, W, 3]
-        goal = torch.as_tensor(obs["goal"], device=self.device)
-        proprio = torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.device)
-        hypotheses, logits = self._hypotheses(self._trunk(frames, goal, proprio)[0])
+        hypotheses, logits = self._hypotheses(self._trunk(*self._inputs(obs, observe))[0])
         chosen = hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
         return chosen.clamp(-1.0, 1.0)

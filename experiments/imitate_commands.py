@@ -1,5 +1,5 @@
 """`jepa imitate` and `jepa policy-eval`: learn a policy from demonstrations (ACT-JEPA, ACT-style
-chunking or behaviour cloning, `agents/policy.py`) and measure its success in the simulator on
+chunking or behaviour cloning, `agents/policy.py`; an MLP on colour moments, `agents/moment_policy.py`) and measure its success in the simulator on
 episodes no demonstration saw, beside the random floor and the demonstrator's own success."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN, build_policy
-from agents.policy import POLICY_KINDS, VECTOR_KINDS, ChunkActor, PolicyConfig, random_shift
+from agents.policy import POLICY_KINDS, ChunkActor, PolicyConfig, random_shift
 from envs import stale_frames, task_spec
 from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
@@ -237,8 +237,9 @@ class Imitate:
     model: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=lambda: dataclasses.replace(IMITATE_TRAIN))
     """Training; for --policy moments, whatever is left at these defaults takes the moments policy's
-    own (20,000 steps of 256 at lr 1e-3, decaying to 0, weight decay 1e-4; width 256 and a palette
-    of 4 colours: RECIPE_TRAIN and RECIPE_MODEL in agents/moment_policy.py)."""
+    own (20,000 steps of 256 at lr 1e-3, decaying to 0, weight decay 1e-4; width 256, two frames, a
+    palette of 4 colours, no shift: RECIPE_TRAIN and RECIPE_MODEL in agents/moment_policy.py), so
+    for it a value equal to those defaults cannot be asked for."""
     encoder: Path | None = None
     """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
     successful_only: bool = True

@@ -3,6 +3,7 @@ windows, and `imitate` / `policy-eval` / `train-expert` / Meta-World end to end 
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,6 +320,19 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     loss, _ = policy.train()(with_features)
     assert loss < 0.8 * masked_l1(torch.zeros_like(with_features["actions"]), with_features["actions"], with_features["action_valid"])  # 200 steps learned something
     assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "5", "--no-baselines", "--no-videos"]) == 0
+
+
+def test_moments_policy_takes_its_recipe_wherever_imitate_defaults_are_left():
+    from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN
+    from experiments.imitate_commands import IMITATE_TRAIN, Imitate
+
+    moments = Imitate(data=Path("d"), out=Path("o"), policy="moments", train=dataclasses.replace(IMITATE_TRAIN, steps=500, seed=3),
+                      model=PolicyConfig(depth=2))
+    assert (moments.train.steps, moments.train.seed, moments.model.depth) == (500, 3, 2)  # given: kept
+    assert all(getattr(moments.train, k) == v for k, v in RECIPE_TRAIN.items() if k != "steps")
+    assert all(getattr(moments.model, k) == v for k, v in RECIPE_MODEL.items())
+    act = Imitate(data=Path("d"), out=Path("o"), policy="act")
+    assert act.train == IMITATE_TRAIN and act.model == PolicyConfig()
 
 
 @pytest.fixture(scope="module")

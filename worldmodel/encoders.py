@@ -241,7 +241,7 @@ class ColourMoments(nn.Module):
         pixels = images.permute(0, 3, 1, 2).flatten(2).float() / 255  # [B, 3, HW] (channels first: a softmax over 4 contiguous values is 10x slower)
         closeness = 2 * self.palette @ pixels - (self.palette**2).sum(-1)[:, None]  # [B, K, HW]: minus the squared distance, but for |pixel|^2
         mask = torch.softmax(closeness / self.temperature, 1)
-        raw = (mask @ self.basis).double()  # [B, K, 10]: sums of 1, x, y, x^2, xy, y^2, x^3, x^2y, xy^2, y^3
+        raw = (mask @ self.basis).double()  # [B, K, 10]: sums of 1, x, y, x^2, xy, y^2, x^3, x^2y, xy^2, y^3 (in float32; the central moments below in float64)
         mass = raw[..., 0].clamp_min(1e-3)
         ex, ey, exx, exy, eyy, exxx, exxy, exyy, eyyy = (raw[..., i] / mass for i in range(1, 10))
         sxx, sxy, syy = exx - ex * ex, exy - ex * ey, eyy - ey * ey  # central second moments

@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs.errors import UserError  # noqa: E402
 from experiments.benchmarks.heldout_losses import own_losses  # noqa: E402
+from agents.policy import VECTOR_KINDS  # noqa: E402
 from experiments.imitate_commands import POLICY_EVAL_STAGE, eval_result_name, execution_mode, load_policy, lowest_total  # noqa: E402
 from experiments.protocol import wilson  # noqa: E402
 from worldmodel.checkpoint import dataclass_from_dict  # noqa: E402
@@ -65,7 +66,7 @@ def choose(runs: list[Path], k_max: int) -> dict:
     "kept_seed", "kept_run", "success_rate", "ci95", "episodes"} or None}."""
     if len(runs) < 2 or k_max < 1:
         raise UserError(f"give two or more runs of one recipe (got {len(runs)}) and --k of 1 or more (got {k_max})")
-    loaded = [load_policy(run) for run in runs]
+    loaded = [load_policy(run, VECTOR_KINDS) for run in runs]  # scored through window_scorer's image windows
     recipes = [[config.get(key) for key in RECIPE] + [config.get("successful_only", True), dataclasses.asdict(policy.cfg),
                dataclasses.replace(dataclass_from_dict(TrainConfig, config["train"]), seed=0)]
                for policy, config in loaded]  # as loaded: fields added since a run was trained take their defaults
