@@ -27,7 +27,7 @@ from worldmodel.encoders import ColourMoments
 
 RECIPE_TRAIN = {"steps": 20_000, "batch_size": 256, "lr": 1e-3, "min_lr_ratio": 0.0, "weight_decay": 1e-4}
 """Its training defaults, where `jepa imitate` leaves the transformer policies' (3,000 steps of 64):
-an MLP step on cached features costs about a twentieth of ACT's (PushT, BENCHMARKS.md)."""
+an MLP step on cached features costs about a fifteenth of ACT's (PushT, BENCHMARKS.md)."""
 RECIPE_MODEL = {"width": 256, "history": 2, "colour_moments": 4, "shift": 0}
 """Its model defaults: hidden width 256 (PushT: 41% against 30% at 128, a throwaway MLP of session
 22), two frames (the block's motion; PushT over five training seeds: 38.0% of 750 episodes against

@@ -26,14 +26,35 @@ def _commands() -> dict:
             "policy-eval": PolicyEval}
 
 
+def parse(argv: list[str]):
+    """The command `argv` asks for, not yet run. `jepa imitate --policy moments` starts from that
+    policy's own defaults (`policy_defaults`), which the flags given override."""
+    import tyro
+
+    if argv[:1] == ["imitate"] and _value(argv, "--policy") == "moments":
+        from experiments.imitate_commands import Imitate, policy_defaults
+
+        default = Imitate(data=tyro.MISSING, out=tyro.MISSING, policy="moments", **policy_defaults("moments"))
+        return tyro.cli(Imitate, default=default, args=argv[1:], prog="jepa imitate")
+    return tyro.extras.subcommand_cli_from_dict(_commands(), prog="jepa", args=argv)
+
+
+def _value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` (as `--flag value` or `--flag=value`), or None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jepa` console script."""
     from envs.errors import UserError
 
     try:
-        import tyro
-
-        command = tyro.extras.subcommand_cli_from_dict(_commands(), prog="jepa", args=argv)
+        command = parse(sys.argv[1:] if argv is None else list(argv))
         result = command()
         if getattr(command, "json", False):
             print(json.dumps(result))

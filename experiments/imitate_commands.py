@@ -203,9 +203,12 @@ def eval_result_name(task: str, mode: str, seeds: list[int], episodes: int | str
     return f"{task}_{mode}_seeds{'-'.join(map(str, seeds))}_x{episodes}_steps{steps}.json"
 
 
-def replace_defaults(config, defaults, recipe: dict):
-    """The dataclass `config` with `recipe`'s value for each of its fields still at `defaults`' value."""
-    return dataclasses.replace(config, **{name: value for name, value in recipe.items() if getattr(config, name) == getattr(defaults, name)})
+def policy_defaults(policy: str) -> dict:
+    """`Imitate`'s `train` and `model` defaults for a policy kind: the moments policy's own
+    (RECIPE_TRAIN, RECIPE_MODEL in agents/moment_policy.py), else the transformer policies'."""
+    if policy != "moments":
+        return {"train": dataclasses.replace(IMITATE_TRAIN), "model": PolicyConfig()}
+    return {"train": dataclasses.replace(IMITATE_TRAIN, **RECIPE_TRAIN), "model": dataclasses.replace(PolicyConfig(), **RECIPE_MODEL)}
 
 
 def load_policy(run: Path, kinds: tuple[str, ...] = POLICY_KINDS) -> tuple[ChunkActor, dict]:
@@ -236,10 +239,9 @@ class Imitate:
     moments (action chunks from the images' colour moments by an MLP: agents/moment_policy.py)."""
     model: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=lambda: dataclasses.replace(IMITATE_TRAIN))
-    """Training; for --policy moments, whatever is left at these defaults takes the moments policy's
-    own (20,000 steps of 256 at lr 1e-3, decaying to 0, weight decay 1e-4; width 256, two frames, a
-    palette of 4 colours, no shift: RECIPE_TRAIN and RECIPE_MODEL in agents/moment_policy.py), so
-    for it a value equal to those defaults cannot be asked for."""
+    """Training. `jepa imitate --policy moments` starts from the moments policy's own defaults
+    (`policy_defaults`: 20,000 steps of 256 at lr 1e-3 decaying to 0, weight decay 1e-4; width 256,
+    two frames, a palette of 4 colours, no shift), which any flag given overrides."""
     encoder: Path | None = None
     """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
     successful_only: bool = True
@@ -266,9 +268,6 @@ class Imitate:
     """Print one JSON object (final training metrics) on stdout."""
 
     def __post_init__(self):
-        if self.policy == "moments":  # its own defaults wherever the transformer policies' are left
-            self.train = replace_defaults(self.train, IMITATE_TRAIN, RECIPE_TRAIN)
-            self.model = replace_defaults(self.model, PolicyConfig(), RECIPE_MODEL)
         if self.candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {self.candidates}")
         if self.candidates > 1 and "WORLD_SIZE" in os.environ:

@@ -322,16 +322,17 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "5", "--no-baselines", "--no-videos"]) == 0
 
 
-def test_moments_policy_takes_its_recipe_wherever_imitate_defaults_are_left():
+def test_moments_policy_starts_from_its_own_defaults_and_given_flags_win():
     from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN
-    from experiments.imitate_commands import IMITATE_TRAIN, Imitate
+    from experiments.cli import parse
+    from experiments.imitate_commands import IMITATE_TRAIN
 
-    moments = Imitate(data=Path("d"), out=Path("o"), policy="moments", train=dataclasses.replace(IMITATE_TRAIN, steps=500, seed=3),
-                      model=PolicyConfig(depth=2))
-    assert (moments.train.steps, moments.train.seed, moments.model.depth) == (500, 3, 2)  # given: kept
+    given = ["--train.steps", "3000", "--model.history", "1", "--train.seed", "3"]  # imitate's own defaults, asked for
+    moments = parse(["imitate", "--data", "d", "--out", "o", "--policy", "moments", *given])
+    assert (moments.train.steps, moments.model.history, moments.train.seed) == (3000, 1, 3)
     assert all(getattr(moments.train, k) == v for k, v in RECIPE_TRAIN.items() if k != "steps")
-    assert all(getattr(moments.model, k) == v for k, v in RECIPE_MODEL.items())
-    act = Imitate(data=Path("d"), out=Path("o"), policy="act")
+    assert all(getattr(moments.model, k) == v for k, v in RECIPE_MODEL.items() if k != "history")
+    act = parse(["imitate", "--data", "d", "--out", "o", "--policy=act"])
     assert act.train == IMITATE_TRAIN and act.model == PolicyConfig()
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs.dataset import EpisodeDataset  # noqa: E402
 from envs.errors import UserError  # noqa: E402
 from experiments.data_commands import Collect  # noqa: E402
-from experiments.imitate_commands import Imitate, PolicyEval, eval_result_name, square_symmetry  # noqa: E402
+from experiments.imitate_commands import Imitate, PolicyEval, eval_result_name, policy_defaults, square_symmetry  # noqa: E402
 from experiments.plan_commands import parse_seeds  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 
@@ -61,7 +61,8 @@ def main() -> None:
 
 def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
-    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates)
+    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates,
+                      **policy_defaults(policy))
     weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
                                         goal_encoder=args.goal_encoder, square_symmetry=args.square_symmetry, **weight)
