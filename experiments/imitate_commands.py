@@ -32,6 +32,7 @@ from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoin
 from experiments.protocol import actor_success, eval_reset_seeds, rate, run_lockstep
 from experiments.video import write_video
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata, write_json
+from worldmodel.encoders import ColourMoments
 from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
@@ -71,7 +72,8 @@ def demonstration_episodes(dataset: EpisodeDataset, successful_only: bool = True
     return episodes[:split], episodes[split:]
 
 
-def moment_features(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, moments, symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def moment_features(dataset: EpisodeDataset, episodes: np.ndarray, lasts: np.ndarray, moments: ColourMoments,
+                    symmetric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw colour moments (`moments`, a fitted `ColourMoments`) of every frame a window of `episodes`
     can read (each episode's first to the one after its last action) and of every goal image, in
     each of the square's turns (ELEMENTS; the identity alone unless `symmetric`): frames [E, n, F]
@@ -337,18 +339,19 @@ class Imitate:
             for copy in ([policy.target["encoder"]] if policy.target is not None else []) + ([policy.goal_encoder["encoder"]] if policy.goal_encoder is not None else []):
                 copy.load_state_dict(jepa.encoder.state_dict())
         lasts = last_actions(dataset, episodes, self.trim)
-        proprio = dataset.proprio[np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])]
+        learned = np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])  # the frames windows start at
+        proprio = dataset.proprio[learned]
         if model_cfg.square_symmetry:  # the moments of what training sees: every frame in every turn
             proprio = np.concatenate([turn_vectors(proprio, square_symmetry(dataset.task).proprio, *element) for element in ELEMENTS])
         proprio = torch.from_numpy(proprio)
         policy.proprio_mean.copy_(proprio.mean(0))
         policy.proprio_std.copy_(proprio.std(0, correction=0).clamp_min(1e-3))
         if policy.moments is not None:  # palette and statistics from frames as training sees them (every turn)
-            frames = dataset.read_frames(np.concatenate([np.arange(dataset.episode_starts[e], last + 1) for e, last in zip(episodes, lasts)])[::MOMENT_FRAME_STRIDE])
+            frames = dataset.read_frames(learned[::MOMENT_FRAME_STRIDE])
             if model_cfg.square_symmetry:
                 frames = np.concatenate([turn_images(frames, *element) for element in ELEMENTS])
             frames = torch.from_numpy(frames)
-            if model_cfg.shift and model_cfg.kind != "moments":  # a shift moves what touches the border (PushT's walls) by far more than the unshifted frames vary
+            if model_cfg.shift:  # (never for the moments policy: PolicyConfig rejects it) a shift moves what touches the border (PushT's walls) by far more than the unshifted frames vary
                 frames = random_shift(frames[:, None], model_cfg.shift, torch.Generator().manual_seed(cfg.seed))[:, 0]
             policy.moments.fit(frames, seed=cfg.seed)
         features = None

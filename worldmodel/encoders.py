@@ -211,12 +211,13 @@ def fit_palette(pixels: torch.Tensor, colours: int, iterations: int = 30, seed: 
 
 
 class ColourMoments(nn.Module):
-    """Image [B, H, W, 3] -> features [B, colours * MOMENTS]: each pixel softly assigned to the nearest colours of a
-    palette (k-means of the training frames, `fit`), and per colour the moments of its mask (Hu
-    1962): its share of the image, its centroid, its covariance's shape ((sxx - syy) / s, 2 sxy / s,
-    sqrt s with s = sxx + syy: the axis, twice its angle) and its third central moments over s^1.5
-    (which way the shape points), standardised with the training frames' statistics. No trainable
-    parameter: once fitted, an image's features can be computed once and kept. Moments say how a shape is turned, where a soft-argmax keypoint says only where it is
+    """Image [B, H, W, 3] -> features [B, colours * MOMENTS]: each pixel softly assigned to the
+    nearest colours of a palette (k-means of the training frames, `fit`), and per colour the moments
+    of its mask (Hu 1962): its share of the image, its centroid, its covariance's shape ((sxx - syy)
+    / s, 2 sxy / s, sqrt s with s = sxx + syy: the axis, twice its angle) and its third central
+    moments over s^1.5 (which way the shape points), standardised with the training frames'
+    statistics. No trainable parameter: once fitted, an image's features can be computed once and
+    kept. Moments say how a shape is turned, where a soft-argmax keypoint says only where it is
     (PushT's T at 64x64: a ridge read-out of the block's colour gives its angle's cos, sin with R2
     0.98, BENCHMARKS.md). It needs objects whose colour differs from what surrounds them."""
 
