@@ -35,12 +35,13 @@ RECIPE_MODEL = {"width": 256, "history": 2, "colour_moments": 4, "shift": 0}
 
 
 class MomentPolicy(ChunkActor):
-    """goal and frame moments [(g + h) F] + normalised proprio [P] -> MLP (depth hidden layers of
-    width, GELU) -> actions [k, A]."""
+    """what remains (the goal image's read moments minus the current frame's) [g F], frame moments
+    [h F] and normalised proprio [P] -> MLP (depth hidden layers of width, GELU) -> actions [k, A]."""
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__(cfg)
         self.moments = ColourMoments(cfg.colour_moments, cfg.encoder.image_size)  # `jepa imitate` fits it
+        self.register_buffer("goal_read", torch.ones(self.moments.size))  # [F] 1: the goal moment is read, 0: zeroed (`choose_goal_moments`)
         inputs = (cfg.goal_image + cfg.history) * self.moments.size + cfg.proprio_dim
         layers, width = [], inputs
         for _ in range(cfg.depth):
@@ -50,9 +51,21 @@ class MomentPolicy(ChunkActor):
 
     def _chunk(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Raw moments [B, h, F] and [B, F], proprio [B, P] -> action chunks [B, k, A]."""
-        images = torch.cat([goal_features[:, None], frame_features], 1) if self.cfg.goal_image else frame_features
-        x = torch.cat([self.moments.standardise(images).flatten(1), self.normalise(proprio)], 1)
+        now = self.moments.standardise(frame_features[:, -1])
+        goal = [(self.moments.standardise(goal_features) - now) * self.goal_read] if self.cfg.goal_image else []  # what remains to be done
+        x = torch.cat([*goal, self.moments.standardise(frame_features).flatten(1), self.normalise(proprio)], 1)
         return self.mlp(x).reshape(len(x), self.cfg.horizon, self.cfg.action_dim)
+
+    @torch.no_grad()
+    def choose_goal_moments(self, goals: torch.Tensor, reached: torch.Tensor) -> int:
+        """Read the goal moments that follow where the demonstrations end (`cfg.goal_min_correlation`),
+        from the raw moments [N, F] of N demonstrations' goal images and of their frames that first
+        reach the goal (or their last); returns how many are read."""
+        if self.cfg.goal_min_correlation > -1:
+            goals, reached = goals.double() - goals.double().mean(0), reached.double() - reached.double().mean(0)
+            correlation = (goals * reached).sum(0) / (goals.norm(dim=0) * reached.norm(dim=0)).clamp_min(1e-12)  # [F]; 0 where either is constant
+            self.goal_read.copy_((correlation > self.cfg.goal_min_correlation).float())
+        return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Training loss: L1 on the valid actions of the chunk."""

@@ -89,6 +89,13 @@ class PolicyConfig:
     (`ColourMoments`: share, centroid, covariance shape, third moments) are added to each image's
     vector; 0: off. For shapes whose angle matters, which keypoints do not carry (PushT's T:
     table, walls, block and pusher are 4 colours; BENCHMARKS.md)."""
+    goal_min_correlation: float = 0.5
+    """The moments policy reads a goal image's moment only where it tells where the demonstrations
+    end: where its correlation over the demonstrations, between the goal image and the frame
+    where each first reaches its goal, exceeds this (-1: every moment), and reads it as what
+    remains, the goal's value minus the current frame's, which the demonstrations drive to zero.
+    The rest, such as PushT's pusher wherever it stood in the goal image, are zeroed: they tell
+    the policy which demonstration it is in, not where to go (BENCHMARKS.md)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
@@ -156,6 +163,8 @@ class PolicyConfig:
             raise UserError("the moments policy reads the images' colour moments: give the palette's size, e.g. --model.colour-moments 4")
         if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens or self.modes > 1):
             raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder, image-tokens and modes")
+        if not -1 <= self.goal_min_correlation <= 1:
+            raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")
         if self.kind == "moments" and self.shift:
             raise UserError(f"the moments policy caches its features unshifted: --model.shift must be 0, got {self.shift}")
         if self.image_tokens < 0 or (self.image_tokens and self.encoder.grid % self.image_tokens):

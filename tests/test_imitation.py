@@ -322,6 +322,24 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "5", "--no-baselines", "--no-videos"]) == 0
 
 
+def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_end():
+    cfg = PolicyConfig(kind="moments", colour_moments=2, action_dim=2, proprio_dim=3, shift=0, encoder=EncoderConfig(kind="conv", image_size=32))
+    g = torch.Generator().manual_seed(0)
+    reached = torch.randn(200, 2 * MOMENTS, generator=g)
+    goals = torch.randn(200, 2 * MOMENTS, generator=g)  # another pusher in each goal image: nothing to do with where episodes end
+    goals[:, :MOMENTS] = 3 * reached[:, :MOMENTS] + 0.5 * torch.randn(200, MOMENTS, generator=g) + 1  # the block: where it ends, seen a little differently
+    policy = MomentPolicy(cfg)
+    assert policy.choose_goal_moments(goals, reached) == MOMENTS
+    assert policy.goal_read.tolist() == [1.0] * MOMENTS + [0.0] * MOMENTS
+    features = lambda goal: {"frame_features": reached[:4, None], "goal_features": goal, "proprio": torch.zeros(4, 3)}  # noqa: E731
+    other_pusher = goals[:4].clone()
+    other_pusher[:, MOMENTS:] = 0
+    assert torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(other_pusher)))  # the unread moments change nothing
+    assert not torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(goals[4:8])))
+    every = MomentPolicy(dataclasses.replace(cfg, goal_min_correlation=-1))
+    assert every.choose_goal_moments(goals, reached) == 2 * MOMENTS
+
+
 def test_moments_policy_starts_from_its_own_defaults_and_given_flags_win():
     from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN
     from experiments.cli import parse
@@ -606,6 +624,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.colour-moments", "1"], "colour-moments is a palette's size"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--model.goal-min-correlation", "2"], "goal-min-correlation is a correlation's threshold"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
