@@ -91,12 +91,13 @@ class PolicyConfig:
     table, walls, block and pusher are 4 colours; BENCHMARKS.md)."""
     goal_min_correlation: float = 0.9
     """The moments policy reads a goal image's moment only where it tells where the demonstrations
-    end: where its correlation over the demonstrations, between the goal image and the frame
-    where each first reaches its goal, exceeds this (-1: every moment), and reads it as what
-    remains, the goal's value minus the current frame's, which the demonstrations drive to zero.
-    The rest, such as PushT's pusher wherever it stood in the goal image, are zeroed: they tell
-    the policy which demonstration it is in, not where to go (PushT over four training seeds:
-    0.9 reads 14 of 40 moments and beat 0.5, which reads 17, by 2 to 10 points, BENCHMARKS.md)."""
+    end: where its correlation over the demonstrations, between the goal image and the frame where
+    each first reaches its goal (its last without a success), exceeds this (-1: every moment; the
+    other policies ignore it), and reads it as what remains, the goal's value minus the current
+    frame's, which the demonstrations drive to zero. The rest, such as PushT's pusher wherever it
+    stood in the goal image, are zeroed: they tell the policy which demonstration it is in, not
+    where to go (PushT, five training seeds: 0.9 reads 14 of 40 moments and beat 0.5, which reads
+    17, by 2 to 10 points on each seed; 0.95 reads 4 and loses the angle, BENCHMARKS.md)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution

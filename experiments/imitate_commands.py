@@ -359,11 +359,12 @@ class Imitate:
             seen = np.concatenate([episodes, held_out])
             features = moment_features(dataset, seen, last_actions(dataset, seen, self.trim), policy.moments, model_cfg.square_symmetry)
             if model_cfg.goal_image:
-                frame_features, goal_features, rows = map(torch.from_numpy, features)
-                read = policy.choose_goal_moments(goal_features[:, episodes].flatten(0, 1), frame_features[:, rows[lasts + 1]].flatten(0, 1))  # every turn
+                frame_features, goal_features, rows = features
+                read = policy.choose_goal_moments(torch.from_numpy(goal_features[:, episodes]), torch.from_numpy(frame_features[:, rows[lasts + 1]]))  # [turns, N, F] each
                 if not self.json:
                     print(f"goal image: {read} of its {policy.moments.size} moments follow where the demonstrations end and are read "
-                          f"(--model.goal-min-correlation {model_cfg.goal_min_correlation})", file=sys.stderr)
+                          f"(--model.goal-min-correlation {model_cfg.goal_min_correlation})"
+                          + ("; none: --model.no-goal-image would drop it" if not read else ""), file=sys.stderr)
         draw = demonstration_windows(dataset, episodes, lasts, model_cfg, features)
 
         def batches(step: int, rank: int, world: int) -> dict:

@@ -329,7 +329,7 @@ def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_
     goals = torch.randn(200, 2 * MOMENTS, generator=g)  # another pusher in each goal image: nothing to do with where episodes end
     goals[:, :MOMENTS] = 3 * reached[:, :MOMENTS] + 0.5 * torch.randn(200, MOMENTS, generator=g) + 1  # the block: where it ends, seen a little differently
     policy = MomentPolicy(cfg)
-    assert policy.choose_goal_moments(goals, reached) == MOMENTS
+    assert policy.choose_goal_moments(goals[None], reached[None]) == MOMENTS  # one turn
     assert policy.goal_read.tolist() == [1.0] * MOMENTS + [0.0] * MOMENTS
     features = lambda goal: {"frame_features": reached[:4, None], "goal_features": goal, "proprio": torch.zeros(4, 3)}  # noqa: E731
     other_pusher = goals[:4].clone()
@@ -337,7 +337,9 @@ def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_
     assert torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(other_pusher)))  # the unread moments change nothing
     assert not torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(goals[4:8])))
     every = MomentPolicy(dataclasses.replace(cfg, goal_min_correlation=-1))
-    assert every.choose_goal_moments(goals, reached) == 2 * MOMENTS
+    assert every.choose_goal_moments(goals[None], reached[None]) == 2 * MOMENTS
+    shifted = torch.stack([reached, reached + 5])  # a second turn moves both the goal's and the reached frame's pusher alike
+    assert policy.choose_goal_moments(torch.stack([goals, goals + 5]), shifted) == MOMENTS  # not agreement
 
 
 def test_moments_policy_starts_from_its_own_defaults_and_given_flags_win():

@@ -78,7 +78,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     except RuntimeError as exc:  # shape mismatch
         raise UserError(f"checkpoint {path} does not fit this model ({str(exc).splitlines()[-1].strip()})") from None
     if missing or unexpected:
-        raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise UserError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                        "written by another version of this code? retrain it")
     if optimizer is not None and meta["optimizer"] is not None:
         scalars = meta["optimizer"]
         state = {}
