@@ -98,7 +98,7 @@ class PolicyConfig:
     stood in the goal image, are zeroed: they tell the policy which demonstration it is in, not
     where to go (PushT, five training seeds: 0.9 reads 14 of 40 moments and beat 0.5, which reads
     17, by 2 to 10 points on each seed on the evaluation episodes it was chosen on, and tied on
-    held-out ones, 51.7% against 51.1%; 0.95 reads 4 and loses the angle, BENCHMARKS.md)."""
+    held-out ones, 51.7% against 51.1%; 0.95 reads 4 and fell to 31% on two seeds, BENCHMARKS.md)."""
     modes: int = 1
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
