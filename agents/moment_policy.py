@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agents.policy import ChunkActor, ChunkPolicy, PolicyConfig, masked_l1
+from agents.policy import ChunkActor, ChunkPolicy, PolicyConfig, chunk_loss, most_likely
 from worldmodel.encoders import ColourMoments
 
 
@@ -51,14 +51,15 @@ class MomentPolicy(ChunkActor):
         for _ in range(cfg.depth):
             layers += [nn.Linear(width, cfg.width), nn.GELU()]
             width = cfg.width
-        self.mlp = nn.Sequential(*layers, nn.Linear(width, cfg.horizon * cfg.action_dim))
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, cfg.modes * cfg.horizon * cfg.action_dim + (cfg.modes if cfg.modes > 1 else 0)))  # chunks, then mode logits
 
-    def _chunk(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """Raw moments [B, h, F] and [B, F], proprio [B, P] -> action chunks [B, k, A]."""
+    def _hypotheses(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw moments [B, h, F] and [B, F], proprio [B, P] -> (action chunks [B, M, k, A], mode logits [B, M] or None when M = 1)."""
         frames = self.moments.standardise(frame_features)  # [B, h, F], the current frame last
         goal = [(self.moments.standardise(goal_features) - frames[:, -1]) * self.goal_read] if self.cfg.goal_image else []  # what remains to be done
-        x = torch.cat([*goal, frames.flatten(1), self.normalise(proprio)], 1)
-        return self.mlp(x).reshape(len(x), self.cfg.horizon, self.cfg.action_dim)
+        out = self.mlp(torch.cat([*goal, frames.flatten(1), self.normalise(proprio)], 1))  # [B, M k A (+ M)]
+        m, k, a = self.cfg.modes, self.cfg.horizon, self.cfg.action_dim
+        return out[:, : m * k * a].reshape(len(out), m, k, a), (out[:, m * k * a:] if m > 1 else None)
 
     @torch.no_grad()
     def choose_goal_moments(self, goals: torch.Tensor, reached: torch.Tensor) -> int:
@@ -75,17 +76,16 @@ class MomentPolicy(ChunkActor):
         return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """Training loss: L1 on the valid actions of the chunk."""
-        chunk = self._chunk(batch["frame_features"], batch["goal_features"], batch["proprio"])
-        loss = masked_l1(chunk, batch["actions"], batch["action_valid"])
-        return loss, {"loss/action_l1": loss.detach()}
+        """Training loss: L1 on the valid actions of the chunk (modes > 1: of the closest hypothesis, plus the winner classifier)."""
+        hypotheses, logits = self._hypotheses(batch["frame_features"], batch["goal_features"], batch["proprio"])
+        return chunk_loss(hypotheses, logits, batch["actions"], batch["action_valid"])
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
         """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
         frames, goal, proprio = self._inputs(obs, observe)
         features = self.moments.features(frames.flatten(0, 1)).reshape(*frames.shape[:2], -1)  # [B, h, F]
-        return self._chunk(features, self.moments.features(goal), proprio).clamp(-1.0, 1.0)
+        return most_likely(*self._hypotheses(features, self.moments.features(goal), proprio)).clamp(-1.0, 1.0)
 
 
 def build_policy(cfg: PolicyConfig) -> ChunkActor:

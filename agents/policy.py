@@ -164,8 +164,8 @@ class PolicyConfig:
             raise UserError(f"colour-moments is a palette's size (2 or more; 0: off), got {self.colour_moments}")
         if self.kind == "moments" and not self.colour_moments:
             raise UserError("the moments policy reads the images' colour moments: give the palette's size, e.g. --model.colour-moments 4")
-        if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens or self.modes > 1):
-            raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder, image-tokens and modes")
+        if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens):
+            raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder and image-tokens")
         if not -1 <= self.goal_min_correlation <= 1:
             raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")
         if self.kind == "moments" and self.shift:
@@ -212,6 +212,27 @@ def masked_l1(predicted: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
     """Mean absolute error over the valid rows: predicted, target [B, n, D], valid bool [B, n]."""
     weight = valid[..., None].to(predicted)
     return ((predicted - target).abs() * weight).sum() / (weight.sum() * predicted.shape[-1]).clamp_min(1)
+
+
+def chunk_loss(hypotheses: torch.Tensor, logits: torch.Tensor | None, actions: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """L1 of each sample's closest hypothesis: hypotheses [B, M, k, A], logits [B, M] (None when M = 1),
+    actions [B, k, A], valid bool [B, k]. With M > 1, relaxed winner-takes-all (every hypothesis keeps
+    WTA_RELAX of the loss, so none is left untrained) plus the cross-entropy of which one wins."""
+    weight = valid[:, None, :, None].to(hypotheses)  # [B, 1, k, 1]
+    errors = ((hypotheses - actions[:, None]).abs() * weight).sum((2, 3))  # [B, M]
+    best = errors.argmin(1)  # [B]
+    per_entry = (weight.sum() * hypotheses.shape[-1]).clamp_min(1)
+    action_loss = errors.gather(1, best[:, None]).sum() / per_entry
+    if logits is None:
+        return action_loss, {"loss/action_l1": action_loss.detach()}
+    mode_loss = F.cross_entropy(logits, best)
+    loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
+    return loss, {"loss/action_l1": action_loss.detach(), "loss/mode_ce": mode_loss.detach()}
+
+
+def most_likely(hypotheses: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+    """Hypotheses [B, M, k, A] and logits [B, M] (None: one hypothesis) -> the most likely chunk [B, k, A]."""
+    return hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
 
 
 class ChunkActor(nn.Module):
@@ -377,17 +398,7 @@ class ChunkPolicy(ChunkActor):
             images = random_shift(images, cfg.shift, generator if generator is not None else torch.default_generator)
         out, embedded = self._trunk(images[:, 1: 1 + h], images[:, 0], batch["proprio"])
         hypotheses, logits = self._hypotheses(out)  # [B, M, k, A], [B, M] or None
-        valid = batch["action_valid"][:, None, : cfg.horizon, None].to(hypotheses)  # [B, 1, k, 1]
-        errors = ((hypotheses - batch["actions"][:, None, : cfg.horizon]).abs() * valid).sum((2, 3))  # [B, M]
-        best = errors.argmin(1)  # [B]
-        per_entry = (valid.sum() * hypotheses.shape[-1]).clamp_min(1)
-        action_loss = errors.gather(1, best[:, None]).sum() / per_entry  # L1 of each sample's closest hypothesis
-        metrics = {"loss/action_l1": action_loss.detach()}
-        loss = action_loss
-        if logits is not None:  # relaxed winner-takes-all (every hypothesis keeps a little gradient) + which one wins
-            mode_loss = F.cross_entropy(logits, best)
-            loss = (1 - WTA_RELAX) * action_loss + WTA_RELAX * errors.mean(1).sum() / per_entry + MODE_WEIGHT * mode_loss
-            metrics["loss/mode_ce"] = mode_loss.detach()
+        loss, metrics = chunk_loss(hypotheses, logits, batch["actions"][:, : cfg.horizon], batch["action_valid"][:, : cfg.horizon])
         for key, metric, head, vector in (("waypoints", "loss/waypoint", self.waypoint_head, -1), ("goal_waypoints", "loss/goal_waypoint", self.goal_waypoint_head, 0)):
             if head is not None:  # from the current frame's vector alone, or the goal image's
                 predicted = head(embedded[:, vector]).reshape(len(embedded), -1, cfg.proprio_dim)  # [B, w, P]
@@ -428,5 +439,4 @@ class ChunkPolicy(ChunkActor):
     def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
         """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
         hypotheses, logits = self._hypotheses(self._trunk(*self._inputs(obs, observe))[0])
-        chosen = hypotheses[:, 0] if logits is None else hypotheses[torch.arange(len(logits)), logits.argmax(1)]
-        return chosen.clamp(-1.0, 1.0)
+        return most_likely(hypotheses, logits).clamp(-1.0, 1.0)

@@ -160,6 +160,27 @@ def test_action_hypotheses_keep_two_demonstrated_moves_apart():
     assert policy.eval().predict_action_chunk(obs).abs().min() > 0.6  # executes one of them, not their average
 
 
+def test_moments_policy_hypotheses_keep_two_demonstrated_moves_apart():
+    torch.manual_seed(0)
+    cfg = PolicyConfig(kind="moments", colour_moments=2, chunk=4, width=32, modes=2, action_dim=2, proprio_dim=3, shift=0,
+                       encoder=EncoderConfig(kind="conv", image_size=32))
+    policy = MomentPolicy(cfg)
+    g = torch.Generator().manual_seed(0)
+    batch = {"frame_features": torch.randn(1, 1, 2 * MOMENTS, generator=g).expand(8, 1, -1), "goal_features": torch.randn(1, 2 * MOMENTS, generator=g).expand(8, -1),
+             "proprio": torch.zeros(8, 3), "actions": torch.tensor([0.8, -0.8]).repeat(4)[:, None, None].expand(8, 4, 2),
+             "action_valid": torch.ones(8, 4, dtype=torch.bool)}  # one observation, two opposite moves
+    opt = torch.optim.Adam(policy.parameters(), 3e-3)
+    for _ in range(200):
+        loss, metrics = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    hypotheses, logits = policy._hypotheses(batch["frame_features"][:1], batch["goal_features"][:1], batch["proprio"][:1])
+    assert hypotheses.shape == (1, 2, 4, 2) and logits.shape == (1, 2)
+    assert sorted(hypotheses[0, :, :, 0].mean(1).tolist()) == pytest.approx([-0.8, 0.8], abs=0.1)  # one hypothesis per move
+    assert metrics["loss/mode_ce"].item() == pytest.approx(np.log(2), abs=0.1)  # and no way to tell which comes
+
+
 def test_jepa_target_is_an_ema_of_the_encoder_and_gets_no_gradient():
     policy = tiny_policy("act-jepa")
     loss, _ = policy(random_batch(policy))
@@ -334,8 +355,8 @@ def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_
     features = lambda goal: {"frame_features": reached[:4, None], "goal_features": goal, "proprio": torch.zeros(4, 3)}  # noqa: E731
     other_pusher = goals[:4].clone()
     other_pusher[:, MOMENTS:] = 0
-    assert torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(other_pusher)))  # the unread moments change nothing
-    assert not torch.equal(policy._chunk(**features(goals[:4])), policy._chunk(**features(goals[4:8])))
+    assert torch.equal(policy._hypotheses(**features(goals[:4]))[0], policy._hypotheses(**features(other_pusher))[0])  # the unread moments change nothing
+    assert not torch.equal(policy._hypotheses(**features(goals[:4]))[0], policy._hypotheses(**features(goals[4:8]))[0])
     every = MomentPolicy(dataclasses.replace(cfg, goal_min_correlation=-1))
     assert every.choose_goal_moments(goals[None], reached[None]) == 2 * MOMENTS
     shifted = torch.stack([reached, reached + 5])  # a second turn moves both the goal's and the reached frame's pusher alike
