@@ -103,15 +103,19 @@ class PolicyConfig:
     """Action-chunk hypotheses per query. Above 1, each training sample trains its closest
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
     takes the most likely: for demonstrators that choose between distinct moves (PushT's expert
-    picks one of dozens of pushes), whose average is none of them."""
+    picks one of dozens of pushes), whose average is none of them (the moments policy's default
+    is 8: PushT 73% against 55% with 1, Cube 98% against 95%, but Meta-World reach, whose scripted
+    demonstrator has one move, 82% against 92%; ACT on PushT gained nothing from 4, BENCHMARKS.md)."""
     jepa_weight: float = 0.1
-    """Weight of the future-embedding loss (act-jepa; Cube, 100 demonstrations: 0.1 gave 83%, 1.0 gave 49%)."""
+    """Weight of the future-embedding loss (act-jepa; Cube, 100 demonstrations: 0.1 gave 83%, 1.0 gave
+    49%). The moments policy predicts the future frames' moments at this weight (its own default is
+    0, off: PushT gains at 1, 80% against 73%, and Cube loses, 84% against 98%, BENCHMARKS.md)."""
     isolate_jepa: bool = False
     """act-jepa: the future-embedding queries read every token but no other token reads them, so
     the action path computes exactly what `act` does and the JEPA loss only shapes the shared
     weights (the paper's separate predictor); off: all tokens attend to all."""
     jepa_stride: int = 2
-    """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa)."""
+    """Future frames predicted: t+stride, t+2*stride, ..., t+chunk (act-jepa, and moments with a jepa_weight)."""
     waypoints: tuple[int, ...] = ()
     """Steps of each demonstration (from its start; negative: from its end, -1 its last frame,
     which after `jepa imitate`'s trim is the one that first reaches the goal) whose proprio a
@@ -193,8 +197,10 @@ class PolicyConfig:
 
     @property
     def future_offsets(self) -> list[int]:
-        """Steps ahead of the future frames whose embeddings are predicted (empty unless act-jepa)."""
-        return list(range(self.jepa_stride, self.chunk + 1, self.jepa_stride)) if self.kind == "act-jepa" else []
+        """Steps ahead of the future frames whose embeddings are predicted (empty unless act-jepa, or
+        moments with a jepa_weight)."""
+        predicts = self.kind == "act-jepa" or (self.kind == "moments" and self.jepa_weight > 0)
+        return list(range(self.jepa_stride, self.chunk + 1, self.jepa_stride)) if predicts else []
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:

@@ -98,8 +98,8 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
     steps outside the episode (before its start, or past its last action: the observation after
     it still counts) and, for the (frame) waypoints, for those not after t. With
     `cfg.square_symmetry`, each window is turned by one of the task's symmetries drawn at random.
-    With `features` (`moment_features`), windows carry the frames' and goal's cached features
-    ("frame_features", "goal_features") in place of their images."""
+    With `features` (`moment_features`), windows carry the frames', goal's and future frames' cached
+    features ("frame_features", "goal_features", "future_features") in place of their images."""
     symmetry = square_symmetry(dataset.task) if cfg.square_symmetry else None
     firsts = dataset.episode_starts[episodes]
     sizes = lasts - firsts + 1
@@ -118,7 +118,7 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         if features is None:
             out |= {"frames": dataset.read_frames(history), "goal": dataset.goal_frames[episodes[pick]]}
         if len(offsets):
-            out |= {"future": dataset.read_frames(np.minimum(future, last[:, None] + 1)), "future_valid": future_valid}
+            out |= {"future_valid": future_valid} | ({"future": dataset.read_frames(np.minimum(future, last[:, None] + 1))} if features is None else {})
         for name, steps, after_t in (("waypoints", cfg.waypoints, True), ("goal_waypoints", cfg.goal_waypoints, False)):
             if steps:
                 steps = np.asarray(steps, dtype=np.int64)
@@ -131,6 +131,8 @@ def demonstration_windows(dataset: EpisodeDataset, episodes: np.ndarray, lasts: 
         if features is not None:  # cached in every turn
             frames, goals, rows = features
             out |= {"frame_features": frames[elements[:, None], rows[history]], "goal_features": goals[elements, episodes[pick]]}
+            if len(offsets):
+                out["future_features"] = frames[elements[:, None], rows[np.minimum(future, last[:, None] + 1)]]
         return {name: torch.from_numpy(value) for name, value in out.items()}
 
     return draw
@@ -243,7 +245,8 @@ class Imitate:
     train: TrainConfig = field(default_factory=lambda: dataclasses.replace(IMITATE_TRAIN))
     """Training. `jepa imitate --policy moments` starts from the moments policy's own defaults
     (`policy_defaults`: 20,000 steps of 256 at lr 1e-3 decaying to 0, weight decay 1e-4; width 256,
-    two frames, a palette of 4 colours, no shift), which any flag given overrides."""
+    two frames, a palette of 4 colours, no shift, 8 action hypotheses, no future-frame prediction),
+    which any flag given overrides."""
     encoder: Path | None = None
     """Start from the encoder of a pretraining run (`jepa pretrain --out RUN`) instead of from scratch."""
     successful_only: bool = True

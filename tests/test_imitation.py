@@ -162,7 +162,7 @@ def test_action_hypotheses_keep_two_demonstrated_moves_apart():
 
 def test_moments_policy_hypotheses_keep_two_demonstrated_moves_apart():
     torch.manual_seed(0)
-    cfg = PolicyConfig(kind="moments", colour_moments=2, chunk=4, width=32, modes=2, action_dim=2, proprio_dim=3, shift=0,
+    cfg = PolicyConfig(kind="moments", colour_moments=2, chunk=4, width=32, modes=2, jepa_weight=0.0, action_dim=2, proprio_dim=3, shift=0,
                        encoder=EncoderConfig(kind="conv", image_size=32))
     policy = MomentPolicy(cfg)
     g = torch.Generator().manual_seed(0)
@@ -175,7 +175,7 @@ def test_moments_policy_hypotheses_keep_two_demonstrated_moves_apart():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    hypotheses, logits = policy._hypotheses(batch["frame_features"][:1], batch["goal_features"][:1], batch["proprio"][:1])
+    hypotheses, logits = policy._hypotheses(policy._hidden(batch["frame_features"][:1], batch["goal_features"][:1], batch["proprio"][:1]))
     assert hypotheses.shape == (1, 2, 4, 2) and logits.shape == (1, 2)
     assert sorted(hypotheses[0, :, :, 0].mean(1).tolist()) == pytest.approx([-0.8, 0.8], abs=0.1)  # one hypothesis per move
     assert metrics["loss/mode_ce"].item() == pytest.approx(np.log(2), abs=0.1)  # and no way to tell which comes
@@ -323,7 +323,7 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     data = write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2)
     run = tmp_path / "run"
     assert main(["imitate", "--data", str(data), "--out", str(run), "--policy", "moments", "--model.colour-moments", "4", "--model.square-symmetry",
-                 "--model.history", "2", "--no-successful-only", "--train.steps", "200", "--train.warmup", "10", "--train.batch-size", "16", "--train.log-every", "50"]) == 0
+                 "--model.history", "2", "--model.jepa-weight", "1", "--no-successful-only", "--train.steps", "200", "--train.warmup", "10", "--train.batch-size", "16", "--train.log-every", "50"]) == 0
     policy, _ = load_policy(run)
     assert isinstance(policy, MomentPolicy)
     dataset = EpisodeDataset(data)
@@ -336,15 +336,18 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     frames = policy.moments.features(with_images["frames"].flatten(0, 1)).reshape(24, 2, -1)
     assert torch.allclose(with_features["frame_features"], frames, atol=1e-5)
     assert torch.allclose(with_features["goal_features"], policy.moments.features(with_images["goal"]), atol=1e-5)
+    future = policy.moments.features(with_images["future"].flatten(0, 1)).reshape(24, len(policy.cfg.future_offsets), -1)
+    assert policy.cfg.future_offsets and torch.allclose(with_features["future_features"], future, atol=1e-5)  # the frames it predicts (jepa_weight)
     assert torch.equal(with_features["actions"], with_images["actions"]) and not torch.equal(with_images["actions"], demonstration_windows(
         dataset, episodes, lasts, dataclasses.replace(policy.cfg, square_symmetry=False))(np.random.default_rng(4), 24)["actions"])  # turned
-    loss, _ = policy.train()(with_features)
-    assert loss < 0.8 * masked_l1(torch.zeros_like(with_features["actions"]), with_features["actions"], with_features["action_valid"])  # 200 steps learned something
+    _, metrics = policy.train()(with_features)
+    assert metrics["loss/jepa"] > 0 and not with_features["future_features"].requires_grad
+    assert metrics["loss/action_l1"] < 0.8 * masked_l1(torch.zeros_like(with_features["actions"]), with_features["actions"], with_features["action_valid"])  # 200 steps learned something
     assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "5", "--no-baselines", "--no-videos"]) == 0
 
 
 def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_end():
-    cfg = PolicyConfig(kind="moments", colour_moments=2, action_dim=2, proprio_dim=3, shift=0, encoder=EncoderConfig(kind="conv", image_size=32))
+    cfg = PolicyConfig(kind="moments", colour_moments=2, jepa_weight=0.0, action_dim=2, proprio_dim=3, shift=0, encoder=EncoderConfig(kind="conv", image_size=32))
     g = torch.Generator().manual_seed(0)
     reached = torch.randn(200, 2 * MOMENTS, generator=g)
     goals = torch.randn(200, 2 * MOMENTS, generator=g)  # another pusher in each goal image: nothing to do with where episodes end
@@ -355,8 +358,8 @@ def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_
     features = lambda goal: {"frame_features": reached[:4, None], "goal_features": goal, "proprio": torch.zeros(4, 3)}  # noqa: E731
     other_pusher = goals[:4].clone()
     other_pusher[:, MOMENTS:] = 0
-    assert torch.equal(policy._hypotheses(**features(goals[:4]))[0], policy._hypotheses(**features(other_pusher))[0])  # the unread moments change nothing
-    assert not torch.equal(policy._hypotheses(**features(goals[:4]))[0], policy._hypotheses(**features(goals[4:8]))[0])
+    assert torch.equal(policy._hypotheses(policy._hidden(**features(goals[:4])))[0], policy._hypotheses(policy._hidden(**features(other_pusher)))[0])  # the unread moments change nothing
+    assert not torch.equal(policy._hypotheses(policy._hidden(**features(goals[:4])))[0], policy._hypotheses(policy._hidden(**features(goals[4:8])))[0])
     every = MomentPolicy(dataclasses.replace(cfg, goal_min_correlation=-1))
     assert every.choose_goal_moments(goals[None], reached[None]) == 2 * MOMENTS
     shifted = torch.stack([reached, reached + 5])  # a second turn moves both the goal's and the reached frame's pusher alike
