@@ -141,18 +141,24 @@ def test_policy_step_cost_times_every_variant_and_the_window_draws(tmp_path):
     assert len(draws) == 2 and all(s > 0 for s in draws.values())  # push-t: as recorded and turned
 
 
+def fit(policy, batch: dict, steps: int = 200) -> dict:
+    """Train the policy on one batch by Adam; returns the last step's metrics."""
+    opt = torch.optim.Adam(policy.parameters(), 3e-3)
+    for _ in range(steps):
+        loss, metrics = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return metrics
+
+
 def test_action_hypotheses_keep_two_demonstrated_moves_apart():
     policy = tiny_policy("act", shift=0, modes=2)
     batch = random_batch(policy, b=8)
     for key in ("frames", "goal", "proprio"):  # one observation ...
         batch[key] = batch[key][:1].expand_as(batch[key]).clone()
     batch["actions"] = torch.tensor([0.8, -0.8]).repeat(4)[:, None, None].expand(8, 4, 2).clone()  # ... two opposite moves
-    opt = torch.optim.Adam(policy.parameters(), 3e-3)
-    for _ in range(200):
-        loss, metrics = policy(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    metrics = fit(policy, batch)
     hypotheses, logits = policy._hypotheses(policy._trunk(batch["frames"][:1], batch["goal"][:1], batch["proprio"][:1])[0])
     assert sorted(hypotheses[0, :, :, 0].mean(1).tolist()) == pytest.approx([-0.8, 0.8], abs=0.1)  # one hypothesis per move
     assert metrics["loss/mode_ce"].item() == pytest.approx(np.log(2), abs=0.1)  # and no way to tell which comes
@@ -169,12 +175,7 @@ def test_moments_policy_hypotheses_keep_two_demonstrated_moves_apart():
     batch = {"frame_features": torch.randn(1, 1, 2 * MOMENTS, generator=g).expand(8, 1, -1), "goal_features": torch.randn(1, 2 * MOMENTS, generator=g).expand(8, -1),
              "proprio": torch.zeros(8, 3), "actions": torch.tensor([0.8, -0.8]).repeat(4)[:, None, None].expand(8, 4, 2),
              "action_valid": torch.ones(8, 4, dtype=torch.bool)}  # one observation, two opposite moves
-    opt = torch.optim.Adam(policy.parameters(), 3e-3)
-    for _ in range(200):
-        loss, metrics = policy(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    metrics = fit(policy, batch)
     hypotheses, logits = policy._hypotheses(policy._hidden(batch["frame_features"][:1], batch["goal_features"][:1], batch["proprio"][:1]))
     assert hypotheses.shape == (1, 2, 4, 2) and logits.shape == (1, 2)
     assert sorted(hypotheses[0, :, :, 0].mean(1).tolist()) == pytest.approx([-0.8, 0.8], abs=0.1)  # one hypothesis per move
