@@ -104,8 +104,8 @@ class PolicyConfig:
     hypothesis (relaxed winner-takes-all L1) and a classifier learns which one wins; execution
     takes the most likely: for demonstrators that choose between distinct moves (PushT's expert
     picks one of dozens of pushes), whose average is none of them (the moments policy's default
-    is 8: PushT 73% against 55% with 1, Cube 98% against 95%, but Meta-World reach, whose scripted
-    demonstrator has one move, 82% against 92%; ACT on PushT gained nothing from 4, BENCHMARKS.md)."""
+    is 8: PushT, pooled over five training seeds, 73% against 55% with 1, Cube 98% against 95%, but
+    Meta-World reach 82% against 92%, why not measured; ACT on PushT gained nothing from 4, BENCHMARKS.md)."""
     jepa_weight: float = 0.1
     """Weight of the future-embedding loss (act-jepa; Cube, 100 demonstrations: 0.1 gave 83%, 1.0 gave
     49%). The moments policy predicts the future frames' moments at this weight (its own default is
