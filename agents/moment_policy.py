@@ -20,7 +20,8 @@ same hidden layer, the moments of the frames t+2, t+4, ..., t+k: ACT-JEPA's obje
 & Kovacevic 2025) with the moments as a frozen target encoder, as V-JEPA 2-AC predicts in a frozen
 encoder's space. At weight 1 it lifts PushT (five training seeds, pooled: 79.9% against 73.1%
 without it, 80.9% against 73.5% on held-out evaluation episodes) and costs Cube (84% against 98%,
-three seeds), so it is off by default (BENCHMARKS.md).
+three seeds) and Meta-World reach and push (10-12 points, one seed), so it is off by default
+(BENCHMARKS.md).
 It needs objects whose colour differs from their surroundings, and has no random shift (the
 features are cached unshifted).
 
