@@ -170,6 +170,8 @@ class PolicyConfig:
             raise UserError("the moments policy reads the images' colour moments: give the palette's size, e.g. --model.colour-moments 4")
         if self.kind == "moments" and (self.waypoints or self.goal_waypoints or self.goal_encoder or self.image_tokens):
             raise UserError("the moments policy has no image encoder or transformer: drop waypoints, goal-waypoints, goal-encoder and image-tokens")
+        if self.jepa_weight < 0:
+            raise UserError(f"jepa-weight is a loss's weight, 0 or more (0: no future prediction), got {self.jepa_weight}")
         if not -1 <= self.goal_min_correlation <= 1:
             raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")
         if self.kind == "moments" and self.shift:

@@ -652,6 +652,7 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.colour-moments", "1"], "colour-moments is a palette's size"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.goal-min-correlation", "2"], "goal-min-correlation is a correlation's threshold"),
+    (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "moments", "--model.jepa-weight", "-1"], "jepa-weight is a loss's weight"),
     (["collect", "--task", "metaworld:fly-v3", "--out", "{empty}"], "unknown Meta-World task"),
     (["collect", "--task", "reacher", "--policy", "sb3:{empty}", "--out", "{empty}", "--episodes", "1"], "jepa train-expert"),
     (["train-expert", "--task", "reacher", "--algo", "dqn", "--out", "{empty}"], "--algo must be one of"),
