@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.planner import CostFn, PlanResult, gaussian_candidates
-from envs.errors import UserError
+from infra.errors import UserError
 
 
 @dataclass

@@ -26,7 +26,7 @@ from agents.cem import CEMConfig
 from agents.gradient import GradConfig
 from agents.mppi import MPPIConfig
 from agents.planner import horizon_cost, latent_step_cost
-from envs.errors import UserError
+from infra.errors import UserError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.planner import PlanResult, SamplingConfig, SamplingPlanner
-from envs.errors import UserError
+from infra.errors import UserError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from envs.errors import UserError
+from infra.errors import UserError
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions [B, S, H, A] -> cost [B, S]
 

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 import tyro
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 from worldmodel.encoders import Block, ColourMoments, EncoderConfig, FrameLatent, build_encoder
 from worldmodel.jepa import ema_update, spread_metrics
 

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from envs import make_task
-from envs.errors import UserError
-from worldmodel.checkpoint import load_checkpoint, read_metadata, save_checkpoint, write_json
+from infra.errors import UserError
+from infra.files import write_json
+from worldmodel.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 EXPERT_STAGE = "expert"
 WEIGHTS, CONFIG = "policy.safetensors", "expert.json"  # the JSON is a readable copy of the checkpoint's config

@@ -14,7 +14,7 @@ import gymnasium as gym
 from envs.base import MujocoTaskEnv
 from envs.cube import CubeEnv, CubeExpert
 from envs import metaworld_tasks
-from envs.errors import UserError
+from infra.errors import UserError
 from envs.push_t import PushTEnv, PushTFixedGoalEnv
 from envs.push_t_expert import PushTExpert
 from envs.reacher import ReacherEnv, ReacherExpert

@@ -18,7 +18,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.errors import UserError
+from infra.errors import UserError
 from envs.symmetry import SquareSymmetry
 
 MAX_IMAGE_SIZE = 512

@@ -15,7 +15,7 @@ import numpy as np
 
 from envs import make_task, task_spec
 from envs.dataset import Episode
-from envs.errors import UserError
+from infra.errors import UserError
 
 POLICIES = ("random", "wander", "expert", "noisy-expert", "mixed")
 SB3_PREFIX = "sb3:"  # sb3:RUN, the expert `jepa train-expert --out RUN` trained

@@ -29,8 +29,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from envs.errors import UserError
-from envs.files import fsync
+from infra.errors import UserError
+from infra.files import fsync
 
 FORMAT, VERSION = "jepa-worlds/episodes", 1
 FILENAME = "episodes.h5"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 
-from envs.errors import UserError
+from infra.errors import UserError
 
 # backend -> (shared library it needs, Debian package that ships it)
 _BACKENDS = {"egl": ("EGL", "libegl1"), "osmesa": ("OSMesa", "libosmesa6")}

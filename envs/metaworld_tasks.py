@@ -42,7 +42,7 @@ import mujoco
 import numpy as np
 
 from envs.base import check_image_size
-from envs.errors import UserError
+from infra.errors import UserError
 
 PREFIX = "metaworld:"
 CAMERA = "corner4"  # the package camera whose pose WORKSPACE_VIEW replaces

@@ -11,7 +11,7 @@ import numpy as np
 
 from envs import task_spec
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
+from infra.errors import UserError
 
 
 def minari_buffers(dataset: EpisodeDataset) -> list[dict]:

@@ -51,7 +51,7 @@ def _value(argv: list[str], flag: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jepa` console script."""
-    from envs.errors import UserError
+    from infra.errors import UserError
 
     try:
         command = parse(sys.argv[1:] if argv is None else list(argv))

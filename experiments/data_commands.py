@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from envs import TASKS, make_task
 from envs.collect import collect
 from envs.dataset import DatasetWriter, EpisodeDataset
 from envs.minari_export import export_minari
-from envs.errors import UserError
 from experiments.expert_commands import demonstrator_spec
 from experiments.video import write_video
+from infra.errors import UserError
+from infra.progress import progress
 
 VIDEO_EPISODES = 4
 
@@ -90,7 +90,7 @@ class Collect:
         env.close()
         episode_frames = spec.episode_steps + 1
         writer, successes, video = None, [], []
-        bar = tqdm(total=self.episodes, unit="ep", desc=f"collect {self.task}", file=sys.stderr, dynamic_ncols=True)
+        bar = progress(total=self.episodes, unit="ep", desc=f"collect {self.task}")
         start = time.perf_counter()
         try:
             for index, episode in enumerate(episodes):

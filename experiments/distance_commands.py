@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
-from envs.errors import UserError
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT
 from experiments.wm_commands import check_dataset, load_world_model, standardised_latents
+from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.goal_distance import GoalDistance, GoalDistanceConfig
 from worldmodel.trainer import TrainConfig, Trainer

@@ -10,16 +10,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from agents.sb3_expert import EXPERT_STAGE, WEIGHTS, SB3Expert, StateTaskEnv, build_model, expert_config, save_expert
 from envs import make_task, task_spec
 from envs.collect import SB3_PREFIX, CollectSpec
-from envs.errors import UserError
 from envs.metaworld_tasks import PREFIX as METAWORLD
 from experiments.plan_commands import parse_seeds
 from experiments.protocol import actor_success, eval_reset_seeds, rate
-from worldmodel.checkpoint import write_json
+from infra.errors import UserError
+from infra.files import write_json
+from infra.progress import progress
 
 
 def demonstrator_spec(task: str, policy: str, **options) -> CollectSpec:
@@ -107,7 +106,7 @@ class TrainExpert:
 
         class Progress(BaseCallback):
             def _on_training_start(self):
-                self.bar = tqdm(total=self.locals["total_timesteps"], desc="train-expert", unit="step", file=sys.stderr, dynamic_ncols=True)
+                self.bar = progress(total=self.locals["total_timesteps"], desc="train-expert", unit="step")
 
             def _on_step(self):
                 self.bar.update(1)

@@ -16,22 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from agents.moment_policy import RECIPE_MODEL, RECIPE_TRAIN, build_policy
 from agents.policy import POLICY_KINDS, ChunkActor, PolicyConfig, random_shift
 from envs import stale_frames, task_spec
 from envs.collect import CollectSpec, make_policy
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
-from envs.files import replace_folder
 from envs.symmetry import ELEMENTS, SquareSymmetry, turn_images, turn_vectors
 from experiments.expert_commands import demonstrator_spec
 from experiments.plan_commands import parse_seeds
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
 from experiments.protocol import actor_success, eval_reset_seeds, rate, run_lockstep
 from experiments.video import write_video
-from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata, write_json
+from infra.errors import UserError
+from infra.files import replace_folder, write_json
+from infra.progress import progress
+from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.encoders import ColourMoments
 from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
@@ -439,8 +439,7 @@ class PolicyEval:
             blind = [spec.env_class(pixels=False, **kwargs) for _ in envs] if self.baselines else []  # random and expert need no pixels
             for env in envs + blind:
                 stack.callback(env.close)
-            bar = stack.enter_context(tqdm(total=len(seeds) * self.episodes, desc=f"policy-eval {task}", unit="episode",
-                                           file=sys.stderr, dynamic_ncols=True))
+            bar = stack.enter_context(progress(total=len(seeds) * self.episodes, desc=f"policy-eval {task}", unit="episode"))
             for seed in seeds:
                 resets = eval_reset_seeds(seed, self.episodes)
                 for lo in range(0, self.episodes, len(envs)):

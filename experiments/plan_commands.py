@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from agents.mpc import MPC, LatentImagination, MPCConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
-from envs.errors import UserError
 from experiments.distance_commands import load_goal_distance
 from experiments.protocol import SimulatorImagination, draw_pairs, rate, run_episode, setting_of
 from experiments.video import write_video
 from experiments.wm_commands import Retrieval, env_frame_skip, load_world_model
-from worldmodel.checkpoint import write_json
+from infra.errors import UserError
+from infra.files import write_json
+from infra.progress import progress
 from worldmodel.probe import frame_indices
 
 PLAN_STAGE = "plan_eval"
@@ -89,7 +89,7 @@ class PlanEval:
         out.mkdir(parents=True, exist_ok=True)
         outcome = {"agent": [], "floor": [], "ceiling": []}
         distances, agent_times, ceiling_times, shown = [], [], [], None
-        bar = tqdm(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair", file=sys.stderr, dynamic_ncols=True)
+        bar = progress(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair")
         for seed in seeds:
             for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
                 mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)

@@ -12,7 +12,7 @@ import torch
 
 from envs import task_spec
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
-from envs.errors import UserError
+from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
 from worldmodel.jepa import JEPA, JEPAConfig, load_jepa
 from worldmodel.probe import embed, fit_probe, frame_indices

@@ -26,8 +26,8 @@ from mujoco import rollout as mj_rollout
 
 from agents.planner import horizon_cost
 from envs import task_spec
-from envs.errors import UserError
 from envs.two_room import TwoRoomEnv
+from infra.errors import UserError
 
 EVAL_TAG = 0x6A657061  # keeps evaluation episodes apart from any collected dataset's seeds
 

@@ -17,8 +17,6 @@ from agents.mpc import MPCConfig
 from envs import TASKS
 from envs.dataset import FILENAME as DATASET_FILE
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
-from envs.files import write_text
 from experiments.data_commands import Collect
 from experiments.distance_commands import TrainDistance, distance_training
 from experiments.plan_commands import PlanEval, parse_seeds, summary_line
@@ -26,7 +24,8 @@ from experiments.pretrain_commands import Pretrain
 from experiments.protocol import SETTINGS
 from experiments.rollout_eval import RolloutEval
 from experiments.wm_commands import TrainWM
-from worldmodel.checkpoint import write_json
+from infra.errors import UserError
+from infra.files import write_json, write_text
 from worldmodel.trainer import TrainConfig
 
 EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200}  # episodes collected per task (policy "mixed")

@@ -21,11 +21,11 @@ import torch
 
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
-from envs.errors import UserError
 from experiments.report import markdown_table
 from experiments.video import upscale, write_video
 from experiments.wm_commands import WORLD_MODEL_STAGE, Retrieval, check_dataset, load_world_model
-from worldmodel.checkpoint import write_json
+from infra.errors import UserError
+from infra.files import write_json
 from worldmodel.probe import frame_indices, predict, ridge_weights
 
 

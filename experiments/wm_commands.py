@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
-from envs.errors import UserError
 from envs.metaworld_tasks import PREFIX as METAWORLD
 from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint
+from infra.errors import UserError
+from infra.progress import progress
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
@@ -66,7 +66,7 @@ def check_dataset(dataset: EpisodeDataset, config: dict, image_size: int, comman
 def encode_frames(model: WorldModel, frames: np.ndarray, batch: int = 512, desc: str = "encode") -> torch.Tensor:
     """Unstandardised latents [F, N, D] of frames [F, H, W, 3] (a memory map is read in order)."""
     out = []
-    for lo in tqdm(range(0, len(frames), batch), desc=desc, unit="batch", file=sys.stderr, leave=False):
+    for lo in progress(range(0, len(frames), batch), desc=desc, unit="batch", leave=False):
         out.append(model.raw_latent(torch.from_numpy(np.array(frames[lo: lo + batch]))[:, None])[:, 0])
     return torch.cat(out)
 

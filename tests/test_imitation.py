@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_dataset
 
 from agents.moment_policy import MomentPolicy
 from agents.policy import MIN_GOALS, POLICY_KINDS, ChunkPolicy, PolicyConfig, masked_l1
 from envs import make_task, task_spec
-from conftest import write_dataset
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
-from experiments.cli import main
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
-from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, window_scorer, last_actions, load_policy, moment_features, square_symmetry
+from experiments.cli import main
+from experiments.imitate_commands import closest_median, demonstration_episodes, demonstration_windows, last_actions, load_policy, moment_features, square_symmetry, window_scorer
 from experiments.protocol import run_lockstep, wilson
+from infra.errors import UserError
 from worldmodel.encoders import MOMENTS, EncoderConfig
 from worldmodel.trainer import resolve_metrics
 
@@ -592,7 +592,7 @@ def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, tr
 
 
 def test_replace_folder_never_leaves_the_target_missing(tmp_path):
-    from envs.files import replace_folder
+    from infra.files import replace_folder
 
     source, target, aside = tmp_path / "source", tmp_path / "target", tmp_path / ".target.old"
     aside.mkdir()  # a swap cut short between its two renames: the old folder set aside, no target

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 
-from envs.errors import UserError
-from envs.files import fsync, write_text
+from infra.errors import UserError
+from infra.files import fsync
 
 FILENAME = "checkpoint.safetensors"
 
@@ -46,11 +46,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     fsync(tmp)
     os.replace(tmp, path)
     return path
-
-
-def write_json(path: Path, value) -> None:
-    """Write JSON through a temporary name, so readers never see half a file."""
-    write_text(path, json.dumps(value, indent=1))
 
 
 def read_metadata(path: Path) -> dict:

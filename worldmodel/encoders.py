@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 
 ENCODER_KINDS = ("vit", "conv")
 VIT_SIZES = {  # name: (width, depth, heads)

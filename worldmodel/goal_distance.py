@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import tyro
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder, sincos_positions, to_float
 from worldmodel.masks import MaskConfig, sample_mask
 from worldmodel.regularisers import gather_batch, sigreg, vicreg

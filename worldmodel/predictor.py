@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 
 ACTION_MODES = ("adaln", "token", "both")
 

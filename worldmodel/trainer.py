@@ -37,8 +37,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from envs.errors import UserError
-from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint, write_json
+from infra.errors import UserError
+from infra.files import write_json
+from infra.progress import progress
+from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save_checkpoint
 
 # A watched set of vectors (`collapse/...` metrics, see worldmodel.jepa.spread_metrics) has
 # collapsed when its effective rank falls below 1.5 or its spread below a floor: 1% of the vectors'
@@ -241,7 +243,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tb"))
-        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", file=sys.stderr, disable=not main, dynamic_ncols=True)
+        bar = progress(total=cfg.steps, initial=start, desc="train", unit="step", disable=not main)
         metrics, validation, collapsing, tick, began, logged = {}, {}, set(), time.perf_counter(), time.perf_counter(), start
         pin, data_s = self.device.type == "cuda", 0.0  # pinned host memory: the copy to the GPU overlaps its work
         for step in range(start, cfg.steps):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import tyro
 from torch import nn
 
-from envs.errors import UserError
+from infra.errors import UserError
 from worldmodel.encoders import FrameLatent, build_encoder, grid_coords, keypoints
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig

@@ -30,11 +30,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from envs.errors import UserError  # noqa: E402
-from experiments.benchmarks.heldout_losses import own_losses  # noqa: E402
 from agents.policy import VECTOR_KINDS  # noqa: E402
+from experiments.benchmarks.heldout_losses import own_losses  # noqa: E402
 from experiments.imitate_commands import POLICY_EVAL_STAGE, eval_result_name, execution_mode, load_policy, lowest_total  # noqa: E402
 from experiments.protocol import wilson  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 from worldmodel.checkpoint import dataclass_from_dict  # noqa: E402
 from worldmodel.trainer import TrainConfig  # noqa: E402
 

@@ -18,10 +18,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs import task_spec  # noqa: E402
 from envs.dataset import EpisodeDataset, split_episodes  # noqa: E402
-from envs.errors import UserError  # noqa: E402
 from experiments.distance_commands import load_goal_distance  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
 from experiments.wm_commands import load_world_model, standardised_latents  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 
 
 def main() -> None:

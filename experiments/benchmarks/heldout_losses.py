@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from agents.policy import VECTOR_KINDS  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.errors import UserError  # noqa: E402
-from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, window_scorer, load_policy  # noqa: E402
+from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, load_policy, window_scorer  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 
 
 def require_finished(run: Path) -> None:

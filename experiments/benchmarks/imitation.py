@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.errors import UserError  # noqa: E402
 from experiments.data_commands import Collect  # noqa: E402
 from experiments.imitate_commands import Imitate, PolicyEval, eval_result_name, policy_defaults, square_symmetry  # noqa: E402
 from experiments.plan_commands import parse_seeds  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 
 
 def main() -> None:

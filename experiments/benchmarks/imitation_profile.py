@@ -21,8 +21,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
 from experiments.cli import main as jepa
+from infra.errors import UserError
 
 
 def imitate(data: str, device: str, steps: int, extra: list[str], out: Path) -> dict:

@@ -37,10 +37,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from agents.policy import VECTOR_KINDS, random_shift  # noqa: E402
 from envs import task_spec  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.errors import UserError  # noqa: E402
 from envs.push_t import PushTEnv  # noqa: E402
 from experiments.imitate_commands import load_policy  # noqa: E402
 from experiments.protocol import eval_reset_seeds  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 from worldmodel.encoders import FrameLatent, build_encoder  # noqa: E402
 from worldmodel.probe import fit_probe, r2_score  # noqa: E402
 

@@ -35,11 +35,11 @@ from agents.policy import VECTOR_KINDS  # noqa: E402
 from envs import task_spec  # noqa: E402
 from envs.collect import episode_seeds  # noqa: E402
 from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.errors import UserError  # noqa: E402
 from envs.metaworld_tasks import PREFIX as METAWORLD  # noqa: E402
 from experiments.imitate_commands import demonstration_episodes, load_policy  # noqa: E402
 from experiments.protocol import eval_reset_seeds, rate, run_lockstep  # noqa: E402
 from experiments.report import markdown_table  # noqa: E402
+from infra.errors import UserError  # noqa: E402
 
 
 def main() -> None:

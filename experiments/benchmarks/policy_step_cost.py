@@ -24,9 +24,9 @@ import torch
 from agents.policy import ChunkPolicy, PolicyConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset
-from envs.errors import UserError
 from experiments.imitate_commands import demonstration_windows, last_actions
 from experiments.report import markdown_table
+from infra.errors import UserError
 from worldmodel.trainer import resolve_metrics
 
 DEFAULT = PolicyConfig(kind="act", action_dim=4, proprio_dim=4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,11 @@ def write_text(path: Path, text: str) -> None:
     tmp.write_text(text)
     fsync(tmp)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    """Write JSON through a temporary name, so readers never see half a file."""
+    write_text(path, json.dumps(value, indent=1))
 
 
 def replace_folder(source: Path, target: Path) -> None:
