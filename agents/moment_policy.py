@@ -1,29 +1,18 @@
 """The `moments` policy: a chunked MLP on fixed image features, the colour moments of each image
-(`worldmodel.encoders.ColourMoments`: per colour of a palette fitted to the demonstrations' frames,
-where its mask lies and how it is turned; Hu 1962), with the proprio. It predicts a chunk of k
-actions (ACT's chunking, Zhao et al. 2023) and runs as the other policies do (`ChunkActor`).
+(`worldmodel.encoders.ColourMoments`, Hu 1962: per colour of a palette fitted to the
+demonstrations' frames, where its mask lies and how it is turned), with the proprio. It predicts
+a chunk of k actions (ACT's chunking, Zhao et al. 2023) as `modes` hypotheses and runs as every
+policy does (`ChunkActor`).
 
-Its image features have no trainable parameter, so `jepa imitate` computes them once for every
-demonstration frame and goal image (in each of the square's turns with `square_symmetry`), and a
-training step is an MLP's step on cached vectors: 20,000 steps of 256 windows take less than half
-the time of ACT's 3,000 steps of 64 (PushT: about 2 minutes against 5 on 2 CPU cores). On PushT,
-whose pixel policies read where the T is but not how it is turned, this reads the angle and has
-the samples to use it. The goal image is read as what remains to be done: only its moments that
-follow where the demonstrations end (`choose_goal_moments`: not PushT's pusher, which stands
-anywhere in it), minus the current frame's; with all of them as they are, the network told the
-100 goals apart by them and memorised. It predicts 8 hypotheses of each chunk and executes the
-most likely (`modes`; relaxed winner-takes-all, Rupprecht et al. 2017): PushT's expert
-picks one of many pushes, and the L1 of a single chunk settles between them (PushT, five training
-seeds: a median of 72% against 56% with one hypothesis, 73% against 53% on held-out evaluation
-episodes, where Diffusion Policy reports 64%). With `jepa_weight` > 0 it also predicts, from the
-same hidden layer, the moments of the frames t+2, t+4, ..., t+k: ACT-JEPA's objective (Vujinovic
-& Kovacevic 2025) with the moments as a frozen target encoder, as V-JEPA 2-AC predicts in a frozen
-encoder's space. At weight 1 it lifts PushT (five training seeds, pooled: 79.9% against 73.1%
-without it, 80.9% against 73.5% on held-out evaluation episodes) and costs Cube (84% against 98%,
-three seeds) and Meta-World reach and push (10-12 points, one seed), so it is off by default
-(BENCHMARKS.md).
-It needs objects whose colour differs from their surroundings, and has no random shift (the
-features are cached unshifted).
+Its features have no trainable parameter, so `prepare` caches them once for every demonstration
+frame and goal image (in each of the square's turns with `square_symmetry`) and a training step
+is an MLP's step on cached vectors. It reads the goal image as what remains to be done: only the
+goal moments that follow where the demonstrations end (`choose_goal_moments`; not PushT's
+pusher, which stands anywhere in the goal image), each minus the current frame's; read whole,
+the goal images let the network tell the demonstrations apart and memorise them. With
+`jepa_weight` > 0 it also predicts, from the same hidden layer, the moments of the frames t+2,
+t+4, ..., t+k: ACT-JEPA's objective (Vujinovic & Kovacevic 2025) with the moments as a frozen
+target encoder. It needs objects whose colour sets them apart, and takes no random shift.
 
     batch = {"frame_features": [B, h, F], "goal_features": [B, F] (raw moments, F = colours x 10),
              "proprio": [B, P], "actions": [B, k, A], "action_valid": bool [B, k],
@@ -32,33 +21,66 @@ features are cached unshifted).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
+import tyro
 from torch import nn
 
-from agents.policy import ChunkActor, ChunkPolicy, PolicyConfig, chunk_loss, masked_l1, most_likely
+from agents.demonstrations import Demonstrations, WindowSpec
+from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1, most_likely
+from infra.errors import UserError
 from worldmodel.encoders import ColourMoments
 
 
-RECIPE_TRAIN = {"steps": 20_000, "batch_size": 256, "lr": 1e-3, "min_lr_ratio": 0.0, "weight_decay": 1e-4}
-"""Its training defaults, where `jepa imitate` leaves the transformer policies' (3,000 steps of 64):
-an MLP step on cached features costs about a fifteenth of ACT's (PushT, BENCHMARKS.md)."""
-RECIPE_MODEL = {"width": 256, "history": 2, "colour_moments": 4, "shift": 0, "modes": 8, "jepa_weight": 0.0}
-"""Its model defaults: hidden width 256 (PushT: 41% against 30% at 128, a throwaway MLP of session
-22), two frames (the block's motion; PushT over five training seeds: 38.0% of 750 episodes against
-34.7% with one), 4 colours (PushT's table, walls, block and pusher), no shift (cached features),
-and 8 action hypotheses (PushT over five training seeds, pooled: 73.1% against 63.3% with 4 and
-55.1% with 1; 16 gave 72.0% and 74.0% on seeds 0 and 1, 8 gave 72.0% and 74.7%; Meta-World reach
-prefers 1: 82% against 92%), and no future-frame prediction (jepa_weight 0: PushT prefers 1, 80%
-against 73%, Cube 0, 98% against 84%; at 0.1 PushT tied)."""
+
+@dataclass
+class MomentPolicyConfig(PolicyConfig):
+    """The moments policy's features, network and execution."""
+
+    kind: Annotated[str, tyro.conf.Suppress] = "moments"
+    history: int = 2
+    """Observation frames the policy sees (the current one and history - 1 before it; two show the block's motion)."""
+    modes: int = 8
+    """Action-chunk hypotheses per query (PushT's expert picks one of many pushes)."""
+    width: int = 256
+    """The MLP's hidden width."""
+    depth: int = 3
+    """The MLP's hidden layers."""
+    colour_moments: int = 4
+    """Colours of the palette (k-means of the demonstrations' frames) whose moments are read
+    (PushT: table, walls, block and pusher)."""
+    goal_min_correlation: float = 0.9
+    """Read a goal image's moment only where it tells where the demonstrations end: where its
+    correlation over the demonstrations, between the goal image and the frame where each first
+    reaches its goal, exceeds this (-1: every moment). The rest, such as PushT's pusher wherever
+    it stood in the goal image, tell which demonstration it is, not where to go."""
+    image_size: Annotated[int, tyro.conf.Suppress] = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if min(self.width, self.depth) < 1:
+            raise UserError(f"width and depth must be positive, got {self.width} and {self.depth}")
+        if self.colour_moments < 2:
+            raise UserError(f"the moments policy reads a palette of 2 or more colours (--model.colour-moments), got {self.colour_moments}")
+        if not -1 <= self.goal_min_correlation <= 1:
+            raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")
+
+    def for_data(self, action_dim: int, proprio_dim: int, image_size: int) -> MomentPolicyConfig:
+        return dataclasses.replace(self, action_dim=action_dim, proprio_dim=proprio_dim, image_size=image_size)
 
 
 class MomentPolicy(ChunkActor):
     """what remains (the goal image's read moments minus the current frame's) [g F], frame moments
     [h F] and normalised proprio [P] -> MLP (depth hidden layers of width, GELU) -> actions [k, A]."""
 
-    def __init__(self, cfg: PolicyConfig):
+    cfg: MomentPolicyConfig
+
+    def __init__(self, cfg: MomentPolicyConfig):
         super().__init__(cfg)
-        self.moments = ColourMoments(cfg.colour_moments, cfg.encoder.image_size)  # `jepa imitate` fits it
+        self.moments = ColourMoments(cfg.colour_moments, cfg.image_size)  # `prepare` fits it
         self.register_buffer("goal_read", torch.ones(self.moments.size))  # [F] 1: the goal moment is read, 0: zeroed (`choose_goal_moments`)
         inputs = (cfg.goal_image + cfg.history) * self.moments.size + cfg.proprio_dim
         layers, width = [], inputs
@@ -67,6 +89,20 @@ class MomentPolicy(ChunkActor):
             width = cfg.width
         self.mlp = nn.Sequential(*layers, nn.Linear(width, cfg.modes * cfg.horizon * cfg.action_dim + (cfg.modes if cfg.modes > 1 else 0)))  # chunks, then mode logits
         self.future_head = nn.Linear(width, len(cfg.future_offsets) * self.moments.size) if cfg.future_offsets else None  # from the last hidden layer
+
+    def prepare(self, demos: Demonstrations, seed: int) -> tuple[WindowSpec, str]:
+        """The proprio's normaliser; the palette and the moments' statistics (`palette_frames`); the
+        moments of every frame and goal image, cached for the windows; and which goal moments are read."""
+        spec, _ = super().prepare(demos, seed)
+        symmetric = self.cfg.square_symmetry
+        self.moments.fit(torch.from_numpy(demos.palette_frames(symmetric)), seed=seed)
+        cache = demos.cache_features(self.moments.features, symmetric)
+        summary = ""
+        if self.cfg.goal_image:
+            read = self.choose_goal_moments(*(torch.from_numpy(part) for part in demos.goal_and_reached(cache)))
+            summary = (f"goal image: {read} of its {self.moments.size} moments follow where the demonstrations end and are read "
+                       f"(--model.goal-min-correlation {self.cfg.goal_min_correlation})" + ("; none: --model.no-goal-image would drop it" if not read else ""))
+        return dataclasses.replace(spec, features=cache), summary
 
     def _hidden(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Raw moments [B, h, F] and [B, F], proprio [B, P] -> the last hidden layer [B, width]."""
@@ -84,9 +120,9 @@ class MomentPolicy(ChunkActor):
     def choose_goal_moments(self, goals: torch.Tensor, reached: torch.Tensor) -> int:
         """Read the goal moments that follow where the demonstrations end (`cfg.goal_min_correlation`),
         from the raw moments [T, N, F] of N demonstrations' goal images and of their frames that first
-        reach the goal (their last without a success), in each of T turns of the square (T = 1
-        without the symmetries): the correlation is pooled over the turns, each centred on its own
-        mean, so that a turn's shift of both is not taken for agreement. Returns how many are read."""
+        reach the goal, in each of T turns of the square (T = 1 without the symmetries): the
+        correlation is pooled over the turns, each centred on its own mean, so that a turn's shift of
+        both is not taken for agreement. Returns how many are read."""
         if self.cfg.goal_min_correlation > -1:
             centred = lambda x: (x.double() - x.double().mean(1, keepdim=True)).flatten(0, 1)  # noqa: E731  [T N, F]
             goals, reached = centred(goals), centred(reached)
@@ -113,8 +149,3 @@ class MomentPolicy(ChunkActor):
         frames, goal, proprio = self._inputs(obs, observe)
         features = self.moments.features(frames.flatten(0, 1)).reshape(*frames.shape[:2], -1)  # [B, h, F]
         return most_likely(*self._hypotheses(self._hidden(features, self.moments.features(goal), proprio))).clamp(-1.0, 1.0)
-
-
-def build_policy(cfg: PolicyConfig) -> ChunkActor:
-    """The network of `cfg.kind` (here, not in agents/policy.py, which this module imports)."""
-    return MomentPolicy(cfg) if cfg.kind == "moments" else ChunkPolicy(cfg)

@@ -13,8 +13,9 @@ def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
     from experiments.distance_commands import TrainDistance
     from experiments.expert_commands import TrainExpert
-    from experiments.imitate_commands import Imitate, PolicyEval
+    from experiments.imitate_commands import IMITATE
     from experiments.plan_commands import PlanEval
+    from experiments.policy_eval_commands import PolicyEval
     from experiments.pretrain_commands import Pretrain, Probe
     from experiments.quickstart import Quickstart
     from experiments.rollout_eval import RolloutEval
@@ -22,31 +23,20 @@ def _commands() -> dict:
 
     return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe,
             "train-wm": TrainWM, "rollout-eval": RolloutEval, "train-distance": TrainDistance,
-            "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": Imitate,
+            "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": IMITATE,
             "policy-eval": PolicyEval}
 
 
 def parse(argv: list[str]):
-    """The command `argv` asks for, not yet run. `jepa imitate --policy moments` starts from that
-    policy's own defaults (`policy_defaults`), which the flags given override."""
+    """The command `argv` asks for, not yet run (`jepa imitate --policy NAME` is the subcommand
+    `jepa imitate NAME`, whose config carries that policy's own defaults)."""
     import tyro
 
-    if argv[:1] == ["imitate"] and _value(argv, "--policy") == "moments":
-        from experiments.imitate_commands import Imitate, policy_defaults
+    if argv[:1] == ["imitate"]:
+        from experiments.imitate_commands import policy_as_subcommand
 
-        default = Imitate(data=tyro.MISSING, out=tyro.MISSING, policy="moments", **policy_defaults("moments"))
-        return tyro.cli(Imitate, default=default, args=argv[1:], prog="jepa imitate")
+        argv = argv[:1] + policy_as_subcommand(argv[1:])
     return tyro.extras.subcommand_cli_from_dict(_commands(), prog="jepa", args=argv)
-
-
-def _value(argv: list[str], flag: str) -> str | None:
-    """The value given to `flag` (as `--flag value` or `--flag=value`), or None."""
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
