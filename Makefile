@@ -24,7 +24,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
 bench: $(STAMP)
-	$(PY) experiments/benchmarks/collect_throughput.py
+	$(PY) -m experiments.benchmarks.collect_throughput
 
 clean:
 	rm -rf runs

@@ -16,7 +16,7 @@ each evaluated by `jepa policy-eval` at the execution it was trained with (its r
 - the command itself when the K lowest training seeds are consecutive: the run it keeps, with its
   pooled success and the Wilson 95% interval.
 
-    python experiments/benchmarks/candidate_choice.py --run runs/im14/push_clean_act_s0 ... [--k 3] [--json]
+    python -m experiments.benchmarks.candidate_choice --run runs/im14/push_clean_act_s0 ... [--k 3] [--json]
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ import argparse
 import dataclasses
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from agents.policy import VECTOR_KINDS  # noqa: E402
-from experiments.benchmarks.heldout_losses import own_losses  # noqa: E402
-from experiments.imitate_commands import POLICY_EVAL_STAGE, eval_result_name, execution_mode, load_policy, lowest_total  # noqa: E402
-from experiments.protocol import wilson  # noqa: E402
-from infra.errors import UserError  # noqa: E402
-from worldmodel.checkpoint import dataclass_from_dict  # noqa: E402
-from worldmodel.trainer import TrainConfig  # noqa: E402
+from agents.chunk_policy import ChunkPolicy
+from experiments.benchmarks.heldout_losses import own_losses
+from experiments.imitate_commands import POLICY_EVAL_STAGE, lowest_total
+from experiments.policy_eval_commands import eval_result_name, load_policy
+from experiments.protocol import wilson
+from infra.errors import UserError
+from worldmodel.checkpoint import dataclass_from_dict
+from worldmodel.trainer import TrainConfig
 
 RECIPE = ("task", "data", "demonstrations", "val_episodes", "trim", "encoder_run")  # besides the model and the training config less its seed
 
@@ -66,7 +65,7 @@ def choose(runs: list[Path], k_max: int) -> dict:
     "kept_seed", "kept_run", "success_rate", "ci95", "episodes"} or None}."""
     if len(runs) < 2 or k_max < 1:
         raise UserError(f"give two or more runs of one recipe (got {len(runs)}) and --k of 1 or more (got {k_max})")
-    loaded = [load_policy(run, VECTOR_KINDS) for run in runs]  # scored through window_scorer's image windows
+    loaded = [load_policy(run, ChunkPolicy) for run in runs]  # scored on the windows of the demonstrations they learned from
     recipes = [[config.get(key) for key in RECIPE] + [config.get("successful_only", True), dataclasses.asdict(policy.cfg),
                dataclasses.replace(dataclass_from_dict(TrainConfig, config["train"]), seed=0)]
                for policy, config in loaded]  # as loaded: fields added since a run was trained take their defaults
@@ -79,7 +78,7 @@ def choose(runs: list[Path], k_max: int) -> dict:
     seeds = [config["train"]["seed"] for _, config in loaded]
     if len(set(seeds)) != len(seeds):
         raise UserError(f"two runs share a training seed ({seeds}): give each seed once")
-    results = [evaluations(run, config["task"], execution_mode(policy.cfg)) for run, (policy, config) in zip(runs, loaded)]
+    results = [evaluations(run, config["task"], policy.cfg.execution_mode) for run, (policy, config) in zip(runs, loaded)]
     budgets = {(entry["episodes"], entry["steps"]) for result in results for entry in result.values()}
     covered = [sorted(s for known in result for s in known) for result in results]
     if len(budgets) > 1 or any(c != covered[0] for c in covered):

@@ -4,7 +4,7 @@ For each task: the raw rate (`mujoco.Renderer` + `mj_step`, no env, no policy, n
 rate of `jepa collect` (random policy, HDF5 writing included) with 1 and 2 workers, measured in
 the same run, median of --repeats. The figure is collect rate / (workers x raw rate).
 
-    python experiments/benchmarks/collect_throughput.py [--tasks two-room,reacher] [--repeats 3] [--frames 20000]
+    python -m experiments.benchmarks.collect_throughput [--tasks two-room,reacher] [--repeats 3] [--frames 20000]
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import platform
 import tempfile
 import time
 
-import envs.gl  # noqa: F401
 import mujoco
 import numpy as np
 
+import envs.gl  # noqa: F401
 from envs import make_task
 from experiments.data_commands import Collect
 from experiments.report import markdown_table

@@ -4,24 +4,22 @@ with k, and may stay below k where the data's paths wander), and how it correlat
 position distance of random held-out frame pairs (the simulator state is used for this check
 only).
 
-    python experiments/benchmarks/goal_distance_check.py --run RUN [--pairs 2000]
+    python -m experiments.benchmarks.goal_distance_check --run RUN [--pairs 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from envs import task_spec  # noqa: E402
-from envs.dataset import EpisodeDataset, split_episodes  # noqa: E402
-from experiments.distance_commands import load_goal_distance  # noqa: E402
-from experiments.report import markdown_table  # noqa: E402
-from experiments.wm_commands import load_world_model, standardised_latents  # noqa: E402
-from infra.errors import UserError  # noqa: E402
+from envs import task_spec
+from envs.dataset import EpisodeDataset, split_episodes
+from experiments.distance_commands import load_goal_distance
+from experiments.report import markdown_table
+from experiments.wm_commands import load_world_model, standardised_latents
+from infra.errors import UserError
 
 
 def main() -> None:

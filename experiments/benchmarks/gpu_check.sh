@@ -51,8 +51,8 @@ s=$SECONDS
 timeout 90 python3 -m experiments.cli imitate --data $DATA --out /tmp/gpu_policy --train.device cuda --train.bf16 --train.steps 500 --json 2>"$LOG/imitate.log"
 echo "{\"imitate_act_jepa_500_steps_wall_s\": $((SECONDS - s))}"
 python3 -m experiments.cli policy-eval --run /tmp/gpu_policy --episodes 10 --seeds 0 --no-videos --json 2>"$LOG/policy_eval.log"
-timeout 120 python3 experiments/benchmarks/imitation_profile.py --data $DATA --device cuda --steps 600 >"$OUT/imitation_profile.txt" 2>"$LOG/imitation_profile.log"
+timeout 120 python3 -m experiments.benchmarks.imitation_profile --data $DATA --device cuda --steps 600 >"$OUT/imitation_profile.txt" 2>"$LOG/imitation_profile.log"
 head -1 "$OUT/imitation_profile.txt"
-timeout 60 python3 experiments/benchmarks/train_throughput.py --device cuda --steps 10 2>"$LOG/throughput.log" | head -14
+timeout 60 python3 -m experiments.benchmarks.train_throughput --device cuda --steps 10 2>"$LOG/throughput.log" | head -14
 echo "{\"gpu_check_wall_s\": $SECONDS}"
 tar czf "$OUT/logs_check.tgz" -C $LOG .

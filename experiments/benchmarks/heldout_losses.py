@@ -1,30 +1,30 @@
 """Score trained policies' losses on fixed windows of demonstrations: held out, or their own.
 
 The mean of each loss of `jepa imitate` (action L1, waypoint L1, goal-waypoint L1, ...) on the
-same fixed windows of a second collection, which none of the runs learned from (`experiments/imitate_commands.window_scorer`, what `jepa imitate
+same fixed windows of a second collection, which none of the runs learned from (`agents/demonstrations.Demonstrations.scorer`, what `jepa imitate
 --val-episodes` logs during training). Where two runs of one recipe fit their demonstrations
 alike and differ here, one memorised them. Without --data, each run is scored on the
 demonstrations it learned from (windows drawn with --seed): what `jepa imitate --candidates K`
 ranks its training seeds by when no demonstrations are held out.
 
     jepa collect --task metaworld:push-v3 --policy noisy-expert --episodes 30 --seed 1 --out VAL
-    python experiments/benchmarks/heldout_losses.py --data VAL --run R1 R2 ...
-    python experiments/benchmarks/heldout_losses.py --run R1 R2 ... --seed 0
+    python -m experiments.benchmarks.heldout_losses --data VAL --run R1 R2 ...
+    python -m experiments.benchmarks.heldout_losses --run R1 R2 ... --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from agents.policy import VECTOR_KINDS  # noqa: E402
-from envs.dataset import EpisodeDataset  # noqa: E402
-from experiments.imitate_commands import POLICY_STAGE, demonstration_episodes, load_policy, window_scorer  # noqa: E402
-from infra.errors import UserError  # noqa: E402
+from agents.chunk_policy import ChunkPolicy
+from agents.demonstrations import Demonstrations
+from envs.dataset import EpisodeDataset
+from experiments.imitate_commands import POLICY_STAGE
+from experiments.policy_eval_commands import load_policy
+from infra.errors import UserError
 
 
 def require_finished(run: Path) -> None:
@@ -36,13 +36,13 @@ def require_finished(run: Path) -> None:
 def own_losses(run: Path, seed: int, loaded: tuple | None = None) -> dict[str, float]:
     """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned
     from; `loaded`: its (policy, config) if already loaded."""
-    policy, config = loaded or load_policy(run, VECTOR_KINDS)
+    policy, config = loaded or load_policy(run, ChunkPolicy)
     dataset = EpisodeDataset(config["data"])
-    episodes = demonstration_episodes(dataset, config.get("successful_only", True), config["val_episodes"])[0]
-    if len(episodes) != config["demonstrations"]:
-        raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(episodes)} such")
+    demos = Demonstrations(dataset, config.get("successful_only", True), config["val_episodes"], config["trim"])
+    if len(demos.episodes) != config["demonstrations"]:
+        raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(demos.episodes)} such")
     require_finished(run)
-    return window_scorer(dataset, episodes, policy.cfg, config["trim"], seed=seed)(policy)
+    return demos.scorer(policy.window_spec(), seed, held_out=False)(policy)
 
 
 def main() -> None:
@@ -58,13 +58,13 @@ def main() -> None:
             if held_out is None:  # the demonstrations it learned from
                 losses = own_losses(run, args.seed)
             else:
-                policy, config = load_policy(run, VECTOR_KINDS)
+                policy, config = load_policy(run, ChunkPolicy)
                 if config["task"] != held_out.task:
                     raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {held_out.task}")
                 if Path(config["data"]).resolve() == args.data.resolve():
                     raise UserError(f"{run} learned from {args.data}: score it on another collection")
                 require_finished(run)
-                losses = window_scorer(held_out, demonstration_episodes(held_out)[0], policy.cfg, config["trim"], seed=args.seed)(policy)
+                losses = Demonstrations(held_out, trim=config["trim"]).scorer(policy.window_spec(), args.seed, held_out=False)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
             print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 6) for k, v in losses.items()},
                               "training_last_batch": {k.removeprefix("loss/"): round(v, 4) for k, v in trained.items() if k.startswith("loss/")}}))

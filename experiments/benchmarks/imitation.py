@@ -4,10 +4,10 @@ on the same fresh episodes (success with its Wilson interval, random floor, demo
 Demonstrations, finished trainings and evaluations already in OUT (the same seeds and episodes)
 are reused, so an interrupted run continues.
 
-    python experiments/benchmarks/imitation.py --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
-    python experiments/benchmarks/imitation.py --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
-    python experiments/benchmarks/imitation.py --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
-    python experiments/benchmarks/imitation.py --task push-t --out runs/im/pt --square-symmetry
+    python -m experiments.benchmarks.imitation --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
+    python -m experiments.benchmarks.imitation --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
+    python -m experiments.benchmarks.imitation --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
+    python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt --square-symmetry
     (add --candidates 3 to keep the best of three training seeds)
 """
 
@@ -16,18 +16,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from envs.dataset import EpisodeDataset  # noqa: E402
-from experiments.data_commands import Collect  # noqa: E402
-from experiments.imitate_commands import Imitate, PolicyEval, eval_result_name, policy_defaults, square_symmetry  # noqa: E402
-from experiments.plan_commands import parse_seeds  # noqa: E402
-from experiments.report import markdown_table  # noqa: E402
-from infra.errors import UserError  # noqa: E402
+from agents.demonstrations import square_symmetry
+from envs.dataset import EpisodeDataset
+from experiments.data_commands import Collect
+from experiments.imitate_commands import COMMANDS, Imitate
+from experiments.plan_commands import parse_seeds
+from experiments.policy_eval_commands import PolicyEval, eval_result_name
+from experiments.report import markdown_table
+from infra.errors import UserError
 
 
 def main() -> None:
@@ -61,11 +61,14 @@ def main() -> None:
 
 def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
-    imitate = Imitate(data=args.out / "demos", out=args.out / policy, policy=policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates,
-                      **policy_defaults(policy))
-    weight = {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
-    imitate.model = dataclasses.replace(imitate.model, kind=policy, waypoints=tuple(args.waypoints), goal_waypoints=tuple(args.goal_waypoints),
-                                        goal_encoder=args.goal_encoder, square_symmetry=args.square_symmetry, **weight)
+    if policy not in COMMANDS:
+        raise UserError(f"policy must be one of {', '.join(COMMANDS)}, got {policy!r}")
+    imitate = dataclasses.replace(COMMANDS[policy], data=args.out / "demos", out=args.out / policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates)
+    waypoints = {"waypoints": tuple(args.waypoints), "goal_waypoints": tuple(args.goal_waypoints), "goal_encoder": args.goal_encoder}
+    waypoints |= {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
+    if policy == "moments" and (args.waypoints or args.goal_waypoints or args.goal_encoder or args.waypoint_weight is not None):
+        raise UserError("the moments policy has no image encoder: drop --waypoints, --goal-waypoints, --goal-encoder and --waypoint-weight")
+    imitate.model = dataclasses.replace(imitate.model, square_symmetry=args.square_symmetry, **({} if policy == "moments" else waypoints))
     if args.steps is not None:
         imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
     return imitate

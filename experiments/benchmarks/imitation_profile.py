@@ -4,7 +4,7 @@ operators that took the most time on the host and, on CUDA, on the device. Steps
 end (the run's training loop, checkpoints included); the trainer's `perf/data_fraction` (the
 share of the wall spent drawing batches) comes with it.
 
-    python experiments/benchmarks/imitation_profile.py --data DEMOS [--device cuda] [--steps 300] [-- IMITATE OPTIONS]
+    python -m experiments.benchmarks.imitation_profile --data DEMOS [--device cuda] [--steps 300] [-- IMITATE OPTIONS]
 """
 
 from __future__ import annotations

@@ -19,30 +19,28 @@ The object's position is the true simulator state: a diagnostic, never a trainin
 policy. "Learnable" far better than "learned" means the data and the network suffice and the
 imitation signal is what fails to teach the encoder where the object is.
 
-    python experiments/benchmarks/object_probe.py --run runs/im2/mw9_push/act [--steps 1500]
-    python experiments/benchmarks/object_probe.py --run PUSH_T_RUN --frames 200
+    python -m experiments.benchmarks.object_probe --run runs/im2/mw9_push/act [--steps 1500]
+    python -m experiments.benchmarks.object_probe --run PUSH_T_RUN --frames 200
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from agents.policy import VECTOR_KINDS, random_shift  # noqa: E402
-from envs import task_spec  # noqa: E402
-from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.push_t import PushTEnv  # noqa: E402
-from experiments.imitate_commands import load_policy  # noqa: E402
-from experiments.protocol import eval_reset_seeds  # noqa: E402
-from infra.errors import UserError  # noqa: E402
-from worldmodel.encoders import FrameLatent, build_encoder  # noqa: E402
-from worldmodel.probe import fit_probe, r2_score  # noqa: E402
+from agents.chunk_policy import ChunkPolicy, random_shift
+from envs import task_spec
+from envs.dataset import EpisodeDataset
+from envs.push_t import PushTEnv
+from experiments.policy_eval_commands import load_policy
+from experiments.protocol import eval_reset_seeds
+from infra.errors import UserError
+from worldmodel.encoders import FrameLatent, build_encoder
+from worldmodel.probe import fit_probe, r2_score
 
 block_pose = lambda states: PushTEnv.probe_variables(states)[:, :4]  # [N, 4]: PushT's block x, y, cos, sin (goal states are full states too)
 OBJECTS = {  # task family: (variable names, the object's variables from states [N, S], the goal's from goal states [N, G])
@@ -77,7 +75,7 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     variable, "goal": R2 per variable or None} on the fresh starts."""
     if min(frames, steps) < 1 or fresh < 3:
         raise UserError(f"--frames and --steps must be positive and --fresh at least 3, got {frames}, {steps}, {fresh}")
-    policy, config = load_policy(run, VECTOR_KINDS)
+    policy, config = load_policy(run, ChunkPolicy)
     names, object_of, goal_of = OBJECTS[object_family(config["task"])]
     demos = EpisodeDataset(config["data"])
     index = np.concatenate([np.arange(demos.episode_starts[e], min(demos.episode_starts[e] + frames, demos.episode_starts[e + 1]))
@@ -85,7 +83,7 @@ def probe(run: Path, frames: int, fresh: int, steps: int, seed: int = 0) -> dict
     train_pixels, train_vars = torch.from_numpy(demos.frames[index]), object_of(demos.state[index])
     if len(index) < 5 or (train_vars.std(0) == 0).any():
         raise UserError(f"{config['data']} gives {len(index)} frames whose object lies at one place: the probe needs 5 or more, over episodes whose object moves")
-    env = task_spec(config["task"]).env_class(image_size=policy.cfg.encoder.image_size, frame_skip=config["env_frame_skip"])
+    env = task_spec(config["task"]).env_class(image_size=policy.cfg.image_size, frame_skip=config["env_frame_skip"])
     try:
         fresh_pixels, fresh_vars, fresh_goals, fresh_goal_vars = [], [], [], []
         for reset in eval_reset_seeds(1, fresh):  # seed 1's episodes: apart from the protocol's seed-0 evaluation

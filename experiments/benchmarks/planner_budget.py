@@ -1,18 +1,16 @@
 """Success versus planner budget (samples x iterations) for CEM, MPPI and the gradient planner,
 on one trained run, under the evaluation protocol (same pairs for every budget).
 
-    python experiments/benchmarks/planner_budget.py --run RUN [--pairs 50] [--seeds 0]
+    python -m experiments.benchmarks.planner_budget --run RUN [--pairs 50] [--seeds 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from experiments.plan_commands import PlanEval  # noqa: E402
-from experiments.report import markdown_table  # noqa: E402
+from experiments.plan_commands import PlanEval
+from experiments.report import markdown_table
 
 BUDGETS = {  # planner -> (samples, iterations)
     "cem": [(100, 3), (150, 4), (200, 5), (300, 10)],

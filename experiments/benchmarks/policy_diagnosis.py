@@ -16,30 +16,29 @@ generalise" and "does not look at the image", for one `jepa imitate` run:
   became of the object: the share of episodes that moved it more than 3 cm in x, y, and the
   median of its last distance in x, y to the goal over those (a grasp that failed, or one lost on the way).
 
-    python experiments/benchmarks/policy_diagnosis.py --run runs/im2/mw9_reach/act [--episodes 25]
+    python -m experiments.benchmarks.policy_diagnosis --run runs/im2/mw9_reach/act [--episodes 25]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from agents.policy import VECTOR_KINDS  # noqa: E402
-from envs import task_spec  # noqa: E402
-from envs.collect import episode_seeds  # noqa: E402
-from envs.dataset import EpisodeDataset  # noqa: E402
-from envs.metaworld_tasks import PREFIX as METAWORLD  # noqa: E402
-from experiments.imitate_commands import demonstration_episodes, load_policy  # noqa: E402
-from experiments.protocol import eval_reset_seeds, rate, run_lockstep  # noqa: E402
-from experiments.report import markdown_table  # noqa: E402
-from infra.errors import UserError  # noqa: E402
+from agents.chunk_policy import ChunkPolicy
+from agents.demonstrations import demonstration_episodes
+from envs import task_spec
+from envs.collect import episode_seeds
+from envs.dataset import EpisodeDataset
+from envs.metaworld_tasks import PREFIX as METAWORLD
+from experiments.policy_eval_commands import load_policy
+from experiments.protocol import eval_reset_seeds, rate, run_lockstep
+from experiments.report import markdown_table
+from infra.errors import UserError
 
 
 def main() -> None:
@@ -57,7 +56,7 @@ def diagnose(run: Path, episodes: int) -> dict:
     """Run the diagnosis on `episodes` starts of each kind; prints a table and returns its figures."""
     if episodes < 2:
         raise UserError(f"--episodes must be at least 2 (spreads across starts), got {episodes}")
-    policy, config = load_policy(run, VECTOR_KINDS)
+    policy, config = load_policy(run, ChunkPolicy)
     demos = EpisodeDataset(config["data"])
     learned = demonstration_episodes(demos, held_out=config.get("val_episodes", 0))[0]
     if len(learned) != config["demonstrations"] or "seed" not in demos.attrs:
@@ -66,7 +65,7 @@ def diagnose(run: Path, episodes: int) -> dict:
     starts = {"own demonstrations": [episode_seeds(int(demos.attrs["seed"]), int(e))[0] for e in own],
               "fresh": eval_reset_seeds(0, len(own))}
     spec = task_spec(config["task"])
-    kwargs = {"image_size": policy.cfg.encoder.image_size, "frame_skip": config["env_frame_skip"]}
+    kwargs = {"image_size": policy.cfg.image_size, "frame_skip": config["env_frame_skip"]}
     metaworld = config["task"].startswith(METAWORLD)
     rows, report, first_obs, fresh_states = [], {}, {}, []
     with contextlib.ExitStack() as stack:

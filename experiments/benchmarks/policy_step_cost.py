@@ -7,7 +7,7 @@ also the median time to draw one batch of training windows from those demonstrat
 the memory map, as `jepa imitate` does), as recorded and turned by the square's symmetries: the
 part of a step a GPU does not speed up.
 
-    python experiments/benchmarks/policy_step_cost.py [--steps 10] [--device cuda] [--data DEMOS]
+    python -m experiments.benchmarks.policy_step_cost [--steps 10] [--device cuda] [--data DEMOS]
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import time
 import numpy as np
 import torch
 
-from agents.policy import ChunkPolicy, PolicyConfig
+from agents.chunk_policy import ChunkPolicy, ChunkPolicyConfig
+from agents.demonstrations import draw_windows, last_actions
 from envs import task_spec
 from envs.dataset import EpisodeDataset
-from experiments.imitate_commands import demonstration_windows, last_actions
 from experiments.report import markdown_table
 from infra.errors import UserError
 from worldmodel.trainer import resolve_metrics
 
-DEFAULT = PolicyConfig(kind="act", action_dim=4, proprio_dim=4)
+DEFAULT = ChunkPolicyConfig(kind="act", action_dim=4, proprio_dim=4)
 VARIANTS = {
     "default (one vector per image)": DEFAULT,
     "--model.image-tokens 4": dataclasses.replace(DEFAULT, image_tokens=4),
@@ -40,7 +40,7 @@ VARIANTS = {
 }
 
 
-def step_seconds(cfg: PolicyConfig, steps: int, batch: int = 64, device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+def step_seconds(cfg: ChunkPolicyConfig, steps: int, batch: int = 64, device: torch.device = torch.device("cpu")) -> tuple[float, float]:
     """Median seconds of one training step and of its deferred collapse watch, after two warm-up steps."""
     torch.manual_seed(0)
     policy = ChunkPolicy(cfg).train().to(device)
@@ -70,13 +70,13 @@ def draw_seconds(dataset: EpisodeDataset, steps: int, batch: int = 64) -> dict[s
     `dataset`, as recorded and turned by the square's symmetries (where the task declares them)."""
     episodes = np.arange(dataset.num_episodes)
     lasts = last_actions(dataset, episodes, trim=True)
-    cfg = PolicyConfig(kind="act", action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])
-    variants = {"draw a batch of windows (as recorded)": cfg}
+    spec = ChunkPolicy(ChunkPolicyConfig(kind="act", action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])).window_spec()
+    variants = {"draw a batch of windows (as recorded)": spec}
     if task_spec(dataset.task).env_class.square_symmetry is not None:
-        variants["... turned by the square's symmetries"] = dataclasses.replace(cfg, square_symmetry=True)
+        variants["... turned by the square's symmetries"] = dataclasses.replace(spec, symmetric=True)
     seconds = {}
     for name, variant in variants.items():
-        draw, times = demonstration_windows(dataset, episodes, lasts, variant), []
+        draw, times = draw_windows(dataset, episodes, lasts, variant), []
         for i in range(steps + 2):
             start = time.perf_counter()
             draw(np.random.default_rng(i), batch)

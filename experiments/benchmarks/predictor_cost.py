@@ -5,26 +5,23 @@ samples is rolled out H steps, as a planner does; reported: milliseconds per 1,0
 (median of repeats), the FLOPs per sample-step (torch's flop counter), and the same-run ratio
 against a plain fp32 matmul doing the same FLOPs (1.0 would mean the predictor runs at matmul speed).
 
-    python experiments/benchmarks/predictor_cost.py [--samples 300] [--threads 2]
+    python -m experiments.benchmarks.predictor_cost [--samples 300] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from experiments.report import markdown_table  # noqa: E402
-from worldmodel.jepa import JEPAConfig  # noqa: E402
-from worldmodel.predictor import PredictorConfig  # noqa: E402
-from worldmodel.world_model import WorldModel, WorldModelConfig  # noqa: E402
+from experiments.report import markdown_table
+from worldmodel.jepa import JEPAConfig
+from worldmodel.predictor import PredictorConfig
+from worldmodel.world_model import WorldModel, WorldModelConfig
 
 VARIANTS = [  # (latent, action mode, width, depth, history)
     ("frame", "adaln", 128, 2, 1), ("frame", "adaln", 64, 2, 1), ("frame", "token", 128, 2, 1),

@@ -1,7 +1,7 @@
 """EMA teacher (vjepa) against SIGReg and VICReg: same data, same steps, probe R2 and collapse
 statistics, with the random-init and raw-pixel floors, through the real `jepa` commands.
 
-    python experiments/benchmarks/pretrain_objectives.py [--task two-room] [--episodes 100] [--steps 500]
+    python -m experiments.benchmarks.pretrain_objectives [--task two-room] [--episodes 100] [--steps 500]
 
 Collects a noisy-expert dataset (seed 0) unless --data is given, pretrains each objective with
 the default config into runs/bench_<task>_<objective>, and prints a Markdown table.
@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
+from experiments.cli import main as cli
 from experiments.data_commands import Collect
 from experiments.pretrain_commands import Probe
-from experiments.cli import main as cli
 from experiments.report import markdown_table
 
 

@@ -7,7 +7,7 @@ threads). Medians over --steps timed steps after warm-up; beside them, the time 
 watch (an SVD of the frames' token grids), which the trainer runs on logged steps only (1 in 25 by
 default).
 
-    python experiments/benchmarks/train_throughput.py [--steps 20] [--device cpu]
+    python -m experiments.benchmarks.train_throughput [--steps 20] [--device cpu]
 """
 
 from __future__ import annotations

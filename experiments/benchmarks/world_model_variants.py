@@ -2,7 +2,7 @@
 token, both), latent kind (frame vector, pooled token grid), history. Each variant is trained
 with the same budget and scored by `jepa rollout-eval` on the held-out episodes.
 
-    python experiments/benchmarks/world_model_variants.py --data DIR --encoder RUN --out DIR [--steps 3000]
+    python -m experiments.benchmarks.world_model_variants --data DIR --encoder RUN --out DIR [--steps 3000]
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from experiments.cli import main as jepa  # noqa: E402
-from experiments.report import markdown_table  # noqa: E402
-from experiments.rollout_eval import RolloutEval  # noqa: E402
+from experiments.cli import main as jepa
+from experiments.report import markdown_table
+from experiments.rollout_eval import RolloutEval
 
 VARIANTS = {  # name -> train-wm options
     "adaln (default)": [],
