@@ -13,7 +13,7 @@ def _commands() -> dict:
     from experiments.data_commands import Collect, ExportMinari, Tasks
     from experiments.distance_commands import TrainDistance
     from experiments.expert_commands import TrainExpert
-    from experiments.imitate_commands import IMITATE
+    from experiments.imitate_commands import imitate
     from experiments.plan_commands import PlanEval
     from experiments.policy_eval_commands import PolicyEval
     from experiments.pretrain_commands import Pretrain, Probe
@@ -23,7 +23,7 @@ def _commands() -> dict:
 
     return {"tasks": Tasks, "collect": Collect, "export-minari": ExportMinari, "pretrain": Pretrain, "probe": Probe,
             "train-wm": TrainWM, "rollout-eval": RolloutEval, "train-distance": TrainDistance,
-            "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": IMITATE,
+            "plan-eval": PlanEval, "quickstart": Quickstart, "train-expert": TrainExpert, "imitate": imitate,
             "policy-eval": PolicyEval}
 
 

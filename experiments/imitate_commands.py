@@ -190,8 +190,14 @@ DESCRIPTIONS = {"act-jepa": "ACT-JEPA: action chunks and the future frames' embe
 COMMANDS = {**{kind: ImitateTransformer(data=tyro.MISSING, out=tyro.MISSING, model=ChunkPolicyConfig(kind=kind)) for kind in CHUNK_KINDS},
             "moments": ImitateMoments(data=tyro.MISSING, out=tyro.MISSING)}
 assert set(COMMANDS) == set(POLICIES) == set(DESCRIPTIONS)
-IMITATE = Union[tuple(Annotated[type(default), tyro.conf.subcommand(name, default=default, description=DESCRIPTIONS[name])]
+IMITATE = Union[tuple(Annotated[type(default), tyro.conf.subcommand(name, default=default, description=DESCRIPTIONS[name], prefix_name=False)]
                       for name, default in COMMANDS.items())]  # noqa: UP007  (tyro reads the subcommands from a Union)
+
+
+def imitate(policy: Annotated[IMITATE, tyro.conf.arg(name="")]) -> Imitate:
+    """Learn a policy from demonstrations: `jepa imitate --policy NAME` with act-jepa, act, bc or
+    moments, each with its own config and defaults (`jepa imitate NAME --help`)."""
+    return policy
 
 
 def policy_as_subcommand(argv: list[str]) -> list[str]:
