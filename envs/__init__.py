@@ -3,6 +3,8 @@
 `TASKS` maps the command-line name of each task to its spec: the env class, its scripted expert
 and its gymnasium id. `make_task("two-room", image_size=64)` builds one. Meta-World v3 tasks are
 named `metaworld:<task>-v3` (`envs/metaworld_tasks.py`; imitation only: they take no start state).
+Every env class implements `TaskEnv` (envs/base.py), whose class attributes say what a task can be
+used for (`settable_state`, `pair_rules`, ...).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-from envs.base import MujocoTaskEnv
+from envs.base import MujocoTaskEnv, TaskEnv
 from envs.cube import CubeEnv, CubeExpert
 from envs import metaworld_tasks
 from infra.errors import UserError
@@ -65,9 +67,9 @@ def stale_frames(task: str, revision: int | None, what: str) -> str | None:
             f"policy may see other frames than it learned from: collect the demonstrations again (`jepa collect`)")
 
 
-def make_task(name: str, **kwargs) -> MujocoTaskEnv:
+def make_task(name: str, **kwargs) -> TaskEnv:
     """Build a task env by command-line name (no TimeLimit wrapper: callers own episode length)."""
     return task_spec(name).env_class(**kwargs)
 
 
-__all__ = ["TASKS", "TaskSpec", "MujocoTaskEnv", "UserError", "make_task", "stale_frames", "task_spec"]
+__all__ = ["TASKS", "TaskSpec", "TaskEnv", "MujocoTaskEnv", "UserError", "make_task", "stale_frames", "task_spec"]

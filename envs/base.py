@@ -1,10 +1,11 @@
-"""Shared machinery of the MuJoCo pixel tasks: model loading, cheap rendering, state, goals.
+"""The task interface every env of this project implements (`TaskEnv`), and the shared machinery
+of the MuJoCo pixel tasks built on it (`MujocoTaskEnv`): model loading, cheap rendering, state, goals.
 
 Every task is a goal-conditioned `gymnasium.Env` whose observation is
-`{"pixels": uint8[H, W, 3], "proprio": float32[P]}` and whose actions lie in [-1, 1]^A.
-The goal is a full simulator state (as returned by `get_state`); `info["is_success"]` applies
-the task's own criterion to the current state and the goal. The true state is exposed for
-experts, probes and evaluation only: a world model never trains on it.
+`{"pixels": uint8[H, W, 3], "proprio": float32[P]}` and whose actions lie in [-1, 1]^A;
+`info["is_success"]` applies the task's own criterion. A MuJoCo task's goal is a full simulator
+state (as returned by `get_state`). The true state is exposed for experts, probes and evaluation
+only: a world model never trains on it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import atexit
 import weakref
 from importlib import resources
+from typing import Callable, ClassVar
 
 import envs.gl  # noqa: F401  (must precede the mujoco import: it picks the GL backend)
 import gymnasium as gym
@@ -55,16 +57,43 @@ def steer(position: np.ndarray, target: np.ndarray, gain: float, max_speed: floa
     return velocity / max(speed / max_speed, 1.0) / max_speed
 
 
-class MujocoTaskEnv(gym.Env):
-    """Base class: subclasses give the asset, the proprio, the goal criterion and sampling."""
+PairRule = Callable[[np.ndarray, np.ndarray], bool]  # (start state, goal state) -> whether the pair qualifies
+
+
+class TaskEnv(gym.Env):
+    """What every task offers, whichever simulator runs it: `reset(seed=...)`, `step`,
+    `render_goal()`, `close()`, and the class attributes below, from which commands decide what a
+    task can be used for (never from its name)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    default_max_steps: ClassVar[int] = 200
+    render_revision: ClassVar[int] = 0  # raised whenever the task's frames are drawn differently (see `envs.stale_frames`)
+    square_symmetry: ClassVar[SquareSymmetry | None] = None  # set where the square's quarter turns and mirror images leave the task unchanged (envs/symmetry.py)
+    settable_state: ClassVar[bool] = False
+    """The simulator state can be read and set (`get_state`, `set_state`, `render_state`,
+    `goal_distance`, `reset(options={"state": ..., "goal": ...})`): what start/goal pairs, planning
+    with a world model, state probes and state-based (SB3) experts need."""
+    pair_rules: ClassVar[dict[str, PairRule]] = {}
+    """Named rules a start/goal pair of an evaluation setting may have to meet (a setting names one,
+    `experiments/protocol.py`)."""
+    image_size: int
+    frame_skip: int
+    pixels: bool
+    state_dim: int
+
+    def render_goal(self) -> np.ndarray:
+        """The goal image of the current episode."""
+        raise NotImplementedError
+
+
+class MujocoTaskEnv(TaskEnv):
+    """Base class of this project's MuJoCo tasks: subclasses give the asset, the proprio, the goal
+    criterion and sampling."""
+
     asset: str = ""
     camera: str = "top"
     default_frame_skip: int = 5
-    default_max_steps: int = 200
-    render_revision: int = 0  # raised whenever the task's frames are drawn differently (see `envs.stale_frames`)
-    square_symmetry: SquareSymmetry | None = None  # set where the square's quarter turns and mirror images leave the task unchanged (envs/symmetry.py)
+    settable_state = True
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
                  pixels: bool = True):

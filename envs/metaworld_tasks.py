@@ -1,34 +1,32 @@
-"""Meta-World v3 tasks (Yu et al. 2019; the `metaworld` package, MuJoCo) as pixel tasks of this
-project, named `metaworld:<task>-v3` wherever a task is named (collect, imitate, policy-eval).
+"""Meta-World v3 tasks (Yu et al. 2019; the `metaworld` package, MuJoCo) behind this project's task
+interface (`envs.base.TaskEnv`), named `metaworld:<task>-v3` wherever a task is named (collect,
+imitate, policy-eval). They draw their own starts and goals and take no simulator state
+(`settable_state` is False), so they serve imitation, not planning or world-model evaluation.
 
 - Observation: `{"pixels": 64x64 from one fixed camera, "proprio": hand position and gripper
   opening [4]}`. The camera (`WORKSPACE_VIEW`) looks at the table's workspace from the front
   right, upright, about 0.9 m wide at the objects; reach and pick-place narrow it onto the
   table's centre (`TABLE_VIEW`, about 0.5 m wide), which draws their puck and goal marker 1.7
-  times as large and lifted ACT's success on both, though not on push (BENCHMARKS.md, session
-  15). Meta-World's own cameras see the whole room (and its corner cameras render upside down):
-  at 64x64 from `corner4` the goal marker was one or two pixels and the puck three, and every
-  policy stayed near the floor on reach, push and pick-place (BENCHMARKS.md).
+  times as large. Meta-World's own cameras see the whole room (and its corner cameras render
+  upside down): at 64x64 from `corner4` the goal marker is one or two pixels and the puck three,
+  too few for a policy to find.
 - Every reset draws new object and goal positions from the reset seed. The goal is shown in the
   scene as Meta-World's goal marker, drawn here as a sphere of radius 3.5 cm (the package draws a
-  5 mm sliver; with a 2 cm sphere ACT's image vectors stayed nearly constant on reach and it did
-  not read the goal, BENCHMARKS.md). A goal above the table also gets a thin pole down to the
-  table and a flat disc at its foot: one view cannot tell how far away a floating sphere is
-  (sites cast no shadow), and reach and pick-place goals float anywhere from 5 to 30 cm up. The
-  pole and disc are drawn at render time (`_goal_markers`); none of it has physics. The goal
-  image is the episode's first frame.
+  5 mm sliver, and even a 2 cm sphere left a policy's image features nearly blind to it). A goal
+  above the table also gets a thin pole down to the table and a flat disc at its foot: one view
+  cannot tell how far away a floating sphere is (sites cast no shadow), and reach and pick-place
+  goals float anywhere from 5 to 30 cm up. The pole and disc are drawn at render time
+  (`_goal_markers`); none of it has physics. The goal image is the episode's first frame.
 - The manipulated object (the geoms of the body named "obj": the puck of push and pick-place, a
   distractor in reach; tasks whose object is built otherwise keep their colours) is drawn flat
-  yellow instead of Meta-World's dark red wood, which at 64x64 left it a few dark pixels beside
-  the red arm: a policy then found it in some training runs and lost it in others (2 of 6 on
-  pick-place). Drawn yellow, ACT found it in 4 of 6 pick-place runs and 3 of 3 push runs, and its
-  mean success rose from 20% to 32% and from 45% to 71% (BENCHMARKS.md, session 14). Its shape
-  and physics are unchanged: the scripted policy's episodes are the same, action for action.
+  yellow instead of Meta-World's dark red wood, which at 64x64 leaves it a few dark pixels beside
+  the red arm, easily lost by a policy. Its shape and physics are unchanged: the scripted
+  policy's episodes are the same, action for action.
 - `--policy expert` is the package's own scripted policy (it reads the full state observation).
 - Success is Meta-World's `info["success"]`. Its episodes never end on success and success can
   be lost again, so success is counted at any step; this project's episodes are 150 steps (the
   scripted policies succeed within about 80), not Meta-World's 500.
-- Rendering has shadows and multisampling turned off (several times faster, see DESIGN.md).
+- Rendering has shadows and multisampling turned off (several times faster).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.base import check_image_size
+from envs.base import TaskEnv, check_image_size
 from infra.errors import UserError
 
 PREFIX = "metaworld:"
@@ -68,8 +66,8 @@ class CameraPose:
 WORKSPACE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.05, 0.7, 0.2), fovy=50.0)
 # The same camera narrowed onto the table's centre. The hand, object and goal of reach and
 # pick-place (12 scripted episodes each) span pixels 13-50 across and 8-58 down, against 26-48 and
-# 21-50 in WORKSPACE_VIEW: the puck is drawn 1.7 times as large. Push keeps WORKSPACE_VIEW: with
-# TABLE_VIEW, ACT fell on push and rose on reach and pick-place (BENCHMARKS.md, session 15).
+# 21-50 in WORKSPACE_VIEW: the puck is drawn 1.7 times as large. Push keeps WORKSPACE_VIEW: its
+# puck travels further, and with TABLE_VIEW policies did worse on push (better on the other two).
 TABLE_VIEW = CameraPose(position=(0.6, 0.25, 0.7), target=(-0.005, 0.755, 0.158), fovy=30.0)
 TABLE_TASKS = ("reach-v3", "pick-place-v3")
 TABLE_DRAWING = {"view": TABLE_VIEW, "render_revision": 2}  # class attributes of TABLE_TASKS' env classes
@@ -90,17 +88,17 @@ def _package():
     return metaworld
 
 
-class MetaWorldTask(gym.Env):
+class MetaWorldTask(TaskEnv):
     """One Meta-World v3 task with this project's observation and info conventions."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     task_name = ""  # set by `metaworld_task`
     default_max_steps = EPISODE_STEPS
     view = WORKSPACE_VIEW  # TABLE_VIEW for TABLE_TASKS (`metaworld_task`)
-    # 0: Meta-World's own colours; 1: the object drawn flat yellow (commit 874c56c); 2 (TABLE_TASKS
-    # only): yellow, through TABLE_VIEW
+    # 0: Meta-World's own colours; 1: the object drawn flat yellow; 2 (TABLE_TASKS only): yellow,
+    # through TABLE_VIEW
     render_revision = 1
     square_symmetry = None  # a table seen from a corner: no symmetry of the square (envs/symmetry.py)
+    settable_state = False  # Meta-World draws its own starts and goals
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):

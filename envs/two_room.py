@@ -47,6 +47,13 @@ class TwoRoomEnv(MujocoTaskEnv):
         """-1 for the left room, +1 for the right one."""
         return -1 if x < 0 else 1
 
+    @staticmethod
+    def in_other_rooms(start: np.ndarray, goal: np.ndarray) -> bool:
+        """Start and goal states lie in different rooms: the way between them leads through the door."""
+        return TwoRoomEnv.room(start[0]) != TwoRoomEnv.room(goal[0])
+
+    pair_rules = {"cross-room": in_other_rooms}
+
 
 class TwoRoomExpert:
     """Go to the door when the goal is in the other room, then straight to the goal."""

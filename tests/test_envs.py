@@ -1,11 +1,11 @@
-"""The four MuJoCo tasks: gymnasium contract, determinism, goal images, experts, bad input."""
+"""The MuJoCo tasks: gymnasium contract, the task interface, determinism, goal images, experts, bad input."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import TASKS, UserError, make_task
+from envs import TASKS, TaskEnv, UserError, make_task, task_spec
 from envs.collect import CollectSpec, collect
 from envs.symmetry import ELEMENTS, matrix, turn_images, turn_vectors
 
@@ -91,6 +91,22 @@ def test_bad_sizes_and_states_give_user_errors():
         env.set_state(np.zeros(3))
     with pytest.raises(UserError, match="goal must be a full state"):
         env.reset(options={"goal": np.zeros(2)})
+    env.close()
+
+
+@pytest.mark.parametrize("name", [*NAMES, "metaworld:reach-v3"])
+def test_every_task_implements_the_task_interface_and_declares_what_it_can_do(name):
+    """Our MuJoCo tasks can be set to any state (planning, probes, SB3 experts); Meta-World's cannot."""
+    env_class = task_spec(name).env_class
+    assert issubclass(env_class, TaskEnv) and env_class.default_max_steps > 0
+    assert env_class.settable_state == (name in TASKS)
+    env = make_task(name, pixels=False)
+    obs, info = env.reset(seed=0)
+    assert isinstance(env, TaskEnv) and env.render_goal().shape == obs["pixels"].shape and "is_success" in info
+    if env.settable_state:
+        state = env.get_state()
+        env.reset(options={"state": state, "goal": state})
+        np.testing.assert_allclose(env.get_state(), state)
     env.close()
 
 
