@@ -84,6 +84,17 @@ def test_keypoints_find_the_active_token():
     assert torch.allclose(xy, torch.tensor([1 / 3, -1 / 3]), atol=1e-4)
 
 
+def test_pool_grid_averages_blocks_of_the_token_grid_over_any_leading_dims():
+    from worldmodel.encoders import pool_grid
+
+    tokens = torch.randn(2, 3, 16, 5)  # [B, T, 4 x 4, D], row-major
+    pooled = pool_grid(tokens, 2)
+    assert pooled.shape == (2, 3, 4, 5)
+    grid = tokens.reshape(2, 3, 4, 4, 5)
+    assert torch.allclose(pooled[:, :, 1], grid[:, :, 0:2, 2:4].mean((2, 3)), atol=1e-6)  # top-right block
+    assert torch.allclose(pool_grid(tokens, 4), tokens)
+
+
 def t_shapes(angles: np.ndarray, size: int = 32) -> torch.Tensor:
     """uint8 images [N, size, size, 3]: a blue T (bar and stem) turned by each angle, on a beige floor."""
     ys, xs = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")

@@ -164,6 +164,14 @@ def grid_coords(grid: int) -> torch.Tensor:
     return torch.stack([xs.flatten(), ys.flatten()], -1)
 
 
+def pool_grid(tokens: torch.Tensor, side: int) -> torch.Tensor:
+    """Average-pool square token grids: tokens [..., G*G, D] (row-major) -> [..., side*side, D]."""
+    *lead, n, d = tokens.shape
+    g = math.isqrt(n)
+    grid = tokens.reshape(-1, g, g, d).permute(0, 3, 1, 2)  # [B, D, G, G]
+    return nn.functional.adaptive_avg_pool2d(grid, side).flatten(2).transpose(1, 2).reshape(*lead, side * side, d)
+
+
 def keypoints(tokens: torch.Tensor, coords: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Spatial soft-argmax of each channel: tokens [..., N, D] -> expected (x, y) [..., 2D]."""
     attention = torch.softmax(tokens * temperature, dim=-2)  # [..., N, D]

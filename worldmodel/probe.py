@@ -77,15 +77,21 @@ def ridge_weights(x: np.ndarray, y: np.ndarray, alphas) -> list[tuple[np.ndarray
 
 
 def predict(solution: tuple, x: np.ndarray) -> np.ndarray:
+    """Targets [N, K] a ridge solution (`ridge_weights`) reads from features [N, F]."""
     mean, weights, y_mean = solution
     return (x - mean) @ weights + y_mean
 
 
+def fit_ridge(x: np.ndarray, y: np.ndarray, alphas=ALPHAS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ridge probe from features [N, F] to targets [N, K]: its penalty is the one of `alphas`
+    with the best mean R2 on a validation tail (the last 20%) when fitted on the rest; it is then
+    refitted on all of it."""
+    cut = int(len(x) * 0.8)
+    solutions = ridge_weights(x[:cut], y[:cut], alphas)
+    scores = [r2_score(y[cut:], predict(sol, x[cut:])).mean() for sol in solutions]
+    return ridge_weights(x, y, [alphas[int(np.argmax(scores))]])[0]
+
+
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
-    """R2 per variable on the test set of a ridge probe whose penalty is picked on a validation
-    tail (20%) of the training set, then refitted on all of it."""
-    cut = int(len(train_x) * 0.8)
-    solutions = ridge_weights(train_x[:cut], train_y[:cut], ALPHAS)
-    scores = [r2_score(train_y[cut:], predict(sol, train_x[cut:])).mean() for sol in solutions]
-    best = ALPHAS[int(np.argmax(scores))]
-    return r2_score(test_y, predict(ridge_weights(train_x, train_y, [best])[0], test_x))
+    """R2 per variable on the test set of a ridge probe fitted on the training set (`fit_ridge`)."""
+    return r2_score(test_y, predict(fit_ridge(train_x, train_y), test_x))

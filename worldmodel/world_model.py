@@ -25,7 +25,7 @@ import tyro
 from torch import nn
 
 from infra.errors import UserError
-from worldmodel.encoders import FrameLatent, build_encoder, grid_coords, keypoints
+from worldmodel.encoders import FrameLatent, build_encoder, grid_coords, keypoints, pool_grid
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig
 from worldmodel.regularisers import vicreg
@@ -110,10 +110,7 @@ class WorldModel(nn.Module):
         """pixels uint8 [B, T, H, W, 3] -> unstandardised latents [B, T, N, D]."""
         tokens = self.encoder(pixels)  # [B, T, G*G, D]
         if self.cfg.latent == "tokens":
-            b, t, n, d = tokens.shape
-            g = int(round(n**0.5))
-            grid = tokens.reshape(b * t, g, g, d).permute(0, 3, 1, 2)
-            return F.adaptive_avg_pool2d(grid, self.cfg.latent_grid).flatten(2).transpose(1, 2).reshape(b, t, -1, d)
+            return pool_grid(tokens, self.cfg.latent_grid)
         if self.projector is not None:
             return self.projector(tokens)[:, :, None]
         return torch.cat([keypoints(tokens, self.coords), tokens.mean(-2)], -1)[:, :, None]
