@@ -4,13 +4,12 @@ scripted expert is good. A demonstrator may read the true state; the policies im
 demonstrations see only pixels and proprio.
 
 Saved as one safetensors checkpoint (the SB3 policy's weights, the config in its metadata) plus
-a readable JSON copy of the config: loading rebuilds the SB3 policy and loads the weights, so
-SB3's pickled zip is never written or opened.
+a readable JSON copy of the config: loading (`experiments/runs.load_expert`) rebuilds the SB3
+policy and loads the weights, so SB3's pickled zip is never written or opened.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import gymnasium as gym
@@ -20,9 +19,8 @@ import torch
 from envs import make_task
 from infra.errors import UserError
 from infra.files import write_json
-from worldmodel.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from worldmodel.checkpoint import save_checkpoint
 
-EXPERT_STAGE = "expert"
 WEIGHTS, CONFIG = "policy.safetensors", "expert.json"  # the JSON is a readable copy of the checkpoint's config
 
 
@@ -77,38 +75,14 @@ def save_expert(directory: Path, model, config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_checkpoint(directory / WEIGHTS, model.policy, None, config["steps"], config)
     write_json(directory / CONFIG, config)
-    load_expert.cache_clear()  # a retrained run must not be served from the cache
-
-
-def expert_config(run: str | Path, task: str | None = None) -> dict:
-    """The config of the SB3 expert in a run folder, or a one-line error (none there, or trained on another task)."""
-    path = Path(run) / EXPERT_STAGE / WEIGHTS
-    if not path.exists():
-        raise UserError(f"{run} has no SB3 expert: run `jepa train-expert --task {task or 'TASK'} --out {run}` first")
-    config = read_metadata(path)["config"]
-    if task is not None and config["task"] != task:
-        raise UserError(f"the SB3 expert in {run} was trained on {config['task']}, not {task}")
-    return config
-
-
-@functools.lru_cache(maxsize=4)
-def load_expert(run: str):
-    """(SB3 policy in eval mode, config) of `jepa train-expert --out RUN`, without unpickling."""
-    config = expert_config(run)
-    env = StateTaskEnv(config["task"], config["env_frame_skip"])
-    model = build_model(config["algo"], env, tuple(config["net"]))
-    load_checkpoint(Path(run) / EXPERT_STAGE / WEIGHTS, model.policy)
-    model.policy.set_training_mode(False)
-    env.env.close()
-    return model.policy, config
 
 
 class SB3Expert:
-    """A trained SB3 expert acting in a task env, called like the scripted experts: `expert()`."""
+    """A trained SB3 policy (`policy`, with the `config` its run recorded; from `run`) acting in a
+    task env, called like the scripted experts: `expert()`."""
 
-    def __init__(self, env, run: str | Path):
-        self.env = env
-        self.policy, config = load_expert(str(Path(run).resolve()))
+    def __init__(self, env, policy, config: dict, run: str | Path):
+        self.env, self.policy = env, policy
         if config["task_class"] != type(env).__name__ or config["env_frame_skip"] != env.frame_skip:
             raise UserError(f"the SB3 expert in {run} was trained on {config['task']} with frame skip {config['env_frame_skip']}, "
                             f"not on {type(env).__name__} with frame skip {env.frame_skip}")

@@ -43,7 +43,7 @@ class CollectSpec:
         if self.policy not in POLICIES and not self.policy.startswith(SB3_PREFIX):
             raise UserError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}, or sb3:RUN")
         if self.policy.startswith(SB3_PREFIX) and self.factory is None:
-            raise UserError(f"{self.policy}: an SB3 expert is built by the command layer (experiments.expert_commands.demonstrator_spec)")
+            raise UserError(f"{self.policy}: an SB3 expert is built by the command layer (experiments.runs.demonstrator_spec)")
         if self.steps < 0:
             raise UserError(f"steps must be positive (or 0 for the task's default), got {self.steps}")
 
@@ -91,8 +91,8 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.SeedSequence]:
     return int(env_seed.generate_state(1)[0]), policy_seed
 
 
-def run_episode(spec: CollectSpec, env, index: int) -> Episode:
-    """Roll out one episode of `spec.episode_steps` actions; returns T + 1 frames."""
+def record_episode(spec: CollectSpec, env, index: int) -> Episode:
+    """Roll out episode `index` of a collection (`spec.episode_steps` actions) and record it: T + 1 frames."""
     reset_seed, policy_seed = episode_seeds(spec.seed, index)
     obs, info = env.reset(seed=reset_seed)
     policy = make_policy(spec, env, np.random.default_rng(policy_seed))
@@ -120,7 +120,7 @@ def _init_worker(spec: CollectSpec) -> None:
 
 def _worker_episode(args) -> Episode:
     spec, index = args
-    return run_episode(spec, _worker_env, index)
+    return record_episode(spec, _worker_env, index)
 
 
 def _env_kwargs(spec: CollectSpec) -> dict:
@@ -140,7 +140,7 @@ def _episodes(spec: CollectSpec, episodes: int, workers: int) -> Iterator[Episod
         env = make_task(spec.task, **_env_kwargs(spec))
         try:
             for index in range(episodes):
-                yield run_episode(spec, env, index)
+                yield record_episode(spec, env, index)
         finally:
             env.close()
         return

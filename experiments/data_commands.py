@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from envs import TASKS, make_task
 from envs.collect import collect
 from envs.dataset import DatasetWriter, EpisodeDataset
 from envs.minari_export import export_minari
-from experiments.expert_commands import demonstrator_spec
+from experiments.runs import demonstrator_spec
 from experiments.video import write_video
 from infra.errors import UserError
 from infra.progress import progress

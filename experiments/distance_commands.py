@@ -5,7 +5,6 @@ latent distance."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,47 +12,11 @@ import numpy as np
 import torch
 
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
-from experiments.pretrain_commands import NOT_RESUME_RELEVANT
-from experiments.wm_commands import check_dataset, load_world_model, standardised_latents
-from infra.errors import UserError
-from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
+from experiments.runs import DISTANCE_STAGE, check_dataset, check_latent_space, latent_space_id, load_world_model, recorded_training
+from worldmodel.checkpoint import FILENAME, read_metadata
 from worldmodel.goal_distance import GoalDistance, GoalDistanceConfig
+from worldmodel.latents import standardised_latents
 from worldmodel.trainer import TrainConfig, Trainer
-from worldmodel.world_model import WorldModel
-
-DISTANCE_STAGE = "goal_distance"
-
-
-def latent_space_id(world_model: WorldModel) -> str:
-    """A fingerprint of a world model's latent space (encoder, frame latent and standardisation;
-    not the predictor), so a goal distance is never used on latents it was not trained on."""
-    digest = hashlib.sha1()
-    for name, tensor in world_model.state_dict().items():
-        if not name.startswith("predictor."):
-            digest.update(name.encode() + tensor.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def checked_config(path: Path, run: Path, world_model: WorldModel) -> dict:
-    """The run config of a goal-distance checkpoint, or a one-line error when it was trained on
-    another latent space than `world_model`'s (or before latent spaces were fingerprinted)."""
-    config = read_metadata(path)["config"]
-    if config.get("latent_space") != latent_space_id(world_model):
-        raise UserError(f"{path.parent} was not trained on the latents of {run}'s world model: "
-                        f"delete it and run `jepa train-distance --run {run}`")
-    return config
-
-
-def load_goal_distance(run: Path, world_model: WorldModel) -> GoalDistance | None:
-    """The run's trained goal distance in eval mode (None when it has none), or a one-line error
-    when it does not belong to `world_model`'s latent space."""
-    path = Path(run) / DISTANCE_STAGE / FILENAME
-    if not path.exists():
-        return None
-    config = checked_config(path, run, world_model)
-    model = GoalDistance(dataclass_from_dict(GoalDistanceConfig, config["model"]), config["latent_size"])
-    load_checkpoint(path, model)
-    return model.eval().requires_grad_(False)
 
 
 def transition_goals(ends: np.ndarray, first: np.ndarray, skip: int, cfg: GoalDistanceConfig,
@@ -98,7 +61,7 @@ class TrainDistance:
         ends = bounds[np.searchsorted(bounds, first, side="right")]  # [T] the end (exclusive) of each one's episode
         stage = Path(self.run) / DISTANCE_STAGE
         if (stage / FILENAME).exists():
-            checked_config(stage / FILENAME, self.run, world_model)
+            check_latent_space(read_metadata(stage / FILENAME)["config"], stage / FILENAME, self.run, world_model)
         pool = np.concatenate([np.arange(bounds[e], bounds[e + 1]) for e in episodes])
         latents = standardised_latents(world_model, dataset.frames)  # [F, N, D]
         cfg = self.train
@@ -114,7 +77,7 @@ class TrainDistance:
 
         torch.manual_seed(cfg.seed)
         distance = GoalDistance(self.model, latents[0].numel())
-        train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
+        train_cfg = recorded_training(cfg)
         config = {"world_model_run": str(Path(self.run).resolve()), "data": str(data.resolve()), "task": dataset.task,
                   "latent_size": latents[0].numel(), "latent_space": latent_space_id(world_model), "model": dataclasses.asdict(self.model), "train": train_cfg}
         metrics = Trainer(cfg, batches, distance.train(), stage, config).fit()

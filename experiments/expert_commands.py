@@ -5,30 +5,17 @@ evaluation episodes that `jepa policy-eval` uses."""
 from __future__ import annotations
 
 import contextlib
-import functools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.sb3_expert import EXPERT_STAGE, WEIGHTS, SB3Expert, StateTaskEnv, build_model, expert_config, save_expert
+from agents.sb3_expert import WEIGHTS, StateTaskEnv, build_model, save_expert
 from envs import make_task, task_spec
-from envs.collect import SB3_PREFIX, CollectSpec
-from envs.metaworld_tasks import PREFIX as METAWORLD
-from experiments.plan_commands import parse_seeds
-from experiments.protocol import actor_success, eval_reset_seeds, rate
+from experiments.protocol import actor_success, eval_reset_seeds, parse_seeds, rate
+from experiments.runs import EXPERT_STAGE, expert_config, load_expert, sb3_expert
+from experiments.runs import demonstrator_spec  # noqa: F401  re-exported until policy_eval_commands imports it from experiments.runs
 from infra.errors import UserError
 from infra.files import write_json
 from infra.progress import progress
-
-
-def demonstrator_spec(task: str, policy: str, **options) -> CollectSpec:
-    """The collection spec of `policy` on `task`; for sb3:RUN the run folder is checked now and
-    recorded as an absolute path, and the SB3 expert is attached as the spec's factory."""
-    if not policy.startswith(SB3_PREFIX):
-        return CollectSpec(task=task, policy=policy, **options)
-    run = Path(policy[len(SB3_PREFIX):]).resolve()
-    expert_config(run, task)
-    return CollectSpec(task=task, policy=f"{SB3_PREFIX}{run}", factory=functools.partial(SB3Expert, run=run), **options)
 
 
 def expert_success(run: Path, task: str, frame_skip: int | None, seeds: list[int], episodes: int) -> dict:
@@ -40,7 +27,7 @@ def expert_success(run: Path, task: str, frame_skip: int | None, seeds: list[int
             stack.callback(env.close)
         for seed in seeds:
             successes += actor_success(envs, eval_reset_seeds(seed, episodes), envs[0].default_max_steps,
-                                       lambda _, env: SB3Expert(env, run)).tolist()
+                                       lambda _, env: sb3_expert(env, run)).tolist()
     success, ci = rate(successes)
     return {"success_rate": success, "ci95": ci, "episodes": episodes, "seeds": seeds}
 
@@ -71,8 +58,7 @@ class TrainExpert:
     """Print {"success_rate", "ci95", "episodes", "seeds", ...}."""
 
     def __call__(self) -> dict:
-        task_spec(self.task)
-        if self.task.startswith(METAWORLD):
+        if not task_spec(self.task).env_class.settable_state:
             raise UserError("SB3 experts train on this project's tasks (they read the simulator state); "
                             "Meta-World tasks come with scripted experts: --policy expert")
         seeds = parse_seeds(self.eval_seeds)
@@ -118,3 +104,4 @@ class TrainExpert:
         model = build_model(self.algo, Monitor(env), self.net, self.seed, tensorboard_log=str(directory / "tb"), verbose=0)
         model.learn(self.steps, callback=Progress())
         save_expert(directory, model, config)
+        load_expert.cache_clear()  # a retrained run must not be served from the cache

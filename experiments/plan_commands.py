@@ -13,27 +13,15 @@ import numpy as np
 from agents.mpc import MPC, LatentImagination, MPCConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
-from experiments.distance_commands import load_goal_distance
-from experiments.protocol import SimulatorImagination, draw_pairs, rate, run_episode, setting_of
+from experiments.protocol import SimulatorImagination, draw_pairs, parse_seeds, rate, run_episode, setting_of
+from experiments.report import plan_summary
+from experiments.runs import PLAN_STAGE, env_frame_skip, has_goal_distance, load_goal_distance, load_world_model
 from experiments.video import write_video
-from experiments.wm_commands import Retrieval, env_frame_skip, load_world_model
 from infra.errors import UserError
 from infra.files import write_json
 from infra.progress import progress
+from worldmodel.latents import Retrieval
 from worldmodel.probe import frame_indices
-
-PLAN_STAGE = "plan_eval"
-
-
-def parse_seeds(seeds: str) -> list[int]:
-    """"0,1,2" -> [0, 1, 2], or a one-line error."""
-    try:
-        values = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 0 or len(set(values)) < len(values):
-        raise UserError(f"--seeds must be distinct non-negative integers separated by commas, such as 0,1,2; got {seeds!r}")
-    return values
 
 
 @dataclass
@@ -75,7 +63,7 @@ class PlanEval:
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         physics_skip = env_frame_skip(config)
-        goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight else None
+        goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight and has_goal_distance(self.run) else None
         if goal_distance is None and mpc_cfg.distance_weight:
             print(f"note: {task} {self.setting} plans best with a learned goal distance, which {self.run} lacks: "
                   f"run `jepa train-distance --run {self.run}`", file=sys.stderr)
@@ -122,7 +110,7 @@ class PlanEval:
             write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
             self._log(out, result, shown)
         if not self.json:
-            print(summary_line(result))
+            print(plan_summary(result))
         return result
 
     def _result(self, task, seeds, outcome, distances, agent_times, ceiling_times) -> dict:
@@ -162,12 +150,3 @@ class PlanEval:
             if frames is not None:
                 writer.add_image(f"eval/{tag}/observation_goal_imagined", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
 
-
-def summary_line(result: dict) -> str:
-    """One line a person reads: success with interval, floor, ceiling, time per plan."""
-    ceiling = "n/a" if result["ceiling"] is None else f"{result['ceiling']:.0%} ({result['ceiling_episodes']} episodes)"
-    floor = "n/a" if result["floor"] is None else f"{result['floor']:.0%}"
-    return (f"{result['task']} {result['setting']} {result['planner']}: success {result['success_rate']:.0%} "
-            f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {result['episodes']} episodes | random floor {floor} | "
-            f"simulator ceiling {ceiling} | plan {1000 * result['plan_time_s_median']:.1f} ms median, "
-            f"{1000 * result['plan_time_s_p90']:.1f} ms p90")

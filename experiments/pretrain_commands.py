@@ -12,15 +12,13 @@ import torch
 
 from envs import task_spec
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
+from experiments.runs import ENCODER_STAGE, load_encoder, recorded_training
+from experiments.runs import NOT_RESUME_RELEVANT, encoder_checkpoint  # noqa: F401  re-exported until imitate_commands imports them from experiments.runs
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
-from worldmodel.jepa import JEPA, JEPAConfig, load_jepa
+from worldmodel.jepa import JEPA, JEPAConfig
 from worldmodel.probe import embed, fit_probe, frame_indices
 from worldmodel.trainer import TrainConfig, Trainer
-
-ENCODER_STAGE = "encoder"
-# options that may change between a run and its resumption
-NOT_RESUME_RELEVANT = ("device", "threads", "compile", "log_every", "checkpoint_every", "val_every")
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Pretrain:
 
         torch.manual_seed(cfg.seed)
         model = JEPA(model_cfg)
-        train_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
+        train_cfg = recorded_training(cfg)
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "render_revision": dataset.render_revision, "holdout": self.holdout,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         metrics = Trainer(cfg, batches, model, self.out / ENCODER_STAGE, config, model_cfg.clip_frames).fit()
@@ -65,14 +63,6 @@ class Pretrain:
             print(f"encoder written to {self.out / ENCODER_STAGE / FILENAME}; final loss {metrics.get('loss/total', float('nan')):.4f}"
                   f"{'  (COLLAPSED)' if metrics.get('collapsed') else ''}; next: jepa probe --run {self.out} --data {self.data}")
         return metrics
-
-
-def encoder_checkpoint(run: Path) -> Path:
-    """The encoder checkpoint of a run folder, or a one-line error naming the command that makes it."""
-    path = Path(run) / ENCODER_STAGE / FILENAME
-    if not path.exists():
-        raise UserError(f"{run} has no pretrained encoder: run `jepa pretrain --data DATA --out {run}` first")
-    return path
 
 
 @dataclass
@@ -97,7 +87,7 @@ class Probe:
     """Print {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels", ...} on stdout."""
 
     def __call__(self) -> dict:
-        model, config = load_jepa(encoder_checkpoint(self.run))
+        model, config = load_encoder(self.run)
         dataset = EpisodeDataset(self.data)
         enc_cfg = model.cfg.encoder
         if int(dataset.attrs["image_size"]) != enc_cfg.image_size:

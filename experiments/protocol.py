@@ -5,7 +5,8 @@ toward goal states (LeWM / stable-worldmodel style, below) and imitation (`eval_
 Start/goal pairs come from expert episodes that no dataset contains (seeded apart from
 `jepa collect`): for pair i of seed s, an expert episode is run and a start step drawn; the goal
 is the simulator state `goal_offset` steps later. Pairs whose start already meets the goal are
-redrawn, and so are those a setting rejects (cross-room: start and goal in the same room). The
+redrawn, and so are those that fail the task's pair rule a setting names (two-room's cross-room:
+start and goal in different rooms, `TaskEnv.pair_rules`). The
 agent then has `eval_budget` env steps; success is the task's own criterion at any step.
 
 Reported beside the agent: the random-action floor on the same pairs, and the ceiling, the same
@@ -26,7 +27,6 @@ from mujoco import rollout as mj_rollout
 
 from agents.planner import horizon_cost
 from envs import task_spec
-from envs.two_room import TwoRoomEnv
 from infra.errors import UserError
 
 EVAL_TAG = 0x6A657061  # keeps evaluation episodes apart from any collected dataset's seeds
@@ -34,22 +34,23 @@ EVAL_TAG = 0x6A657061  # keeps evaluation episodes apart from any collected data
 
 @dataclass(frozen=True)
 class Setting:
-    """One named start/goal setting of a task: goal offset and step budget (env steps), and the
+    """One named start/goal setting of a task: goal offset and step budget (env steps), the task's
+    pair rule its pairs must meet (a name in the env class's `pair_rules`; None: any pair), and the
     planning horizon (model steps), final-step cost weight and learned goal-distance weight used
     unless the user sets them."""
 
     goal_offset: int
     eval_budget: int
-    cross_room: bool = False
+    pair_rule: str | None = None
     horizon: int = 5
     final_weight: float = 0.0
     distance_weight: float = 0.0
 
 
 SETTINGS = {  # task -> setting name -> Setting
-    # two-room: the plain latent distance has minima against the wall (see BENCHMARKS.md); the
-    # learned goal distance (`jepa train-distance`) counts steps through the door instead
-    "two-room": {"default": Setting(25, 50, distance_weight=1.0), "cross-room": Setting(75, 100, cross_room=True, distance_weight=1.0)},
+    # two-room: the plain latent distance has minima against the wall; the learned goal distance
+    # (`jepa train-distance`) counts steps through the door instead
+    "two-room": {"default": Setting(25, 50, distance_weight=1.0), "cross-room": Setting(75, 100, pair_rule="cross-room", distance_weight=1.0)},
     "reacher": {"default": Setting(25, 50)},
     "push-t": {"default": Setting(25, 50)},
     "cube": {"default": Setting(50, 100)},
@@ -61,6 +62,17 @@ def setting_of(task: str, name: str) -> Setting:
     if name not in SETTINGS.get(task, {}):
         raise UserError(f"{task} has no setting {name!r}; it has {', '.join(SETTINGS.get(task, {}))}")
     return SETTINGS[task][name]
+
+
+def parse_seeds(seeds: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2], or a one-line error."""
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise UserError(f"--seeds must be distinct non-negative integers separated by commas, such as 0,1,2; got {seeds!r}")
+    return values
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -86,6 +98,7 @@ def draw_pairs(task: str, setting: Setting, seed: int, count: int, frame_skip: i
     spec = task_spec(task)
     env = spec.env_class(pixels=False, frame_skip=frame_skip)
     expert = spec.expert_class(env)
+    rule = env.pair_rules[setting.pair_rule] if setting.pair_rule is not None else None
     pairs = []
     for i in range(count):
         rng = np.random.default_rng([EVAL_TAG, seed, i])
@@ -100,7 +113,7 @@ def draw_pairs(task: str, setting: Setting, seed: int, count: int, frame_skip: i
             start, goal = states[t], states[t + setting.goal_offset]
             if env.goal_distance(start, goal) <= 1.0:
                 continue
-            if setting.cross_room and TwoRoomEnv.room(start[0]) == TwoRoomEnv.room(goal[0]):
+            if rule is not None and not rule(start, goal):
                 continue
             pairs.append((start, goal))
             break

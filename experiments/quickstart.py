@@ -7,6 +7,7 @@ the task (TwoRoom: default and cross-room)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -18,10 +19,11 @@ from envs import TASKS
 from envs.dataset import FILENAME as DATASET_FILE
 from envs.dataset import EpisodeDataset
 from experiments.data_commands import Collect
-from experiments.distance_commands import TrainDistance, distance_training
-from experiments.plan_commands import PlanEval, parse_seeds, summary_line
+from experiments.distance_commands import TrainDistance
+from experiments.plan_commands import PlanEval
 from experiments.pretrain_commands import Pretrain
-from experiments.protocol import SETTINGS
+from experiments.protocol import SETTINGS, parse_seeds
+from experiments.report import plan_summary
 from experiments.rollout_eval import RolloutEval
 from experiments.wm_commands import TrainWM
 from infra.errors import UserError
@@ -66,7 +68,8 @@ class Quickstart:
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         mpc = MPCConfig(planner=self.planner, distance_weight=None if self.distance_steps else 0.0)
-        distance_train = distance_training(self.distance_steps) if self.distance_steps else None
+        distance = TrainDistance(run=self.out, json=True)  # its default training, for --distance-steps steps
+        distance = dataclasses.replace(distance, train=dataclasses.replace(distance.train, steps=self.distance_steps)) if self.distance_steps else None
         began, data = time.perf_counter(), self.out / "data"
         if (data / DATASET_FILE).exists() and EpisodeDataset(data).task != self.task:
             raise UserError(f"{data} holds {EpisodeDataset(data).task} episodes, not {self.task}: choose another --out")
@@ -85,8 +88,8 @@ class Quickstart:
         stage("pretrain", Pretrain(data=data, out=self.out, train=TrainConfig(steps=self.pretrain_steps, lr=2e-3), json=True))
         stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out,
                                   train=TrainConfig(steps=self.wm_steps, batch_size=128, checkpoint_every=1000), json=True))
-        if distance_train is not None and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
-            stage("train-distance", TrainDistance(run=self.out, train=distance_train, json=True))
+        if distance is not None and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
+            stage("train-distance", distance)
         rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
         results = {name: stage(f"plan-eval {name}", PlanEval(run=self.out, setting=name, pairs=self.pairs, seeds=self.seeds,
                                                              mpc=mpc, json=True))
@@ -96,7 +99,7 @@ class Quickstart:
         if not self.json:
             print(f"\njepa quickstart {self.task}: {total:.0f} s (stages: {timings})")
             for result in results.values():
-                print(summary_line(result))
+                print(plan_summary(result))
             print(f"report: {self.out / 'report.md'}")
         return results["default"] | {"wall_s": total, "stage_wall_s": timings, "settings": results}
 

@@ -5,7 +5,7 @@ for horizons 1..H. Reported per horizon: the latent error (mean squared error in
 latent units), the copy-last-frame baseline (predict no change), the error with the actions
 shuffled across samples (a model that ignores actions scores the same as with the true ones),
 and the true-state position error read from predicted latents by a ridge probe fitted on
-training frames (with the probe's own error on real latents, its floor). A video strip shows
+training frames (`worldmodel.probe.fit_ridge`; with the probe's own error on real latents, its floor). A video strip shows
 real frames against the training frames nearest to each predicted latent.
 """
 
@@ -22,21 +22,20 @@ import torch
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from experiments.report import markdown_table
+from experiments.runs import WORLD_MODEL_STAGE, check_dataset, load_world_model
 from experiments.video import upscale, write_video
-from experiments.wm_commands import WORLD_MODEL_STAGE, Retrieval, check_dataset, load_world_model
 from infra.errors import UserError
 from infra.files import write_json
-from worldmodel.probe import frame_indices, predict, ridge_weights
+from worldmodel.latents import Retrieval
+from worldmodel.probe import fit_ridge, frame_indices, predict
 
 
 def position_probe(latents: torch.Tensor, positions: np.ndarray):
-    """Ridge map from flattened latents [F, N, D] to positions [F, K] (penalty picked on a validation tail)."""
-    x = latents.flatten(1).numpy().astype(np.float64)
-    cut = int(len(x) * 0.8)
-    alphas = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    errors = [np.linalg.norm(predict(s, x[cut:]) - positions[cut:], axis=1).mean() for s in ridge_weights(x[:cut], positions[:cut], alphas)]
-    solution = ridge_weights(x, positions, [alphas[int(np.argmin(errors))]])[0]
-    return lambda z: predict(solution, z.flatten(-2).reshape(-1, x.shape[1]).numpy().astype(np.float64)).reshape(*z.shape[:-2], -1)
+    """A function reading positions [..., K] from latents [..., N, D]: the ridge probe fitted from
+    latents [F, N, D] to positions [F, K]."""
+    width = latents[0].numel()
+    solution = fit_ridge(latents.flatten(1).double().numpy(), positions)
+    return lambda z: predict(solution, z.flatten(-2).reshape(-1, width).double().numpy()).reshape(*z.shape[:-2], -1)
 
 
 @dataclass

@@ -260,7 +260,8 @@ class JEPA(nn.Module):
 
 
 def load_jepa(path) -> tuple[JEPA, dict]:
-    """A pretrained JEPA from a checkpoint file, in eval mode, and the run's config."""
+    """A pretrained JEPA from a checkpoint file, in eval mode, and the run's config. Kept only until
+    `jepa imitate` loads its encoder with `experiments.runs.load_encoder`, the one encoder loader."""
     from worldmodel.checkpoint import dataclass_from_dict, load_checkpoint, read_metadata
 
     config = read_metadata(path)["config"]
