@@ -226,8 +226,8 @@ class ColourMoments(nn.Module):
     moments over s^1.5 (which way the shape points), standardised with the training frames'
     statistics. No trainable parameter: once fitted, an image's features can be computed once and
     kept. Moments say how a shape is turned, where a soft-argmax keypoint says only where it is
-    (PushT's T at 64x64: a ridge read-out of the block's colour gives its angle's cos, sin with R2
-    0.98, BENCHMARKS.md). It needs objects whose colour differs from what surrounds them."""
+    (PushT's T at 64x64: a ridge read-out of the block's colour moments gives its angle's cos and
+    sin with R2 0.98). It needs objects whose colour differs from what surrounds them."""
 
     def __init__(self, colours: int, image_size: int, temperature: float = 0.01):
         super().__init__()

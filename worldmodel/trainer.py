@@ -45,11 +45,10 @@ from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata, save
 # A watched set of vectors (`collapse/...` metrics, see worldmodel.jepa.spread_metrics) has
 # collapsed when its effective rank falls below 1.5 or its spread below a floor: 1% of the vectors'
 # RMS where the model reports that (the policies' one vector per image: healthy 0.3-0.6, a collapsed
-# goal encoder 1e-4), else an absolute std of 1e-3 (the world model's token grids, whose
-# static background tokens would lower a relative figure without any collapse). Healthy policy runs
-# dip below the floor early (in their first 75-350 steps, BENCHMARKS.md session 14) and recover, so
-# the verdict is the last known state at the end; entering collapse and leaving it (above twice the
-# floor) are reported.
+# goal encoder 1e-4), else an absolute std of 1e-3 (the world model's token grids, whose static
+# background tokens would lower a relative figure without any collapse). Healthy policy runs may
+# dip below the floor in their first few hundred steps and recover, so the verdict is the last
+# known state at the end; entering collapse and leaving it (above twice the floor) are reported.
 COLLAPSE_RELATIVE_STD, COLLAPSE_STD, COLLAPSE_RANK = 0.01, 1e-3, 1.5
 
 
@@ -131,7 +130,7 @@ class TrainConfig:
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator of the model's randomness (masks, projections) at step `step`."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4)  # the figures in BENCHMARKS.md used this
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4)  # any change alters every run's masks, and so every figure
 
 
 def distributed(device: str) -> tuple[int, int, int]:
