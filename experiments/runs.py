@@ -13,8 +13,8 @@ A run folder (`--out RUN`) holds one sub-folder per stage, named by the constant
 
 Every checkpoint carries the config its run recorded (worldmodel/checkpoint.py). `load_stage`
 reads it, builds the model from it, loads the weights and returns the model in eval mode, so a run
-is loaded without any flag; each stage's loader below is built on it. A missing stage is a
-one-line error naming the command that writes it (`stage_checkpoint`).
+is loaded without any flag; each stage's loader below is built on it. A missing or foreign stage
+is a one-line error naming the command that writes it (`WRITERS`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ from worldmodel.world_model import WorldModel, WorldModelConfig
 
 ENCODER_STAGE, WORLD_MODEL_STAGE, DISTANCE_STAGE, PLAN_STAGE = "encoder", "world_model", "goal_distance", "plan_eval"
 POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES, EXPERT_STAGE = "policy", "policy_eval", "candidates", "expert"
+WRITERS = {  # stage -> (what its checkpoint holds, the command that writes it)
+    ENCODER_STAGE: ("pretrained encoder", "jepa pretrain --data DATA --out {run}"),
+    WORLD_MODEL_STAGE: ("world model", "jepa train-wm --data DATA --encoder {run} --out {run}"),
+    DISTANCE_STAGE: ("goal distance", "jepa train-distance --run {run}"),
+    POLICY_STAGE: ("policy", "jepa imitate --data DEMOS --out {run}"),
+    EXPERT_STAGE: ("SB3 expert", "jepa train-expert --task {task} --out {run}"),
+}
 NOT_RESUME_RELEVANT = ("device", "threads", "compile", "log_every", "checkpoint_every", "val_every")
 """Training options that may change between a run and its resumption (they are not recorded)."""
 
@@ -51,23 +58,32 @@ def recorded_training(cfg: TrainConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}
 
 
-def stage_checkpoint(run: Path, stage: str, what: str, command: str, filename: str = FILENAME) -> Path:
-    """RUN/stage/filename, or a one-line error saying the run has no `what` and naming the `command` that writes it."""
+def writer(run: Path, stage: str, task: str | None = None) -> tuple[str, str]:
+    """(what a stage's checkpoint holds, the command line that writes it into `run`; for `task` if given)."""
+    what, command = WRITERS[stage]
+    return what, command.format(run=run, task=task or "TASK")
+
+
+def stage_checkpoint(run: Path, stage: str, filename: str = FILENAME, task: str | None = None) -> Path:
+    """RUN/stage/filename, or a one-line error naming the command that writes it (for `task` if given)."""
     path = Path(run) / stage / filename
     if not path.exists():
+        what, command = writer(run, stage, task)
         raise UserError(f"{run} has no {what}: run `{command}` first")
     return path
 
 
-def load_stage(path: Path, build: Callable[[dict], Model]) -> tuple[Model, dict]:
-    """(model in eval mode, recorded config) of the checkpoint at `path`: `build(config)` makes the
-    module from the config its run recorded (and may refuse a foreign one with a UserError), then
-    the weights are loaded into it."""
+def load_stage(run: Path, stage: str, build: Callable[[dict], Model], filename: str = FILENAME) -> tuple[Model, dict]:
+    """(model in eval mode, recorded config) of a run's stage: the checkpoint RUN/stage/filename is
+    found (`stage_checkpoint`), `build(config)` makes the module from the config its run recorded
+    (and may refuse a foreign one with a UserError), and the weights are loaded into it."""
+    path = stage_checkpoint(run, stage, filename)
     config = read_metadata(path)["config"]
     try:
         model = build(config)
     except KeyError as missing:
-        raise UserError(f"{path} records no {missing} in its config: it was not written by this stage's command") from None
+        what, command = writer(run, stage)
+        raise UserError(f"{path} holds no {what} (its config records no {missing}): run `{command}`") from None
     load_checkpoint(path, model)
     return model.eval(), config
 
@@ -98,23 +114,18 @@ def check_dataset(dataset: EpisodeDataset, config: dict, image_size: int, comman
 # ---- encoder ---------------------------------------------------------------------------------
 def encoder_checkpoint(run: Path) -> Path:
     """The encoder checkpoint of a run folder, or a one-line error naming the command that makes it."""
-    return stage_checkpoint(run, ENCODER_STAGE, "pretrained encoder", f"jepa pretrain --data DATA --out {run}")
+    return stage_checkpoint(run, ENCODER_STAGE)
 
 
 def load_encoder(run: Path) -> tuple[JEPA, dict]:
     """The pretrained JEPA of a run folder, in eval mode, and its recorded config."""
-    return load_stage(encoder_checkpoint(run), lambda config: JEPA(dataclass_from_dict(JEPAConfig, config["model"])))
+    return load_stage(run, ENCODER_STAGE, lambda config: JEPA(dataclass_from_dict(JEPAConfig, config["model"])))
 
 
 # ---- world model -----------------------------------------------------------------------------
-def world_model_checkpoint(run: Path) -> Path:
-    """The world-model checkpoint of a run folder, or a one-line error naming the command that makes it."""
-    return stage_checkpoint(run, WORLD_MODEL_STAGE, "world model", f"jepa train-wm --data DATA --encoder {run} --out {run}")
-
-
 def load_world_model(run: Path) -> tuple[WorldModel, dict]:
     """The trained world model of a run folder, in eval mode, and its recorded config."""
-    return load_stage(world_model_checkpoint(run), lambda config: WorldModel(dataclass_from_dict(WorldModelConfig, config["model"])))
+    return load_stage(run, WORLD_MODEL_STAGE, lambda config: WorldModel(dataclass_from_dict(WorldModelConfig, config["model"])))
 
 
 # ---- goal distance ---------------------------------------------------------------------------
@@ -144,25 +155,18 @@ def has_goal_distance(run: Path) -> bool:
 def load_goal_distance(run: Path, world_model: WorldModel) -> GoalDistance:
     """The run's trained goal distance in eval mode, without gradients, or a one-line error when it
     has none or it does not belong to `world_model`'s latent space."""
-    path = stage_checkpoint(run, DISTANCE_STAGE, "goal distance", f"jepa train-distance --run {run}")
-
     def build(config: dict) -> GoalDistance:
-        check_latent_space(config, path, run, world_model)
+        check_latent_space(config, Path(run) / DISTANCE_STAGE / FILENAME, run, world_model)
         return GoalDistance(dataclass_from_dict(GoalDistanceConfig, config["model"]), config["latent_size"])
 
-    model, _ = load_stage(path, build)
+    model, _ = load_stage(run, DISTANCE_STAGE, build)
     return model.requires_grad_(False)
 
 
 # ---- SB3 expert ------------------------------------------------------------------------------
-def expert_checkpoint(run: str | Path, task: str | None = None) -> Path:
-    """The SB3 expert's checkpoint of a run folder, or a one-line error naming the command that makes it."""
-    return stage_checkpoint(run, EXPERT_STAGE, "SB3 expert", f"jepa train-expert --task {task or 'TASK'} --out {run}", WEIGHTS)
-
-
 def expert_config(run: str | Path, task: str | None = None) -> dict:
     """The recorded config of the SB3 expert in a run folder, or a one-line error (none there, or trained on another task)."""
-    config = read_metadata(expert_checkpoint(run, task))["config"]
+    config = read_metadata(stage_checkpoint(run, EXPERT_STAGE, WEIGHTS, task))["config"]
     if task is not None and config["task"] != task:
         raise UserError(f"the SB3 expert in {run} was trained on {config['task']}, not {task}")
     return config
@@ -182,7 +186,7 @@ def load_expert(run: str) -> tuple[nn.Module, dict]:
     """(SB3 policy in eval mode, recorded config) of `jepa train-expert --out RUN` (an absolute
     path: cached, as collection builds one actor per episode), without unpickling. Clear the cache
     (`load_expert.cache_clear()`) after writing an expert."""
-    return load_stage(expert_checkpoint(run), _expert_network)
+    return load_stage(run, EXPERT_STAGE, _expert_network, WEIGHTS)
 
 
 def sb3_expert(env, run: str | Path) -> SB3Expert:
