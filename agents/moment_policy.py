@@ -52,11 +52,13 @@ class MomentPolicyConfig(PolicyConfig):
     colour_moments: int = 4
     """Colours of the palette (k-means of the demonstrations' frames) whose moments are read
     (PushT: table, walls, block and pusher)."""
-    goal_min_correlation: float = 0.9
+    goal_min_correlation: float | None = None
     """Read a goal image's moment only where it tells where the demonstrations end: where its
     correlation over the demonstrations, between the goal image and the frame where each first
-    reaches its goal, exceeds this (-1: every moment). The rest, such as PushT's pusher wherever
-    it stood in the goal image, tell which demonstration it is, not where to go."""
+    reaches its goal, exceeds this threshold. None: the threshold is where the correlations split
+    into two groups (Otsu's two-class split of their values: no feature near a fixed cut is read on
+    one set of demonstrations and dropped on another); -1: every moment. The rest, such as PushT's
+    pusher wherever it stood in the goal image, tell which demonstration it is, not where to go."""
     image_size: Annotated[int, tyro.conf.Suppress] = 64
 
     def __post_init__(self):
@@ -65,11 +67,23 @@ class MomentPolicyConfig(PolicyConfig):
             raise UserError(f"width and depth must be positive, got {self.width} and {self.depth}")
         if self.colour_moments < 2:
             raise UserError(f"the moments policy reads a palette of 2 or more colours (--model.colour-moments), got {self.colour_moments}")
-        if not -1 <= self.goal_min_correlation <= 1:
+        if self.goal_min_correlation is not None and not -1 <= self.goal_min_correlation <= 1:
             raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")
 
     def for_data(self, action_dim: int, proprio_dim: int, image_size: int) -> MomentPolicyConfig:
         return dataclasses.replace(self, action_dim=action_dim, proprio_dim=proprio_dim, image_size=image_size)
+
+
+def two_class_split(values: torch.Tensor) -> float:
+    """The threshold that splits `values` [F] into the two groups of largest between-group variance
+    (Otsu 1979), halfway between the highest value of the lower group and the lowest of the upper."""
+    ordered = values.double().sort().values
+    n = len(ordered)
+    below = torch.arange(1, n, dtype=torch.float64)  # values in the lower group, for each cut
+    sums = ordered.cumsum(0)[:-1]
+    between = below * (n - below) * (sums / below - (ordered.sum() - sums) / (n - below)) ** 2
+    cut = int(between.argmax()) + 1
+    return float((ordered[cut - 1] + ordered[cut]) / 2)
 
 
 class MomentPolicy(ChunkActor):
@@ -100,8 +114,9 @@ class MomentPolicy(ChunkActor):
         summary = ""
         if self.cfg.goal_image:
             read = self.choose_goal_moments(*(torch.from_numpy(part) for part in demos.goal_and_reached(cache)))
+            threshold = "chosen from the data" if self.cfg.goal_min_correlation is None else self.cfg.goal_min_correlation
             summary = (f"goal image: {read} of its {self.moments.size} moments follow where the demonstrations end and are read "
-                       f"(--model.goal-min-correlation {self.cfg.goal_min_correlation})" + ("; none: --model.no-goal-image would drop it" if not read else ""))
+                       f"(--model.goal-min-correlation {threshold})" + ("; none: --model.no-goal-image would drop it" if not read else ""))
         return dataclasses.replace(spec, features=cache), summary
 
     def _hidden(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
@@ -123,11 +138,12 @@ class MomentPolicy(ChunkActor):
         reach the goal, in each of T turns of the square (T = 1 without the symmetries): the
         correlation is pooled over the turns, each centred on its own mean, so that a turn's shift of
         both is not taken for agreement. Returns how many are read."""
-        if self.cfg.goal_min_correlation > -1:
+        threshold = self.cfg.goal_min_correlation
+        if threshold is None or threshold > -1:
             centred = lambda x: (x.double() - x.double().mean(1, keepdim=True)).flatten(0, 1)  # noqa: E731  [T N, F]
             goals, reached = centred(goals), centred(reached)
             correlation = (goals * reached).sum(0) / (goals.norm(dim=0) * reached.norm(dim=0)).clamp_min(1e-12)  # [F]; 0 where either is constant
-            self.goal_read.copy_((correlation > self.cfg.goal_min_correlation).float())
+            self.goal_read.copy_((correlation > (two_class_split(correlation) if threshold is None else threshold)).float())
         return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.chunk_policy import KINDS, MIN_GOALS, ChunkPolicy, ChunkPolicyConfig
-from agents.moment_policy import MomentPolicy, MomentPolicyConfig
+from agents.moment_policy import MomentPolicy, MomentPolicyConfig, two_class_split
 from infra.errors import UserError
 from worldmodel.encoders import MOMENTS, EncoderConfig
 from worldmodel.trainer import resolve_metrics
@@ -228,3 +228,22 @@ def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_
     shifted = torch.stack([reached, reached + 5])  # a second turn moves both the goal's and the reached frame's pusher alike
     assert policy.choose_goal_moments(torch.stack([goals, goals + 5]), shifted) == MOMENTS  # not agreement
 
+
+
+def test_the_goal_moments_chosen_from_the_data_are_the_same_on_sets_that_differ_by_noise():
+    # 20 moments: 4 follow where the demonstrations end very closely (correlation 0.95), 4 closely (0.9,
+    # where a fixed cut at 0.9 reads some on one set and drops them on another), 4 loosely (0.8), 8 not at all
+    assert MomentPolicyConfig().goal_min_correlation is None  # the default: the cut is chosen from the data
+    cfg = MomentPolicyConfig(colour_moments=2, modes=1, history=1, jepa_weight=0.0, action_dim=2, proprio_dim=3, image_size=32)
+    correlation = torch.tensor([0.95] * 4 + [0.9] * 4 + [0.8] * 4 + [0.0] * 8)
+    strength = correlation / (1 - correlation**2).sqrt()  # goal = strength * reached + unit noise has this correlation
+    chosen = []
+    for seed in (0, 1, 2):  # three sets of 400 demonstrations
+        g = torch.Generator().manual_seed(seed)
+        reached = torch.randn(400, 2 * MOMENTS, generator=g)
+        goals = strength * reached + torch.randn(400, 2 * MOMENTS, generator=g)
+        policy = MomentPolicy(cfg)
+        assert policy.choose_goal_moments(goals[None], reached[None]) == 12
+        chosen.append(policy.goal_read.tolist())
+    assert chosen[0] == chosen[1] == chosen[2] == [1.0] * 12 + [0.0] * 8
+    assert two_class_split(torch.tensor([0.1, 0.0, 0.9, 0.95, 0.2])) == pytest.approx(0.55)
