@@ -33,7 +33,7 @@ from torch import nn
 
 from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1, most_likely
 from infra.errors import UserError
-from worldmodel.encoders import Block, ColourMoments, EncoderConfig, FrameLatent, build_encoder
+from worldmodel.encoders import Block, ColourMoments, EncoderConfig, FrameLatent, build_encoder, pool_grid
 from worldmodel.jepa import ema_update, spread_metrics
 
 KINDS = ("act-jepa", "act", "bc")
@@ -236,9 +236,8 @@ class ChunkPolicy(ChunkActor):
             images, grids = self._encode(torch.cat([goal[:, None], frames], 1) if self.cfg.goal_image else frames)  # [B, g + h, width], [B, g + h, N, D]
         parts = [images]
         if self.token_projection is not None:
-            n, g, d = grids.shape[1], self.cfg.encoder.grid, self.cfg.encoder.dim
-            pooled = F.adaptive_avg_pool2d(grids.reshape(b * n, g, g, d).permute(0, 3, 1, 2), self.cfg.image_tokens)  # [B n, D, s, s]
-            parts.append(self.token_projection(pooled.flatten(2).transpose(1, 2).reshape(b, -1, d)))  # [B, (g + h) s s, width]
+            pooled = pool_grid(grids, self.cfg.image_tokens)  # [B, g + h, s s, D]
+            parts.append(self.token_projection(pooled.flatten(1, 2)))  # [B, (g + h) s s, width]
         if self.proprio is not None:
             parts.append(self.proprio(self.normalise(proprio))[:, None])
         queries = self.positions.new_zeros(b, self.cfg.horizon + len(self.cfg.future_offsets), self.cfg.width)

@@ -35,7 +35,6 @@ from infra.errors import UserError
 from worldmodel.encoders import ColourMoments
 
 
-
 @dataclass
 class MomentPolicyConfig(PolicyConfig):
     """The moments policy's features, network and execution."""

@@ -12,7 +12,6 @@ from agents.sb3_expert import WEIGHTS, StateTaskEnv, build_model, save_expert
 from envs import make_task, task_spec
 from experiments.protocol import actor_success, eval_reset_seeds, parse_seeds, rate
 from experiments.runs import EXPERT_STAGE, expert_config, load_expert, sb3_expert
-from experiments.runs import demonstrator_spec  # noqa: F401  re-exported until policy_eval_commands imports it from experiments.runs
 from infra.errors import UserError
 from infra.files import write_json
 from infra.progress import progress

@@ -28,14 +28,12 @@ from agents.policies import POLICIES, build_policy
 from agents.policy import PolicyConfig
 from envs import stale_frames
 from envs.dataset import EpisodeDataset
-from experiments.pretrain_commands import NOT_RESUME_RELEVANT, encoder_checkpoint  # TODO(runs.py)
+from experiments.runs import CANDIDATES, POLICY_EVAL_STAGE, POLICY_STAGE, load_encoder, recorded_training
 from infra.errors import UserError
 from infra.files import replace_folder, write_json
 from worldmodel.checkpoint import FILENAME
-from worldmodel.jepa import load_jepa
 from worldmodel.trainer import TrainConfig, Trainer
 
-POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES = "policy", "policy_eval", "candidates"  # TODO(runs.py)
 TRANSFORMER_TRAIN = TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500)
 MOMENTS_TRAIN = dataclasses.replace(TRANSFORMER_TRAIN, steps=20_000, batch_size=256, lr=1e-3, min_lr_ratio=0.0, weight_decay=1e-4)
 """An MLP step on cached features costs about a fifteenth of a transformer policy's step."""
@@ -142,7 +140,7 @@ class Imitate:
                   "render_revision": dataset.render_revision, "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(demos.episodes),
                   "successful_only": self.successful_only, "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": demos.steps,
                   "encoder_run": str(Path(self.encoder).resolve()) if getattr(self, "encoder", None) else None,
-                  "model": dataclasses.asdict(model_cfg), "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_RESUME_RELEVANT}}
+                  "model": dataclasses.asdict(model_cfg), "train": recorded_training(cfg)}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
         validate = demos.scorer(spec, self.train.seed, held_out=True) if len(demos.held_out) else None  # one set of windows for every candidate
         metrics = Trainer(cfg, batches, policy.train(), folder, config, images, validate).fit()
@@ -164,7 +162,7 @@ class ImitateTransformer(Imitate):
     def pretrained_encoder(self, dataset: EpisodeDataset, model_cfg: ChunkPolicyConfig) -> tuple[ChunkPolicyConfig, torch.nn.Module | None]:
         if self.encoder is None:
             return model_cfg, None
-        jepa, encoder_config = load_jepa(encoder_checkpoint(self.encoder))
+        jepa, encoder_config = load_encoder(self.encoder)
         if encoder_config["task"] != dataset.task or jepa.cfg.encoder.image_size != model_cfg.image_size:
             raise UserError(f"the encoder in {self.encoder} was trained on {encoder_config['task']} at {jepa.cfg.encoder.image_size}px, "
                             f"the demonstrations are {dataset.task} at {model_cfg.image_size}px")

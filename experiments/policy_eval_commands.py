@@ -6,41 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from agents.policies import POLICIES, build_policy, config_from_record
-from agents.policy import ChunkActor, PolicyConfig
-from envs import stale_frames, task_spec
+from agents.policy import PolicyConfig
+from envs import task_spec
 from envs.collect import CollectSpec, make_policy
-from experiments.expert_commands import demonstrator_spec  # TODO(runs.py)
-from experiments.imitate_commands import POLICY_EVAL_STAGE, POLICY_STAGE  # TODO(runs.py)
-from experiments.plan_commands import parse_seeds  # TODO(runs.py)
-from experiments.protocol import actor_success, eval_reset_seeds, rate, run_lockstep
+from experiments.protocol import actor_success, eval_reset_seeds, parse_seeds, rate, run_lockstep
+from experiments.runs import POLICY_EVAL_STAGE, demonstrator_spec, load_policy
 from experiments.video import write_video
 from infra.errors import UserError
 from infra.files import write_json
 from infra.progress import progress
-from worldmodel.checkpoint import FILENAME, load_checkpoint, read_metadata
-
-
-def load_policy(run: Path, family: type[ChunkActor] = ChunkActor) -> tuple[ChunkActor, dict]:
-    """A trained policy of a run folder, in eval mode, and its run config (a one-line error unless it is a `family`)."""
-    path = Path(run) / POLICY_STAGE / FILENAME
-    if not path.exists():
-        raise UserError(f"{run} has no policy: run `jepa imitate --data DEMOS --out {run}` first")
-    config = read_metadata(path)["config"]
-    kind = config["model"]["kind"]
-    if not issubclass(POLICIES.get(kind, (None, ChunkActor))[1], family):
-        raise UserError(f"{run} holds a {kind} policy; this reads {', '.join(k for k, (_, c) in POLICIES.items() if issubclass(c, family))} policies only")
-    if warning := stale_frames(config["task"], config.get("render_revision"), f"the policy in {run} learned from"):
-        print(warning, file=sys.stderr)
-    policy = build_policy(config_from_record(config["model"]))
-    load_checkpoint(path, policy)
-    return policy.eval(), config
 
 
 def closest_median(closest: list[float]) -> float | None:

@@ -13,7 +13,6 @@ import torch
 from envs import task_spec
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
 from experiments.runs import ENCODER_STAGE, load_encoder, recorded_training
-from experiments.runs import NOT_RESUME_RELEVANT, encoder_checkpoint  # noqa: F401  re-exported until imitate_commands imports them from experiments.runs
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
 from worldmodel.jepa import JEPA, JEPAConfig

@@ -22,13 +22,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from torch import nn
 
+from agents.policies import POLICIES, build_policy, config_from_record
+from agents.policy import ChunkActor
 from agents.sb3_expert import WEIGHTS, SB3Expert, StateTaskEnv, build_model
-from envs import task_spec
+from envs import stale_frames, task_spec
 from envs.collect import SB3_PREFIX, CollectSpec
 from envs.dataset import EpisodeDataset
 from infra.errors import UserError
@@ -145,6 +148,21 @@ def check_latent_space(config: dict, path: Path, run: Path, world_model: WorldMo
     if config.get("latent_space") != latent_space_id(world_model):
         raise UserError(f"{path.parent} was not trained on the latents of {run}'s world model: "
                         f"delete it and run `jepa train-distance --run {run}`")
+
+
+def load_policy(run: Path, family: type[ChunkActor] = ChunkActor) -> tuple[ChunkActor, dict]:
+    """A trained policy of a run folder and its recorded config (a one-line error unless it is a `family`;
+    a warning when its task is drawn otherwise now than in its demonstrations)."""
+
+    def build(config: dict) -> ChunkActor:
+        kind = config["model"]["kind"]
+        if not issubclass(POLICIES.get(kind, (None, ChunkActor))[1], family):
+            raise UserError(f"{run} holds a {kind} policy; this reads {', '.join(k for k, (_, c) in POLICIES.items() if issubclass(c, family))} policies only")
+        if warning := stale_frames(config["task"], config.get("render_revision"), f"the policy in {run} learned from"):
+            print(warning, file=sys.stderr)
+        return build_policy(config_from_record(config["model"]))
+
+    return load_stage(run, POLICY_STAGE, build)
 
 
 def has_goal_distance(run: Path) -> bool:

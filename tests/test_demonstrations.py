@@ -15,7 +15,7 @@ from envs.dataset import EpisodeDataset
 from envs.push_t import PushTEnv
 from envs.symmetry import ELEMENTS, turn_images, turn_vectors
 from experiments.cli import main
-from experiments.policy_eval_commands import load_policy
+from experiments.runs import load_policy
 from infra.errors import UserError
 from worldmodel.encoders import MOMENTS
 

@@ -17,7 +17,8 @@ from envs import task_spec
 from envs.dataset import EpisodeDataset
 from experiments.cli import main
 from experiments.imitate_commands import MOMENTS_TRAIN, TRANSFORMER_TRAIN, ImitateMoments
-from experiments.policy_eval_commands import closest_median, load_policy
+from experiments.policy_eval_commands import closest_median
+from experiments.runs import load_policy
 from experiments.protocol import run_lockstep
 from infra.errors import UserError
 

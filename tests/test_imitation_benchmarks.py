@@ -10,7 +10,7 @@ from conftest import TINY, write_dataset
 from agents.demonstrations import Demonstrations, demonstration_episodes
 from envs.dataset import EpisodeDataset
 from experiments.cli import main
-from experiments.policy_eval_commands import load_policy
+from experiments.runs import load_policy
 from experiments.protocol import run_lockstep, wilson
 from infra.errors import UserError
 

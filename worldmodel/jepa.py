@@ -257,14 +257,3 @@ class JEPA(nn.Module):
         if self.target is None:
             return
         ema_update(self.target.parameters(), self.encoder.parameters(), step / max(total_steps, 1), self.cfg.ema_start, self.cfg.ema_end)
-
-
-def load_jepa(path) -> tuple[JEPA, dict]:
-    """A pretrained JEPA from a checkpoint file, in eval mode, and the run's config. Kept only until
-    `jepa imitate` loads its encoder with `experiments.runs.load_encoder`, the one encoder loader."""
-    from worldmodel.checkpoint import dataclass_from_dict, load_checkpoint, read_metadata
-
-    config = read_metadata(path)["config"]
-    model = JEPA(dataclass_from_dict(JEPAConfig, config["model"]))
-    load_checkpoint(path, model)
-    return model.eval(), config

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from agents.chunk_policy import ChunkPolicy
 from experiments.benchmarks.heldout_losses import own_losses
-from experiments.imitate_commands import POLICY_EVAL_STAGE, lowest_total
-from experiments.policy_eval_commands import eval_result_name, load_policy
+from experiments.imitate_commands import lowest_total
+from experiments.policy_eval_commands import eval_result_name
 from experiments.protocol import wilson
+from experiments.runs import POLICY_EVAL_STAGE, load_policy
 from infra.errors import UserError
 from worldmodel.checkpoint import dataclass_from_dict
 from worldmodel.trainer import TrainConfig

@@ -16,10 +16,10 @@ import numpy as np
 
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
-from experiments.distance_commands import load_goal_distance
 from experiments.report import markdown_table
-from experiments.wm_commands import load_world_model, standardised_latents
+from experiments.runs import load_goal_distance, load_world_model
 from infra.errors import UserError
+from worldmodel.latents import standardised_latents
 
 
 def main() -> None:
@@ -30,8 +30,6 @@ def main() -> None:
     try:
         world_model, config = load_world_model(args.run)
         distance = load_goal_distance(args.run, world_model)
-        if distance is None:
-            raise UserError(f"{args.run} has no goal distance: run `jepa train-distance --run {args.run}` first")
         dataset = EpisodeDataset(config["data"])
     except UserError as exc:
         sys.exit(f"goal_distance_check: error: {exc}")

@@ -22,8 +22,7 @@ from pathlib import Path
 from agents.chunk_policy import ChunkPolicy
 from agents.demonstrations import Demonstrations
 from envs.dataset import EpisodeDataset
-from experiments.imitate_commands import POLICY_STAGE
-from experiments.policy_eval_commands import load_policy
+from experiments.runs import POLICY_STAGE, load_policy
 from infra.errors import UserError
 
 

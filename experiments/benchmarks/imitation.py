@@ -24,8 +24,8 @@ from agents.demonstrations import square_symmetry
 from envs.dataset import EpisodeDataset
 from experiments.data_commands import Collect
 from experiments.imitate_commands import COMMANDS, Imitate
-from experiments.plan_commands import parse_seeds
 from experiments.policy_eval_commands import PolicyEval, eval_result_name
+from experiments.protocol import parse_seeds
 from experiments.report import markdown_table
 from infra.errors import UserError
 

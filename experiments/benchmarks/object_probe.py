@@ -36,8 +36,8 @@ from agents.chunk_policy import ChunkPolicy, random_shift
 from envs import task_spec
 from envs.dataset import EpisodeDataset
 from envs.push_t import PushTEnv
-from experiments.policy_eval_commands import load_policy
 from experiments.protocol import eval_reset_seeds
+from experiments.runs import load_policy
 from infra.errors import UserError
 from worldmodel.encoders import FrameLatent, build_encoder
 from worldmodel.probe import fit_probe, r2_score

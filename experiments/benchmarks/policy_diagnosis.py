@@ -35,9 +35,9 @@ from envs import task_spec
 from envs.collect import episode_seeds
 from envs.dataset import EpisodeDataset
 from envs.metaworld_tasks import PREFIX as METAWORLD
-from experiments.policy_eval_commands import load_policy
 from experiments.protocol import eval_reset_seeds, rate, run_lockstep
 from experiments.report import markdown_table
+from experiments.runs import load_policy
 from infra.errors import UserError
 
 
