@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import TINY, write_dataset
 
-from agents.demonstrations import Demonstrations, demonstration_episodes
+from agents.demonstrations import Demonstrations
 from envs.dataset import EpisodeDataset
 from experiments.cli import main
+from experiments.protocol import wilson
 from experiments.runs import load_policy
-from experiments.protocol import run_lockstep, wilson
 from infra.errors import UserError
 
 
@@ -91,48 +91,6 @@ def test_object_probe_scores_learned_and_learnable_object_positions(trained_poli
             assert len(scores["goal"]) == variables and np.isfinite(scores["goal"]).all()
 
 
-def test_policy_diagnosis_starts_from_the_demonstrations_own_starts(demos, trained_policy, monkeypatch, capsys):
-    """The diagnosis replays the starts of the demonstrations the policy learned from (the collect
-    seeds are pinned, so datasets collected earlier replay too) and policy-eval's fresh ones."""
-    from envs.collect import episode_seeds
-    from experiments.benchmarks import policy_diagnosis
-    from experiments.protocol import eval_reset_seeds
-
-    assert [episode_seeds(5, e)[0] for e in (0, 1)] == [803261128, 2634622467]
-    calls = []
-
-    def recording(envs, resets, budget, act, on_step=None):
-        calls.append(list(resets))
-        return run_lockstep(envs, resets, 3, act, on_step)
-
-    monkeypatch.setattr(policy_diagnosis, "run_lockstep", recording)
-    report = policy_diagnosis.diagnose(trained_policy, 2)
-    learned = demonstration_episodes(EpisodeDataset(demos))[0][:2]
-    assert calls == [[episode_seeds(5, int(e))[0] for e in learned], eval_reset_seeds(0, 2)]
-    assert np.isfinite([report["frame_vector_std"], report["goal_vector_std"]]).all() and report["expert_first_action_std"] > 0
-    assert "first-action std" in capsys.readouterr().out
-
-
-def test_hand_and_object_tell_following_from_ignoring():
-    from experiments.benchmarks.policy_diagnosis import hand_and_object
-
-    rng = np.random.default_rng(0)
-    states = np.zeros((8, 70, 39))
-    states[:, :, 4:6] = rng.uniform(-0.1, 0.1, (8, 1, 2))  # objects at rest at their starts
-    states[:, :, 2] = np.linspace(0.2, 0.0, 70)[None]  # the hand descends; lowest at step 59 of the first 60
-    states[:, :, :2] = states[:, :, 4:6] + 0.3
-    states[:, 59, :2] = states[:, 0, 4:6] + 0.01  # where it is lowest: 1 cm off the object in x and y
-    report = hand_and_object(states)
-    assert report["object_slope"] == pytest.approx([1.0, 1.0]) and report["closest_approach"] == pytest.approx(0.01 * np.sqrt(2))
-    assert report["object_moved"] == 0 and np.isnan(report["moved_object_to_goal"])
-    states[:2, 65:, 4:6] = 0.5  # two objects carried off, to 0.5 - 0.2 = 0.3 in x and y from a goal at (0.2, 0.2)
-    states[:, :, 36:38] = 0.2
-    moved = hand_and_object(states)
-    assert moved["object_moved"] == 0.25 and moved["moved_object_to_goal"] == pytest.approx(0.3 * np.sqrt(2))
-    states[:, 59, :2] = 0.05  # one place whatever the object's
-    assert hand_and_object(states)["object_slope"] == pytest.approx([0.0, 0.0], abs=1e-9)
-
-
 def test_imitation_profile_times_a_run_and_lists_where_its_time_goes(tmp_path, monkeypatch, capsys):
     from experiments.benchmarks import imitation_profile
 
@@ -146,7 +104,6 @@ def test_imitation_profile_times_a_run_and_lists_where_its_time_goes(tmp_path, m
     monkeypatch.setattr("sys.argv", ["imitation_profile.py", "--data", str(tmp_path / "none"), "--steps", "30"])
     with pytest.raises(SystemExit, match="no dataset"):
         imitation_profile.main()
-
 
 
 def test_heldout_losses_scores_a_run_on_another_collection_or_on_its_own(demos, tmp_path, capsys, monkeypatch):
