@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import tyro
@@ -40,17 +40,23 @@ class MomentPolicyConfig(PolicyConfig):
     """The moments policy's features, network and execution."""
 
     kind: Annotated[str, tyro.conf.Suppress] = "moments"
-    history: int = 2
-    """Observation frames the policy sees (the current one and history - 1 before it; two show the block's motion)."""
-    modes: int = 8
-    """Action-chunk hypotheses per query (PushT's expert picks one of many pushes)."""
+    history: int | None = None
+    """Observation frames the policy sees (the current one and history - 1 before it). None: the
+    task's recipe, else 2 (the block's motion)."""
+    modes: int | None = None
+    """Action-chunk hypotheses per query (PushT's expert picks one of many pushes). None: the
+    task's recipe, else 8."""
+    jepa_weight: float | None = None
+    """Weight of the loss on the predicted moments of the future frames t+stride, ..., t+chunk
+    (ACT-JEPA's objective with the moments as a frozen target encoder; 0: no future prediction).
+    None: the task's recipe, else 0."""
     width: int = 256
     """The MLP's hidden width."""
     depth: int = 3
     """The MLP's hidden layers."""
-    colour_moments: int = 4
-    """Colours of the palette (k-means of the demonstrations' frames) whose moments are read
-    (PushT: table, walls, block and pusher)."""
+    colour_moments: int | None = None
+    """Colours of the palette (k-means of the demonstrations' frames) whose moments are read. None:
+    the task's recipe, else 4 (PushT: table, walls, block and pusher)."""
     goal_min_correlation: float | None = None
     """Read a goal image's moment only where it tells where the demonstrations end: where its
     correlation over the demonstrations, between the goal image and the frame where each first
@@ -60,11 +66,13 @@ class MomentPolicyConfig(PolicyConfig):
     pusher wherever it stood in the goal image, tell which demonstration it is, not where to go."""
     image_size: Annotated[int, tyro.conf.Suppress] = 64
 
+    TASK_FIELDS: ClassVar[dict[str, object]] = {"history": 2, "modes": 8, "colour_moments": 4, "jepa_weight": 0.0}
+
     def __post_init__(self):
         super().__post_init__()
         if min(self.width, self.depth) < 1:
             raise UserError(f"width and depth must be positive, got {self.width} and {self.depth}")
-        if self.colour_moments < 2:
+        if self.colour_moments is not None and self.colour_moments < 2:
             raise UserError(f"the moments policy reads a palette of 2 or more colours (--model.colour-moments), got {self.colour_moments}")
         if self.goal_min_correlation is not None and not -1 <= self.goal_min_correlation <= 1:
             raise UserError(f"goal-min-correlation is a correlation's threshold, from -1 to 1, got {self.goal_min_correlation}")

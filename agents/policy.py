@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from infra.errors import UserError
 
 if TYPE_CHECKING:
     from agents.demonstrations import Demonstrations, WindowSpec
+    from envs import TaskEnv
 
 WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
 MODE_WEIGHT = 0.1  # weight of the cross-entropy that learns which hypothesis wins
@@ -60,10 +61,10 @@ class PolicyConfig:
     (ACT-JEPA's objective; 0: no future prediction)."""
     jepa_stride: int = 2
     """Future frames predicted: t+stride, t+2*stride, ..., t+chunk."""
-    square_symmetry: bool = False
+    square_symmetry: bool = True
     """Train on each window turned by one of the square's eight symmetries, drawn at random (quarter
-    turns and mirror images of images, proprio and actions: envs/symmetry.py), for tasks that
-    declare them (PushT)."""
+    turns and mirror images of images, proprio and actions: envs/symmetry.py), where the task
+    declares them (PushT; `for_task` turns it off for the others)."""
     execute: int = 4
     """Actions of each chunk executed before the next query (ignored when ensemble > 0)."""
     ensemble: float = 0.0
@@ -71,17 +72,36 @@ class PolicyConfig:
     action_dim: Annotated[int, tyro.conf.Suppress] = 0
     proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
 
+    TASK_FIELDS: ClassVar[dict[str, object]] = {}
+    """Fields a task's recipe may set (`envs.TaskEnv.imitation_recipe`), None until `for_task`, and
+    the value each takes where the task's recipe does not set it."""
+
     def __post_init__(self):
-        if min(self.chunk, self.history, self.jepa_stride, self.modes) < 1:
+        if min(v for v in (self.chunk, self.history, self.jepa_stride, self.modes) if v is not None) < 1:
             raise UserError("chunk, history, modes and jepa-stride must be positive")
         if self.ensemble < 0:
             raise UserError(f"ensemble must not be negative, got {self.ensemble}")
-        if self.jepa_weight < 0:
+        if self.jepa_weight is not None and self.jepa_weight < 0:
             raise UserError(f"jepa-weight is a loss's weight, 0 or more (0: no future prediction), got {self.jepa_weight}")
         if self.predicts_future and self.jepa_stride > self.chunk:
             raise UserError(f"the policy predicts frames t+stride..t+chunk: jepa-stride {self.jepa_stride} exceeds the chunk {self.chunk}")
         if self.kind != "bc" and not 1 <= self.execute <= self.chunk:
             raise UserError(f"execute (actions run per chunk) must be from 1 to the chunk ({self.chunk}), got {self.execute}")
+
+    def for_task(self, task: type[TaskEnv]) -> PolicyConfig:
+        """This config fitted to a task: the square's symmetries only where the task declares them,
+        and every field left to the task (None) set from the task's recipe for this policy, else
+        from its fallback (TASK_FIELDS). A value given on the command line is kept."""
+        recipe = task.imitation_recipe.get(self.kind, {})
+        if unknown := set(recipe) - set(self.TASK_FIELDS):
+            raise ValueError(f"{task.__name__}'s recipe for {self.kind} sets {sorted(unknown)}, which that policy leaves to no task")
+        filled = {name: recipe.get(name, fallback) for name, fallback in self.TASK_FIELDS.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, square_symmetry=self.square_symmetry and task.square_symmetry is not None, **filled)
+
+    @property
+    def left_to_task(self) -> list[str]:
+        """Fields still None, which `for_task` sets."""
+        return [name for name in self.TASK_FIELDS if getattr(self, name) is None]
 
     @property
     def image_size(self) -> int:
@@ -95,7 +115,7 @@ class PolicyConfig:
     @property
     def predicts_future(self) -> bool:
         """Whether the policy predicts future frames' embeddings (jepa_weight > 0)."""
-        return self.jepa_weight > 0
+        return bool(self.jepa_weight)
 
     @property
     def horizon(self) -> int:
@@ -149,6 +169,8 @@ class ChunkActor(nn.Module):
         super().__init__()
         if not cfg.kind or not cfg.action_dim:
             raise UserError("the policy needs its kind and action_dim (jepa imitate sets both: --policy, the demonstrations)")
+        if cfg.left_to_task:
+            raise UserError(f"the policy's config leaves {', '.join(cfg.left_to_task)} to its task: fit it with PolicyConfig.for_task")
         self.cfg = cfg
         self.register_buffer("proprio_mean", torch.zeros(cfg.proprio_dim))
         self.register_buffer("proprio_std", torch.ones(cfg.proprio_dim))

@@ -15,12 +15,12 @@ import gymnasium as gym
 
 from envs.base import MujocoTaskEnv, TaskEnv
 from envs.cube import CubeEnv, CubeExpert
-from envs import metaworld_tasks
-from infra.errors import UserError
+from envs import metaworld_tasks  # isort: skip  (after the GL backend is chosen, envs.base)
 from envs.push_t import PushTEnv, PushTFixedGoalEnv
 from envs.push_t_expert import PushTExpert
 from envs.reacher import ReacherEnv, ReacherExpert
 from envs.two_room import TwoRoomEnv, TwoRoomExpert
+from infra.errors import UserError
 
 
 @dataclass(frozen=True)

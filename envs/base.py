@@ -15,13 +15,15 @@ import weakref
 from importlib import resources
 from typing import Callable, ClassVar
 
+# isort: off
 import envs.gl  # noqa: F401  (must precede the mujoco import: it picks the GL backend)
+# isort: on
 import gymnasium as gym
 import mujoco
 import numpy as np
 
-from infra.errors import UserError
 from envs.symmetry import SquareSymmetry
+from infra.errors import UserError
 
 MAX_IMAGE_SIZE = 512
 
@@ -73,6 +75,10 @@ class TaskEnv(gym.Env):
     """The simulator state can be read and set (`get_state`, `set_state`, `render_state`,
     `goal_distance`, `reset(options={"state": ..., "goal": ...})`): what start/goal pairs, planning
     with a world model, state probes and state-based (SB3) experts need."""
+    imitation_recipe: ClassVar[dict[str, dict]] = {}
+    """Per policy name (`jepa imitate --policy NAME`), the settings that measured best for this
+    task, which imitation uses where no flag sets them (the fields a policy's config leaves to its
+    task, `PolicyConfig.TASK_FIELDS`)."""
     pair_rules: ClassVar[dict[str, PairRule]] = {}
     """Named rules a start/goal pair of an evaluation setting may have to meet (a setting names one,
     `experiments/protocol.py`)."""

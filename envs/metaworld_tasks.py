@@ -99,6 +99,7 @@ class MetaWorldTask(TaskEnv):
     render_revision = 1
     square_symmetry = None  # a table seen from a corner: no symmetry of the square (envs/symmetry.py)
     settable_state = False  # Meta-World draws its own starts and goals
+    imitation_recipe = {"moments": {"colour_moments": 8, "modes": 1}}  # the measured Meta-World recipe (BENCHMARKS.md, Imitation)
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
         if frame_skip not in (None, 5):

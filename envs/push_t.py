@@ -44,6 +44,7 @@ class PushTEnv(MujocoTaskEnv):
     tolerance = np.array([0.02, 0.2])
     success_criterion = "block within 0.02 m and 0.2 rad of the goal pose (T bar 0.1 m wide)"
     square_symmetry = SquareSymmetry(proprio=((0, 1), (2, 3)), actions=((0, 1),))  # pusher position and velocity; velocity targets
+    imitation_recipe = {"moments": {"jepa_weight": 1.0}}  # predicting the future frames' moments lifts PushT (BENCHMARKS.md, Imitation)
 
     probe_names = ("block_x", "block_y", "block_cos", "block_sin", "pusher_x", "pusher_y")
     position_names = ("block_x", "block_y")
@@ -76,6 +77,7 @@ class PushTFixedGoalEnv(PushTEnv):
     another goal pose, so the square's symmetries do not leave this task unchanged."""
 
     square_symmetry = None
+    imitation_recipe = {}
 
     def reset(self, *, seed=None, options=None):
         options = dict(options or {})

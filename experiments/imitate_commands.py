@@ -26,7 +26,7 @@ from agents.demonstrations import Demonstrations
 from agents.moment_policy import MomentPolicyConfig
 from agents.policies import POLICIES, build_policy
 from agents.policy import PolicyConfig
-from envs import stale_frames
+from envs import stale_frames, task_spec
 from envs.dataset import EpisodeDataset
 from experiments.runs import CANDIDATES, POLICY_EVAL_STAGE, POLICY_STAGE, load_encoder, recorded_training
 from infra.errors import UserError
@@ -88,7 +88,7 @@ class Imitate:
         if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
             print(warning, file=sys.stderr)
         demos = Demonstrations(dataset, self.successful_only, self.val_episodes, self.trim)
-        model_cfg = self.model.for_data(dataset.actions.shape[1], dataset.proprio.shape[1], int(dataset.attrs["image_size"]))
+        model_cfg = self.model.for_task(task_spec(dataset.task).env_class).for_data(dataset.actions.shape[1], dataset.proprio.shape[1], int(dataset.attrs["image_size"]))
         model_cfg, encoder = self.pretrained_encoder(dataset, model_cfg)
         fit = lambda cfg, folder: self._fit(demos, model_cfg, encoder, cfg, folder)  # noqa: E731
         metrics = fit(self.train, self.out / POLICY_STAGE) if self.candidates == 1 else self._select(fit)

@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, write_dataset
 
 from agents.chunk_policy import ChunkPolicyConfig
 from agents.demonstrations import Demonstrations
-from agents.moment_policy import MomentPolicyConfig
+from agents.moment_policy import MomentPolicy, MomentPolicyConfig
 from envs import task_spec
 from envs.dataset import EpisodeDataset
 from experiments.cli import main
 from experiments.imitate_commands import MOMENTS_TRAIN, TRANSFORMER_TRAIN, ImitateMoments
 from experiments.policy_eval_commands import closest_median
-from experiments.runs import load_policy
 from experiments.protocol import run_lockstep
+from experiments.runs import load_policy
 from infra.errors import UserError
 
 
@@ -237,7 +237,6 @@ def test_evaluation_episodes_are_reproducible(trained_policy, capsys):
     (["imitate", "--data", "{data}", "--out", "{empty}", "--val-episodes", "4"], "--val-episodes must be from 0 to 3"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--encoder", "{empty}"], "jepa pretrain"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--candidates", "0"], "--candidates must be at least 1"),
-    (["imitate", "--data", "{data}", "--out", "{empty}", "--model.square-symmetry"], "does not declare the square's symmetries"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--model.colour-moments", "1"], "colour-moments is a palette's size"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "moments", "--model.goal-min-correlation", "2"], "goal-min-correlation is a correlation's threshold"),
     (["imitate", "--data", "{data}", "--out", "{empty}", "--policy", "moments", "--model.colour-moments", "1"], "reads a palette of 2 or more colours"),
@@ -255,3 +254,32 @@ def test_bad_input_gives_one_line_errors(demos, trained_policy, tmp_path_factory
     assert message in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in (trained_policy / "policy").iterdir()) == before
 
+
+
+def test_the_tasks_declared_recipe_fills_what_no_flag_sets():
+    from envs.cube import CubeEnv
+    from envs.push_t import PushTEnv, PushTFixedGoalEnv
+    from envs.two_room import TwoRoomEnv
+
+    pusht = MomentPolicyConfig(kind="moments").for_task(PushTEnv)
+    assert (pusht.square_symmetry, pusht.jepa_weight, pusht.history, pusht.modes, pusht.colour_moments) == (True, 1.0, 2, 8, 4)
+    cube = MomentPolicyConfig().for_task(CubeEnv)
+    assert (cube.square_symmetry, cube.jepa_weight, cube.history, cube.colour_moments) == (False, 0.0, 1, 6)
+    assert MomentPolicyConfig(jepa_weight=0.5).for_task(PushTEnv).jepa_weight == 0.5  # a flag wins
+    assert not MomentPolicyConfig(square_symmetry=False).for_task(PushTEnv).square_symmetry
+    assert MomentPolicyConfig().for_task(PushTFixedGoalEnv).jepa_weight == 0.0  # one goal: neither symmetric nor declared
+    assert MomentPolicyConfig().for_task(TwoRoomEnv).left_to_task == []
+    assert ChunkPolicyConfig(kind="act").for_task(PushTEnv) == ChunkPolicyConfig(kind="act")  # symmetric, and moments' recipe is not act's
+    assert not ChunkPolicyConfig(kind="act").for_task(TwoRoomEnv).square_symmetry  # a task that declares no symmetry
+    with pytest.raises(UserError, match="leaves jepa_weight to its task"):
+        MomentPolicy(dataclasses.replace(pusht, jepa_weight=None, action_dim=2))
+
+
+@pytest.mark.parametrize("flags, recorded", [([], (True, 1.0)), (["--model.jepa-weight", "0", "--model.no-square-symmetry"], (False, 0.0))])
+def test_imitate_records_the_recipe_it_used(tmp_path, flags, recorded):
+    data = write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2)
+    run = tmp_path / "run"
+    assert main(["imitate", "--data", str(data), "--out", str(run), "--policy", "moments", "--no-successful-only", "--train.steps", "2",
+                 "--train.batch-size", "8", "--train.warmup", "1", *flags]) == 0
+    model = json.loads((run / "policy" / "config.json").read_text())["model"]
+    assert (model["square_symmetry"], model["jepa_weight"]) == recorded

@@ -63,7 +63,7 @@ def test_candidate_choice_pools_each_runs_evaluations_and_refuses_mismatched_one
 
 
 @pytest.mark.parametrize("flags, message", [(["--waypoint-weight", "-1"], "waypoint-weight is not negative"), (["--candidates", "0"], "--candidates must be at least 1"),
-                                           (["--policies", "act,diffusion"], "policy must be one of"), (["--square-symmetry"], "does not declare the square's symmetries")])
+                                           (["--policies", "act,diffusion"], "policy must be one of")])
 def test_imitation_table_checks_its_options_before_collecting(tmp_path, monkeypatch, flags, message):
     from experiments.benchmarks import imitation
 

@@ -16,7 +16,7 @@ from worldmodel.trainer import resolve_metrics
 
 def tiny_policy(kind: str, **kw) -> ChunkPolicy:
     torch.manual_seed(0)
-    cfg = ChunkPolicyConfig(kind=kind, chunk=4, execute=2, width=16, depth=1, heads=2, action_dim=2, proprio_dim=3,
+    cfg = ChunkPolicyConfig(kind=kind, chunk=4, execute=2, width=16, depth=1, heads=2, action_dim=2, proprio_dim=3, square_symmetry=False,
                        encoder=EncoderConfig(kind="conv", width=8, patch=8, image_size=32), **kw)
     return ChunkPolicy(cfg)
 
@@ -84,9 +84,9 @@ def test_waypoints_need_nonzero_steps_and_a_proprio():
     with pytest.raises(UserError, match="waypoints are steps"):
         ChunkPolicyConfig(waypoints=(4, 0))
     with pytest.raises(UserError, match="record none"):
-        ChunkPolicy(ChunkPolicyConfig(kind="act", action_dim=2, waypoints=(4,)))
+        ChunkPolicy(ChunkPolicyConfig(kind="act", square_symmetry=False, action_dim=2, waypoints=(4,)))
     with pytest.raises(UserError, match="record none"):
-        ChunkPolicy(ChunkPolicyConfig(kind="act", action_dim=2, goal_waypoints=(-1,)))
+        ChunkPolicy(ChunkPolicyConfig(kind="act", square_symmetry=False, action_dim=2, goal_waypoints=(-1,)))
     with pytest.raises(UserError, match="goal-waypoints are steps"):
         ChunkPolicyConfig(goal_waypoints=(0,))
     for bad in ({"goal_waypoints": (-1,)}, {"goal_encoder": True}):
@@ -147,7 +147,7 @@ def test_action_hypotheses_keep_two_demonstrated_moves_apart():
 
 def test_moments_policy_hypotheses_keep_two_demonstrated_moves_apart():
     torch.manual_seed(0)
-    cfg = MomentPolicyConfig(colour_moments=2, chunk=4, width=32, modes=2, history=1, action_dim=2, proprio_dim=3, image_size=32)
+    cfg = MomentPolicyConfig(square_symmetry=False, colour_moments=2, chunk=4, width=32, modes=2, history=1, jepa_weight=0.0, action_dim=2, proprio_dim=3, image_size=32)
     policy = MomentPolicy(cfg)
     g = torch.Generator().manual_seed(0)
     batch = {"frame_features": torch.randn(1, 1, 2 * MOMENTS, generator=g).expand(8, 1, -1), "goal_features": torch.randn(1, 2 * MOMENTS, generator=g).expand(8, -1),
@@ -210,7 +210,7 @@ def test_execution_runs_chunks_then_requeries_and_ensembling_averages_with_acts_
 
 
 def test_moments_policy_reads_the_goal_moments_that_follow_where_demonstrations_end():
-    cfg = MomentPolicyConfig(colour_moments=2, modes=1, history=1, width=256, action_dim=2, proprio_dim=3, image_size=32)
+    cfg = MomentPolicyConfig(square_symmetry=False, colour_moments=2, modes=1, history=1, width=256, jepa_weight=0.0, goal_min_correlation=0.9, action_dim=2, proprio_dim=3, image_size=32)
     g = torch.Generator().manual_seed(0)
     reached = torch.randn(200, 2 * MOMENTS, generator=g)
     goals = torch.randn(200, 2 * MOMENTS, generator=g)  # another pusher in each goal image: nothing to do with where episodes end
@@ -234,7 +234,7 @@ def test_the_goal_moments_chosen_from_the_data_are_the_same_on_sets_that_differ_
     # 20 moments: 4 follow where the demonstrations end very closely (correlation 0.95), 4 closely (0.9,
     # where a fixed cut at 0.9 reads some on one set and drops them on another), 4 loosely (0.8), 8 not at all
     assert MomentPolicyConfig().goal_min_correlation is None  # the default: the cut is chosen from the data
-    cfg = MomentPolicyConfig(colour_moments=2, modes=1, history=1, jepa_weight=0.0, action_dim=2, proprio_dim=3, image_size=32)
+    cfg = MomentPolicyConfig(square_symmetry=False, colour_moments=2, modes=1, history=1, jepa_weight=0.0, action_dim=2, proprio_dim=3, image_size=32)
     correlation = torch.tensor([0.95] * 4 + [0.9] * 4 + [0.8] * 4 + [0.0] * 8)
     strength = correlation / (1 - correlation**2).sqrt()  # goal = strength * reached + unit noise has this correlation
     chosen = []

@@ -5,8 +5,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from experiments.runs import (NOT_RESUME_RELEVANT, check_dataset, demonstrator_spec, expert_config, load_encoder, load_expert,
-                              load_goal_distance, load_stage, load_world_model, recorded_training, sb3_expert)
+from experiments.runs import (
+    NOT_RESUME_RELEVANT,
+    check_dataset,
+    demonstrator_spec,
+    expert_config,
+    load_encoder,
+    load_expert,
+    load_goal_distance,
+    load_stage,
+    load_world_model,
+    recorded_training,
+    sb3_expert,
+)
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME, save_checkpoint
 from worldmodel.trainer import TrainConfig

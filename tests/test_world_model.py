@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import write_dataset
+
 from experiments.cli import main
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import PredictorConfig

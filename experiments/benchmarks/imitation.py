@@ -7,7 +7,7 @@ are reused, so an interrupted run continues.
     python -m experiments.benchmarks.imitation --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
     python -m experiments.benchmarks.imitation --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
     python -m experiments.benchmarks.imitation --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
-    python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt --square-symmetry
+    python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt
     (add --candidates 3 to keep the best of three training seeds)
 """
 
@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from agents.demonstrations import square_symmetry
 from envs.dataset import EpisodeDataset
 from experiments.data_commands import Collect
 from experiments.imitate_commands import COMMANDS, Imitate
@@ -46,8 +45,8 @@ def main() -> None:
     parser.add_argument("--goal-waypoints", type=int, nargs="+", default=(), help="imitate's --model.goal-waypoints for every "
                         "policy (the same, predicted from the goal image's vector)")
     parser.add_argument("--goal-encoder", action="store_true", help="imitate's --model.goal-encoder: the goal image's own encoder")
-    parser.add_argument("--square-symmetry", action="store_true", help="imitate's --model.square-symmetry: windows turned by the "
-                        "square's quarter turns and mirror images (tasks that declare them: push-t)")
+    parser.add_argument("--no-square-symmetry", action="store_true", help="imitate's --model.no-square-symmetry: windows as recorded, "
+                        "not turned by the square's symmetries where the task declares them (push-t)")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
     parser.add_argument("--candidates", type=int, default=1, help="imitate's --candidates: train K training seeds, keep the one with the "
@@ -68,7 +67,7 @@ def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     waypoints |= {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     if policy == "moments" and (args.waypoints or args.goal_waypoints or args.goal_encoder or args.waypoint_weight is not None):
         raise UserError("the moments policy has no image encoder: drop --waypoints, --goal-waypoints, --goal-encoder and --waypoint-weight")
-    imitate.model = dataclasses.replace(imitate.model, square_symmetry=args.square_symmetry, **({} if policy == "moments" else waypoints))
+    imitate.model = dataclasses.replace(imitate.model, square_symmetry=not args.no_square_symmetry, **({} if policy == "moments" else waypoints))
     if args.steps is not None:
         imitate.train = dataclasses.replace(imitate.train, steps=args.steps)
     return imitate
@@ -77,8 +76,6 @@ def imitation(args: argparse.Namespace, policy: str) -> Imitate:
 def table(args: argparse.Namespace) -> None:
     seeds = parse_seeds(args.seeds)
     imitations = [imitation(args, policy) for policy in args.policies.split(",")]
-    if args.square_symmetry:
-        square_symmetry(args.task)  # the task declares them, or a one-line error before anything is collected
     data = args.out / "demos"
     if not (data / "episodes.h5").exists():
         Collect(task=args.task, policy=args.demonstrator, episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
@@ -100,7 +97,7 @@ def table(args: argparse.Namespace) -> None:
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
           + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
-          + (", the square's symmetries" if args.square_symmetry else "") + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else "")
+          + (", as recorded (no symmetry turns)" if args.no_square_symmetry else "") + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else "")
           + (f", {args.val_episodes} held out" if args.val_episodes else "") + (f", best of {args.candidates} training seeds" if args.candidates > 1 else ""))
     print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
                                 "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))

@@ -29,7 +29,7 @@ from experiments.report import markdown_table
 from infra.errors import UserError
 from worldmodel.trainer import resolve_metrics
 
-DEFAULT = ChunkPolicyConfig(kind="act", action_dim=4, proprio_dim=4)
+DEFAULT = ChunkPolicyConfig(kind="act", square_symmetry=False, action_dim=4, proprio_dim=4)
 VARIANTS = {
     "default (one vector per image)": DEFAULT,
     "--model.image-tokens 4": dataclasses.replace(DEFAULT, image_tokens=4),
@@ -70,7 +70,7 @@ def draw_seconds(dataset: EpisodeDataset, steps: int, batch: int = 64) -> dict[s
     `dataset`, as recorded and turned by the square's symmetries (where the task declares them)."""
     episodes = np.arange(dataset.num_episodes)
     lasts = last_actions(dataset, episodes, trim=True)
-    spec = ChunkPolicy(ChunkPolicyConfig(kind="act", action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])).window_spec()
+    spec = ChunkPolicy(ChunkPolicyConfig(kind="act", square_symmetry=False, action_dim=dataset.actions.shape[1], proprio_dim=dataset.proprio.shape[1])).window_spec()
     variants = {"draw a batch of windows (as recorded)": spec}
     if task_spec(dataset.task).env_class.square_symmetry is not None:
         variants["... turned by the square's symmetries"] = dataclasses.replace(spec, symmetric=True)
