@@ -102,7 +102,7 @@ class Collect:
                 if index < VIDEO_EPISODES and self.video:
                     video.append(np.concatenate([episode.frames, np.broadcast_to(episode.goal_frame, episode.frames.shape)], axis=2))
                 bar.update(1)
-                bar.set_postfix(fps=f"{(index + 1) * episode_frames / (time.perf_counter() - start):.0f}", success=f"{np.mean(successes):.2f}")
+                bar.set_postfix(fps=f"{(index + 1) * episode_frames / (time.perf_counter() - start):.0f}", success=f"{np.mean(successes):.2f}", refresh=False)
         except BaseException:
             if writer is not None:
                 writer.abort()

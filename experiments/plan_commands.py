@@ -100,7 +100,7 @@ class PlanEval:
                     outcome["ceiling"].append(run_episode(env, start, goal, setting.eval_budget, oracle.act)[0])
                     ceiling_times += oracle.plan_times
                 bar.update(1)
-                bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
+                bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}", refresh=False)
         bar.close()
         env.close()
         result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | {

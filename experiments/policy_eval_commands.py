@@ -104,7 +104,7 @@ class PolicyEval:
                             outcome[key] += actor_success(blind, group, budget, lambda i, env: make_policy(
                                 source, env, np.random.default_rng([seed, lo + i, tag]))).tolist()
                     bar.update(len(group))
-                    bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}")
+                    bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}", refresh=False)
         result = self._result(task, seeds, outcome, config, budget, policy.cfg)
         write_json(out / eval_result_name(task, mode, seeds, self.episodes, budget), result)
         self._log(out, result, shown)

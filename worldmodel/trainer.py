@@ -282,7 +282,7 @@ class Trainer:
                 tick, logged, data_s = now, step + 1, 0.0
                 for key, value in metrics.items():
                     writer.add_scalar(key, value, step + 1)
-                bar.set_postfix(loss=f"{metrics['loss/total']:.4f}")
+                bar.set_postfix(loss=f"{metrics['loss/total']:.4f}", refresh=False)
                 watch_collapse(metrics, step + 1, collapsing)
             if main and self.validate is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
                 validation = self._validate(autocast)
