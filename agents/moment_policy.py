@@ -60,9 +60,10 @@ class MomentPolicyConfig(PolicyConfig):
     goal_min_correlation: float | None = None
     """Read a goal image's moment only where it tells where the demonstrations end: where its
     correlation over the demonstrations, between the goal image and the frame where each first
-    reaches its goal, exceeds this threshold. None: the threshold is where the correlations split
-    into two groups (Otsu's two-class split of their values: no feature near a fixed cut is read on
-    one set of demonstrations and dropped on another); -1: every moment. The rest, such as PushT's
+    reaches its goal, exceeds this threshold. None: the threshold lies in the widest gap between the
+    correlations' sorted values, so no moment near a fixed cut is read on one set of demonstrations
+    and dropped on another (PushT: 17 of 40 read on four sets, where 0.9 read 12 to 14; Cube: the
+    2 that 0.9 reads); -1: every moment. The rest, such as PushT's
     pusher wherever it stood in the goal image, tell which demonstration it is, not where to go."""
     image_size: Annotated[int, tyro.conf.Suppress] = 64
 
@@ -81,16 +82,12 @@ class MomentPolicyConfig(PolicyConfig):
         return dataclasses.replace(self, action_dim=action_dim, proprio_dim=proprio_dim, image_size=image_size)
 
 
-def two_class_split(values: torch.Tensor) -> float:
-    """The threshold that splits `values` [F] into the two groups of largest between-group variance
-    (Otsu 1979), halfway between the highest value of the lower group and the lowest of the upper."""
+def widest_gap_cut(values: torch.Tensor) -> float:
+    """The threshold halfway across the widest gap between consecutive sorted `values` [F]: the
+    split into two groups that no small change of any value moves while that gap stays the widest."""
     ordered = values.double().sort().values
-    n = len(ordered)
-    below = torch.arange(1, n, dtype=torch.float64)  # values in the lower group, for each cut
-    sums = ordered.cumsum(0)[:-1]
-    between = below * (n - below) * (sums / below - (ordered.sum() - sums) / (n - below)) ** 2
-    cut = int(between.argmax()) + 1
-    return float((ordered[cut - 1] + ordered[cut]) / 2)
+    widest = int((ordered[1:] - ordered[:-1]).argmax())
+    return float((ordered[widest] + ordered[widest + 1]) / 2)
 
 
 class MomentPolicy(ChunkActor):
@@ -150,7 +147,7 @@ class MomentPolicy(ChunkActor):
             centred = lambda x: (x.double() - x.double().mean(1, keepdim=True)).flatten(0, 1)  # noqa: E731  [T N, F]
             goals, reached = centred(goals), centred(reached)
             correlation = (goals * reached).sum(0) / (goals.norm(dim=0) * reached.norm(dim=0)).clamp_min(1e-12)  # [F]; 0 where either is constant
-            self.goal_read.copy_((correlation > (two_class_split(correlation) if threshold is None else threshold)).float())
+            self.goal_read.copy_((correlation > (widest_gap_cut(correlation) if threshold is None else threshold)).float())
         return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

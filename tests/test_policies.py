@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.chunk_policy import KINDS, MIN_GOALS, ChunkPolicy, ChunkPolicyConfig
-from agents.moment_policy import MomentPolicy, MomentPolicyConfig, two_class_split
+from agents.moment_policy import MomentPolicy, MomentPolicyConfig, widest_gap_cut
 from infra.errors import UserError
 from worldmodel.encoders import MOMENTS, EncoderConfig
 from worldmodel.trainer import resolve_metrics
@@ -246,4 +246,4 @@ def test_the_goal_moments_chosen_from_the_data_are_the_same_on_sets_that_differ_
         assert policy.choose_goal_moments(goals[None], reached[None]) == 12
         chosen.append(policy.goal_read.tolist())
     assert chosen[0] == chosen[1] == chosen[2] == [1.0] * 12 + [0.0] * 8
-    assert two_class_split(torch.tensor([0.1, 0.0, 0.9, 0.95, 0.2])) == pytest.approx(0.55)
+    assert widest_gap_cut(torch.tensor([0.1, 0.0, 0.9, 0.95, 0.2])) == pytest.approx(0.55)
