@@ -3,7 +3,7 @@
 `--candidates K --train.seed S` (without `--val-episodes`) trains seeds S..S+K-1 and keeps the
 one with the lowest total loss on fixed windows, drawn with seed S, of its own demonstrations.
 Training is deterministic on the CPU, so K runs trained one seed at a time (`jepa imitate ...
---train.seed S`) hold the same weights (BENCHMARKS.md, Meta-World session 19). For such runs,
+--train.seed S`) hold the same weights. For such runs,
 each evaluated by `jepa policy-eval` at the execution it was trained with (its results under
 `RUN/policy_eval/`, one evaluation seed per file or several), this prints:
 

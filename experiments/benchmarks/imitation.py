@@ -1,10 +1,14 @@
-"""The imitation table of BENCHMARKS.md for one task: record demonstrations, train ACT-JEPA,
-ACT-style and BC policies on them with the same network, steps and batch, and evaluate each
-on the same fresh episodes (success with its Wilson interval, random floor, demonstrator).
-Demonstrations, finished trainings and evaluations already in OUT (the same seeds and episodes)
-are reused, so an interrupted run continues.
+"""The imitation table of BENCHMARKS.md for one task: record demonstrations, train the policies
+on them (ACT-JEPA, ACT-style and BC by default, with the same network, steps and batch), and
+evaluate each on the same fresh episodes (success with its Wilson interval, random floor,
+demonstrator). With several `--demo-seeds`, each policy is trained on each demonstration set
+(one collection seed each) and the table gives each set's success, their median, and the
+interval pooled over every set's episodes: how much of a figure belongs to the policy and how
+much to the set. Demonstrations, finished trainings and evaluations already in OUT (the same
+seeds and episodes) are reused, so an interrupted run continues.
 
     python -m experiments.benchmarks.imitation --task cube --out runs/im/cube [--demos 100] [--seeds 0,1,2]
+    python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt_sets --policies moments --demo-seeds 1,2,3
     python -m experiments.benchmarks.imitation --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
     python -m experiments.benchmarks.imitation --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
     python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,7 +29,7 @@ from envs.dataset import EpisodeDataset
 from experiments.data_commands import Collect
 from experiments.imitate_commands import COMMANDS, Imitate
 from experiments.policy_eval_commands import PolicyEval, eval_result_name
-from experiments.protocol import parse_seeds
+from experiments.protocol import parse_seeds, wilson
 from experiments.report import markdown_table
 from infra.errors import UserError
 
@@ -38,7 +43,8 @@ def main() -> None:
                         "corrections from perturbed states, as in DART)")
     parser.add_argument("--policies", default="act-jepa,act,bc")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per seed")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="evaluation seeds")
+    parser.add_argument("--demo-seeds", default="0", help="collection seeds, one demonstration set each (OUT/demos_sS)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
     parser.add_argument("--waypoints", type=int, nargs="+", default=(), help="imitate's --model.waypoints for every policy "
                         "(steps of each demonstration whose proprio the frame vector predicts; -1: its last frame)")
@@ -58,11 +64,12 @@ def main() -> None:
         sys.exit(f"imitation.py: error: {error}")
 
 
-def imitation(args: argparse.Namespace, policy: str) -> Imitate:
-    """The `jepa imitate` of one policy of the table, its options checked now (before any collection)."""
+def imitation(args: argparse.Namespace, policy: str, demo_seed: int) -> Imitate:
+    """The `jepa imitate` of one policy of the table on one demonstration set, its options checked now (before any collection)."""
     if policy not in COMMANDS:
         raise UserError(f"policy must be one of {', '.join(COMMANDS)}, got {policy!r}")
-    imitate = dataclasses.replace(COMMANDS[policy], data=args.out / "demos", out=args.out / policy, json=True, val_episodes=args.val_episodes, candidates=args.candidates)
+    imitate = dataclasses.replace(COMMANDS[policy], data=args.out / f"demos_s{demo_seed}", out=args.out / f"{policy}_s{demo_seed}", json=True,
+                                  val_episodes=args.val_episodes, candidates=args.candidates)
     waypoints = {"waypoints": tuple(args.waypoints), "goal_waypoints": tuple(args.goal_waypoints), "goal_encoder": args.goal_encoder}
     waypoints |= {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     if policy == "moments" and (args.waypoints or args.goal_waypoints or args.goal_encoder or args.waypoint_weight is not None):
@@ -73,34 +80,56 @@ def imitation(args: argparse.Namespace, policy: str) -> Imitate:
     return imitate
 
 
-def table(args: argparse.Namespace) -> None:
-    seeds = parse_seeds(args.seeds)
-    imitations = [imitation(args, policy) for policy in args.policies.split(",")]
-    data = args.out / "demos"
+def demonstrations(args: argparse.Namespace, demo_seed: int) -> None:
+    """Collect the demonstration set of `demo_seed` into OUT/demos_sS, unless it is there."""
+    data = args.out / f"demos_s{demo_seed}"
     if not (data / "episodes.h5").exists():
-        Collect(task=args.task, policy=args.demonstrator, episodes=args.demos, out=data, workers=2 if args.task.startswith("metaworld:") else 1)()
+        Collect(task=args.task, policy=args.demonstrator, episodes=args.demos, out=data, seed=demo_seed,
+                workers=2 if args.task.startswith("metaworld:") else 1)()
     dataset = EpisodeDataset(data)
-    held = (dataset.task, dataset.num_episodes, dataset.attrs["policy"])
-    if held != (args.task, args.demos, args.demonstrator):
-        raise UserError(f"{data} holds {held[1]} {held[0]} demonstrations by {held[2]}, not {args.demos} {args.task} by {args.demonstrator}: choose another --out")
+    held = (dataset.task, dataset.num_episodes, dataset.attrs["policy"], int(dataset.attrs["seed"]))
+    if held != (args.task, args.demos, args.demonstrator, demo_seed):
+        raise UserError(f"{data} holds {held[1]} {held[0]} demonstrations by {held[2]} (seed {held[3]}), not {args.demos} {args.task} by "
+                        f"{args.demonstrator} (seed {demo_seed}): choose another --out")
+
+
+def evaluation(imitate: Imitate, args: argparse.Namespace, seeds: list[int]) -> dict:
+    """The policy-eval result of a trained run on the table's evaluation episodes (reused when there)."""
+    done = sorted((imitate.out / "policy_eval").glob(eval_result_name(args.task, "execute*", seeds, args.episodes, "*")))
+    return json.loads(done[0].read_text()) if done else PolicyEval(run=imitate.out, episodes=args.episodes, seeds=args.seeds, json=True)()
+
+
+def table(args: argparse.Namespace) -> None:
+    seeds, demo_seeds, policies = parse_seeds(args.seeds), parse_seeds(args.demo_seeds), args.policies.split(",")
+    for policy in policies:
+        imitation(args, policy, demo_seeds[0])
+    pct = lambda rate: f"{rate:.1%}"  # noqa: E731
     rows = []
-    for imitate in imitations:
-        policy, run = imitate.policy, imitate.out
-        start = time.perf_counter()
-        metrics = imitate()
-        trained = time.perf_counter() - start
-        done = sorted((run / "policy_eval").glob(eval_result_name(args.task, "execute*", seeds, args.episodes, "*")))
-        result = json.loads(done[0].read_text()) if done else PolicyEval(run=run, episodes=args.episodes, seeds=args.seeds, json=True)()
-        rows.append({"policy": policy, "success": f"{result['success_rate']:.1%} [{result['ci95'][0]:.1%}, {result['ci95'][1]:.1%}]",
-                     "floor": f"{result['floor']:.1%}", "demonstrator": f"{result['ceiling']:.1%}",
-                     "l1": f"{metrics.get('loss/action_l1', float('nan')):.3f}", "wall": f"{trained:.0f} s"})
-    print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}), {len(seeds)} x {args.episodes} evaluation episodes"
+    for policy in policies:
+        results, wall = [], 0.0
+        for demo_seed in demo_seeds:
+            demonstrations(args, demo_seed)
+            imitate = imitation(args, policy, demo_seed)
+            start = time.perf_counter()
+            imitate()
+            wall += time.perf_counter() - start
+            results.append(evaluation(imitate, args, seeds))
+        successes, episodes = sum(round(r["success_rate"] * r["n"]) for r in results), sum(r["n"] for r in results)
+        low, high = wilson(successes, episodes)
+        rows.append({"policy": policy, "sets": ", ".join(pct(r["success_rate"]) for r in results),
+                     "median": pct(statistics.median(r["success_rate"] for r in results)),
+                     "pooled": f"{pct(successes / episodes)} [{pct(low)}, {pct(high)}]",
+                     "floor": pct(statistics.mean(r["floor"] for r in results)), "demonstrator": pct(statistics.mean(r["ceiling"] for r in results)),
+                     "wall": f"{wall:.0f} s"})
+    print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}) per set, collection seeds {args.demo_seeds}, "
+          f"{len(seeds)} x {args.episodes} evaluation episodes per run"
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
           + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
           + (", as recorded (no symmetry turns)" if args.no_square_symmetry else "") + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else "")
           + (f", {args.val_episodes} held out" if args.val_episodes else "") + (f", best of {args.candidates} training seeds" if args.candidates > 1 else ""))
-    print(markdown_table(rows, {"policy": "policy", "success": "success (Wilson 95%)", "floor": "random floor",
-                                "demonstrator": "demonstrator", "l1": "final action L1", "wall": "training wall (this session)"}))
+    print(markdown_table(rows, {"policy": "policy", "sets": "success per demonstration set", "median": "median over sets",
+                                "pooled": "pooled (Wilson 95%)", "floor": "random floor", "demonstrator": "demonstrator",
+                                "wall": "training wall (this session)"}))
 
 
 if __name__ == "__main__":
