@@ -83,6 +83,11 @@ class Imitate:
         """The pretrained image encoder the policy starts from (None: from scratch), and the config that fits it."""
         return model_cfg, None
 
+    @property
+    def encoder_run(self) -> str | None:
+        """The pretraining run the policy's encoder starts from, as the run records it."""
+        return None
+
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
         if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
@@ -139,7 +144,7 @@ class Imitate:
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "env_frame_skip": int(dataset.attrs["frame_skip"]),
                   "render_revision": dataset.render_revision, "demonstrator": str(dataset.attrs["policy"]), "demonstrations": len(demos.episodes),
                   "successful_only": self.successful_only, "val_episodes": self.val_episodes, "trim": self.trim, "demonstration_steps": demos.steps,
-                  "encoder_run": str(Path(self.encoder).resolve()) if getattr(self, "encoder", None) else None,
+                  "encoder_run": self.encoder_run,
                   "model": dataclasses.asdict(model_cfg), "train": recorded_training(cfg)}
         images = model_cfg.goal_image + model_cfg.history + len(model_cfg.future_offsets)
         validate = demos.scorer(spec, self.train.seed, held_out=True) if len(demos.held_out) else None  # one set of windows for every candidate
@@ -171,6 +176,10 @@ class ImitateTransformer(Imitate):
         if jepa.cfg.encoder.tubelet != 1:
             raise UserError(f"policies encode single frames, but the encoder in {self.encoder} has tubelet {jepa.cfg.encoder.tubelet}")
         return dataclasses.replace(model_cfg, encoder=jepa.cfg.encoder), jepa.encoder
+
+    @property
+    def encoder_run(self) -> str | None:
+        return str(Path(self.encoder).resolve()) if self.encoder else None
 
 
 @dataclass
