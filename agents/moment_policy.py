@@ -61,9 +61,9 @@ class MomentPolicyConfig(PolicyConfig):
     """Read a goal image's moment only where it tells where the demonstrations end: where its
     correlation over the demonstrations, between the goal image and the frame where each first
     reaches its goal, exceeds this threshold. None: the threshold lies in the widest gap between the
-    correlations' sorted values, so no moment near a fixed cut is read on one set of demonstrations
-    and dropped on another (PushT: 17 of 40 read on four sets, where 0.9 read 12 to 14; Cube: the
-    2 that 0.9 reads); -1: every moment. The rest, such as PushT's
+    sorted correlations (negative ones counted as 0: they never say where a demonstration ends), so
+    no moment near a fixed cut is read on one set of demonstrations and dropped on another (PushT:
+    17 of 40 read on four sets, where 0.9 read 12 to 14; Cube: the 2 that 0.9 reads); -1: every moment. The rest, such as PushT's
     pusher wherever it stood in the goal image, tell which demonstration it is, not where to go."""
     image_size: Annotated[int, tyro.conf.Suppress] = 64
 
@@ -147,7 +147,7 @@ class MomentPolicy(ChunkActor):
             centred = lambda x: (x.double() - x.double().mean(1, keepdim=True)).flatten(0, 1)  # noqa: E731  [T N, F]
             goals, reached = centred(goals), centred(reached)
             correlation = (goals * reached).sum(0) / (goals.norm(dim=0) * reached.norm(dim=0)).clamp_min(1e-12)  # [F]; 0 where either is constant
-            self.goal_read.copy_((correlation > (widest_gap_cut(correlation) if threshold is None else threshold)).float())
+            self.goal_read.copy_((correlation > (widest_gap_cut(correlation.clamp_min(0)) if threshold is None else threshold)).float())
         return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

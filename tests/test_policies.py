@@ -235,7 +235,7 @@ def test_the_goal_moments_chosen_from_the_data_are_the_same_on_sets_that_differ_
     # where a fixed cut at 0.9 reads some on one set and drops them on another), 4 loosely (0.8), 8 not at all
     assert MomentPolicyConfig().goal_min_correlation is None  # the default: the cut is chosen from the data
     cfg = MomentPolicyConfig(square_symmetry=False, colour_moments=2, modes=1, history=1, jepa_weight=0.0, action_dim=2, proprio_dim=3, image_size=32)
-    correlation = torch.tensor([0.95] * 4 + [0.9] * 4 + [0.8] * 4 + [0.0] * 8)
+    correlation = torch.tensor([0.95] * 4 + [0.9] * 4 + [0.8] * 4 + [0.0] * 6 + [-0.9] * 2)  # two strongly opposed: no gap below 0 counts
     strength = correlation / (1 - correlation**2).sqrt()  # goal = strength * reached + unit noise has this correlation
     chosen = []
     for seed in (0, 1, 2):  # three sets of 400 demonstrations
