@@ -1,4 +1,5 @@
-"""Agents: planners (CEM, MPPI, gradient) behind one interface, and model-predictive control."""
+"""Agents: planners (CEM, MPPI, gradient) behind one interface, model-predictive control, and the
+policies learned from demonstrations (agents/policies.py registers them)."""
 
 from agents.cem import CEM, CEMConfig
 from agents.gradient import GradConfig, GradientPlanner

@@ -1,4 +1,4 @@
-"""Training-step cost of the imitation policy's variants (`agents/policy.py`): the median wall
+"""Training-step cost of the imitation policy's variants (`agents/chunk_policy.py`): the median wall
 time of one ACT training step (forward, backward, AdamW) at batch 64 on synthetic 64x64 frames,
 and its ratio to the default network's, measured side by side in one run; beside it, the time of
 the collapse watch (an SVD and a sort of the goal images), which the trainer runs on logged steps
