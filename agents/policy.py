@@ -23,18 +23,16 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 import tyro
 from torch import nn
 
+from agents.demonstrations import Demonstrations, WindowSpec
+from envs import TaskEnv
 from infra.errors import UserError
-
-if TYPE_CHECKING:
-    from agents.demonstrations import Demonstrations, WindowSpec
-    from envs import TaskEnv
 
 WTA_RELAX = 0.05  # share of the action loss spread over all hypotheses (modes > 1), so none is left untrained
 MODE_WEIGHT = 0.1  # weight of the cross-entropy that learns which hypothesis wins
@@ -186,8 +184,6 @@ class ChunkActor(nn.Module):
 
     def window_spec(self) -> WindowSpec:
         """What each training window must hold for this policy (agents/demonstrations.py draws them)."""
-        from agents.demonstrations import WindowSpec
-
         cfg = self.cfg
         return WindowSpec(history=cfg.history, horizon=cfg.horizon, future_offsets=tuple(cfg.future_offsets), symmetric=cfg.square_symmetry)
 
