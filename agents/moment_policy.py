@@ -33,6 +33,7 @@ from agents.demonstrations import Demonstrations, WindowSpec
 from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1, most_likely
 from infra.errors import UserError
 from worldmodel.encoders import ColourMoments
+from worldmodel.goal_features import goal_mask
 
 
 @dataclass
@@ -80,14 +81,6 @@ class MomentPolicyConfig(PolicyConfig):
 
     def for_data(self, action_dim: int, proprio_dim: int, image_size: int) -> MomentPolicyConfig:
         return dataclasses.replace(self, action_dim=action_dim, proprio_dim=proprio_dim, image_size=image_size)
-
-
-def widest_gap_cut(values: torch.Tensor) -> float:
-    """The threshold halfway across the widest gap between consecutive sorted `values` [F]: the
-    split into two groups that no small change of any value moves while that gap stays the widest."""
-    ordered = values.double().sort().values
-    widest = int((ordered[1:] - ordered[:-1]).argmax())
-    return float((ordered[widest] + ordered[widest + 1]) / 2)
 
 
 class MomentPolicy(ChunkActor):
@@ -144,10 +137,7 @@ class MomentPolicy(ChunkActor):
         both is not taken for agreement. Returns how many are read."""
         threshold = self.cfg.goal_min_correlation
         if threshold is None or threshold > -1:
-            centred = lambda x: (x.double() - x.double().mean(1, keepdim=True)).flatten(0, 1)  # noqa: E731  [T N, F]
-            goals, reached = centred(goals), centred(reached)
-            correlation = (goals * reached).sum(0) / (goals.norm(dim=0) * reached.norm(dim=0)).clamp_min(1e-12)  # [F]; 0 where either is constant
-            self.goal_read.copy_((correlation > (widest_gap_cut(correlation.clamp_min(0)) if threshold is None else threshold)).float())
+            self.goal_read.copy_(goal_mask(goals, reached, threshold))
         return int(self.goal_read.sum())
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

@@ -47,6 +47,9 @@ class MPCConfig:
     """Weight of the run's learned goal distance (`jepa train-distance`: discounted model steps, at
     most 1 / (1 - discount)) added to the latent distance at every step, for runs that have one
     (None: the setting's; 0: latent distance only)."""
+    cost: str = "all"
+    """Channels of the state the latent distance weighs: all, or goal (those `jepa train-wm` found
+    to follow where its training episodes reach their goals; the others get no weight)."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -56,6 +59,8 @@ class MPCConfig:
     def __post_init__(self):
         if self.planner not in PLANNERS:
             raise UserError(f"planner must be one of {tuple(PLANNERS)}, got {self.planner!r}")
+        if self.cost not in ("all", "goal"):
+            raise UserError(f"cost must be all or goal, got {self.cost!r}")
         if self.norm not in ("l1", "l2", "dist"):
             raise UserError(f"norm must be l1, l2 or dist, got {self.norm!r}")
         if self.horizon is not None and self.horizon < 1:
@@ -82,21 +87,23 @@ class LatentImagination:
     step (`latent_step_cost`), plus `distance_weight` times the learned goal distance where the run
     has one (`worldmodel/goal_distance.py`), combined over the horizon by `horizon_cost`."""
 
-    def __init__(self, model, goal_pixels: np.ndarray, cfg: MPCConfig, distance=None):
+    def __init__(self, model, goal_pixels: np.ndarray, cfg: MPCConfig, distance=None, goal_proprio: np.ndarray | None = None):
         self.model, self.cfg = model.requires_grad_(False), cfg
         self.distance = distance if cfg.distance_weight else None
-        self.goal = self._encode(goal_pixels)[None]  # [1, N, D]
+        self.weight = model.cost_weight if cfg.cost == "goal" else None
+        self.goal = self._encode(goal_pixels, goal_proprio)[None]  # [1, N, D]; a state with proprio reads the goal's from the image when not given
         history = model.cfg.predictor.history
         self.latents, self.actions = deque(maxlen=history), deque(maxlen=history - 1)
 
-    def _encode(self, pixels: np.ndarray) -> torch.Tensor:
+    def _encode(self, pixels: np.ndarray, proprio: np.ndarray | None) -> torch.Tensor:
+        proprio = None if proprio is None else torch.as_tensor(proprio, dtype=torch.float32)[None, None]
         with torch.no_grad():
-            return self.model.encode(torch.from_numpy(np.ascontiguousarray(pixels))[None, None])[0, 0]  # [N, D]
+            return self.model.encode(torch.from_numpy(np.ascontiguousarray(pixels))[None, None], proprio)[0, 0]  # [N, D]
 
     def observe(self, obs: dict, info: dict, executed: np.ndarray | None) -> None:
         if executed is not None and self.actions.maxlen:
             self.actions.append(torch.as_tensor(executed, dtype=torch.float32))
-        self.latents.append(self._encode(obs["pixels"]))
+        self.latents.append(self._encode(obs["pixels"], obs.get("proprio")))
 
     def _with_history(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(history latents [Th, N, D], the action blocks between them followed by `blocks` [..., Th-1+H, skip * A])."""
@@ -109,7 +116,7 @@ class LatentImagination:
     def cost(self, blocks: torch.Tensor) -> torch.Tensor:
         z_hist, blocks = self._with_history(blocks)
         predicted = self.model.rollout(z_hist.expand(*blocks.shape[:2], *z_hist.shape), blocks)  # [1, S, H, N, D]
-        per_step = latent_step_cost(predicted, self.goal, self.cfg.norm)  # [1, S, H]
+        per_step = latent_step_cost(predicted, self.goal, self.cfg.norm, self.weight)  # [1, S, H]
         if self.distance is not None:
             per_step = per_step + self.cfg.distance_weight * self.distance.gap(predicted, self.goal[:, None, None])
         return horizon_cost(per_step, self.cfg.final_weight)

@@ -94,13 +94,16 @@ def elites(candidates: torch.Tensor, cost: torch.Tensor, count: int) -> tuple[to
     return candidates.gather(1, index[:, :, None, None].expand(-1, -1, *candidates.shape[2:])), cost
 
 
-def latent_step_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+def latent_step_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l2", weight: torch.Tensor | None = None) -> torch.Tensor:
     """Distance of predicted latents [B, S, H, N, D] to the goal latent [B, N, D] at every step ->
-    [B, S, H]: mean squared (l2), root mean squared (dist) or mean absolute (l1) error."""
+    [B, S, H]: mean squared (l2), root mean squared (dist) or mean absolute (l1) error, each
+    channel weighed by `weight` [D] where given (a weighted mean)."""
     diff = predicted - goal[:, None, None]
-    if norm == "l1":
-        return diff.abs().mean((-2, -1))
-    per_step = (diff**2).mean((-2, -1))
+    per_channel = diff.abs() if norm == "l1" else diff**2
+    if weight is None:
+        per_step = per_channel.mean((-2, -1))
+    else:
+        per_step = (per_channel * weight).sum(-1).mean(-1) / weight.sum().clamp_min(1e-12)
     return per_step.clamp_min(1e-12).sqrt() if norm == "dist" else per_step
 
 

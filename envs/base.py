@@ -83,6 +83,10 @@ class TaskEnv(gym.Env):
     """Named rules a start/goal pair of an evaluation setting may have to meet (a setting names one,
     `experiments/protocol.py`)."""
     image_size: int
+
+    def pair_kind(self, start: np.ndarray, goal: np.ndarray) -> str | None:
+        """Which kind of start/goal pair this is, for results split by what a pair asks (None: one kind)."""
+        return None
     frame_skip: int
     pixels: bool
     state_dim: int
@@ -229,6 +233,11 @@ class MujocoTaskEnv(TaskEnv):
     def render_goal(self) -> np.ndarray:
         """The goal image: the goal state rendered from the observation camera."""
         return self.render_state(self.goal_state)
+
+    def proprio_of(self, state: np.ndarray) -> np.ndarray:
+        """The proprio observation of any state (without disturbing the episode)."""
+        self.set_state(state, self.scratch)
+        return self.proprio(self.scratch).astype(np.float32)
 
     def close(self):
         if self._renderer is not None:

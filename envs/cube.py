@@ -55,6 +55,9 @@ class CubeEnv(MujocoTaskEnv):
     def goal_error(self, state, goal):
         return np.linalg.norm(state[..., 5:8] - goal[5:8], axis=-1)[..., None]
 
+    def pair_kind(self, start, goal):
+        return "cube held at the start" if start[7] > HALF + 0.01 else "needs a grasp"
+
 
 class CubeExpert:
     """Reach above the cube, descend, close, lift, carry above the goal, lower, release."""

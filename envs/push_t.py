@@ -66,6 +66,10 @@ class PushTEnv(MujocoTaskEnv):
     def goal_error(self, state, goal):
         return np.stack([np.linalg.norm(state[..., :2] - goal[:2], axis=-1), np.abs(wrap(state[..., 2] - goal[2]))], -1)
 
+    def pair_kind(self, start, goal):
+        turned = abs(wrap(goal[2] - start[2])) > self.tolerance[1]
+        return "needs a turn beyond 0.2 rad" if turned else "turn within 0.2 rad"
+
 
 FIXED_GOAL = np.array([0.0, 0.0, np.pi / 4, 0.18, -0.18, 0.0, 0.0, 0.0, 0.0, 0.0])  # block centred at 45 degrees, pusher aside
 FIXED_GOAL.flags.writeable = False

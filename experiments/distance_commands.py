@@ -63,7 +63,7 @@ class TrainDistance:
         if (stage / FILENAME).exists():
             check_latent_space(read_metadata(stage / FILENAME)["config"], stage / FILENAME, self.run, world_model)
         pool = np.concatenate([np.arange(bounds[e], bounds[e + 1]) for e in episodes])
-        latents = standardised_latents(world_model, dataset.frames)  # [F, N, D]
+        latents = standardised_latents(world_model, dataset.frames, dataset.proprio)  # [F, N, D]
         cfg = self.train
 
         def batches(step: int, rank: int, world: int) -> dict:

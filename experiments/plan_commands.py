@@ -40,6 +40,9 @@ class PlanEval:
     seeds: str = "0,1,2"
     """Comma-separated seeds; each draws different pairs."""
     mpc: MPCConfig = field(default_factory=MPCConfig)
+    goal_proprio: str = "image"
+    """For a state that holds proprio: image (the goal's proprio read from the goal image) or
+    observed (the goal observation's proprio given with its image, DINO-WM's protocol)."""
     floor: bool = True
     """Also run random actions on the same pairs."""
     ceiling_pairs: int = 10
@@ -62,6 +65,10 @@ class PlanEval:
                                                    for name in ("horizon", "final_weight", "distance_weight")})
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
+        if self.goal_proprio not in ("image", "observed"):
+            raise UserError(f"--goal-proprio must be image or observed, got {self.goal_proprio!r}")
+        if self.goal_proprio == "observed" and not model.cfg.proprio:
+            raise UserError(f"--goal-proprio observed needs a world model whose state holds proprio; {self.run} has none (train-wm --model.proprio)")
         physics_skip = env_frame_skip(config)
         goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight and has_goal_distance(self.run) else None
         if goal_distance is None and mpc_cfg.distance_weight:
@@ -76,16 +83,18 @@ class PlanEval:
         out = Path(self.run) / PLAN_STAGE
         out.mkdir(parents=True, exist_ok=True)
         outcome = {"agent": [], "floor": [], "ceiling": []}
-        distances, agent_times, ceiling_times, shown = [], [], [], None
+        distances, agent_times, ceiling_times, kinds, shown = [], [], [], [], None
         bar = progress(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair")
         for seed in seeds:
             for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
                 mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
-                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg, goal_distance))
+                goal_proprio = env.proprio_of(goal) if self.goal_proprio == "observed" else None
+                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg, goal_distance, goal_proprio))
                 frames = [] if retrieval is not None and i < self.videos else None
                 record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
                 success, distance, _ = run_episode(env, start, goal, setting.eval_budget, mpc.act, record)
                 outcome["agent"].append(success)
+                kinds.append(env.pair_kind(start, goal))
                 distances.append(distance)
                 agent_times += mpc.plan_times
                 if frames:
@@ -103,8 +112,9 @@ class PlanEval:
                 bar.set_postfix(success=f"{np.mean(outcome['agent']):.2f}", refresh=False)
         bar.close()
         env.close()
-        result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | {
-            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight,
+        result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | success_by_kind(outcome["agent"], kinds) | {
+            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight, "cost": mpc_cfg.cost,
+            "goal_proprio": self.goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
             "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
             write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
@@ -150,3 +160,16 @@ class PlanEval:
             if frames is not None:
                 writer.add_image(f"eval/{tag}/observation_goal_imagined", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
 
+
+
+def success_by_kind(outcomes: list[bool], kinds: list[str | None]) -> dict:
+    """{"success_by_start": {kind: {"success_rate", "ci95", "episodes"}}} for tasks whose pairs
+    come in kinds (`TaskEnv.pair_kind`: Cube's held or to-be-grasped cube, PushT's turn), else {}."""
+    if all(kind is None for kind in kinds):
+        return {}
+    split = {}
+    for kind in sorted(set(kinds)):
+        chosen = [o for o, k in zip(outcomes, kinds) if k == kind]
+        success, ci = rate(chosen)
+        split[kind] = {"success_rate": success, "ci95": ci, "episodes": len(chosen)}
+    return {"success_by_start": split}

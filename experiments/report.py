@@ -17,4 +17,5 @@ def plan_summary(result: dict) -> str:
     return (f"{result['task']} {result['setting']} {result['planner']}: success {result['success_rate']:.0%} "
             f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {result['episodes']} episodes | random floor {floor} | "
             f"simulator ceiling {ceiling} | plan {1000 * result['plan_time_s_median']:.1f} ms median, "
-            f"{1000 * result['plan_time_s_p90']:.1f} ms p90")
+            f"{1000 * result['plan_time_s_p90']:.1f} ms p90"
+            + "".join(f" | {kind}: {part['success_rate']:.0%} of {part['episodes']}" for kind, part in result.get("success_by_start", {}).items()))

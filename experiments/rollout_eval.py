@@ -78,7 +78,8 @@ class RolloutEval:
         true_pos = env.probe_variables(dataset.state[frames.ravel()])[:, positions].reshape(*frames.shape, -1)
 
         with torch.no_grad():
-            z = model.encode(torch.from_numpy(dataset.frames[frames.ravel()]).reshape(*frames.shape, *dataset.frames.shape[1:]))
+            z = model.encode(torch.from_numpy(dataset.frames[frames.ravel()]).reshape(*frames.shape, *dataset.frames.shape[1:]),
+                             torch.from_numpy(dataset.proprio[frames.ravel()]).reshape(*frames.shape, -1))
             hist, target = z[:, :history], z[:, history:]  # [S, Th, N, D], [S, H, N, D]
             predicted = model.rollout(hist, actions)
             shuffled = model.rollout(hist, actions[torch.from_numpy(rng.permutation(len(starts)))])

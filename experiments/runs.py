@@ -134,10 +134,10 @@ def load_world_model(run: Path) -> tuple[WorldModel, dict]:
 # ---- goal distance ---------------------------------------------------------------------------
 def latent_space_id(world_model: WorldModel) -> str:
     """A fingerprint of a world model's latent space (encoder, frame latent and standardisation;
-    not the predictor), so a goal distance is never used on latents it was not trained on."""
+    not the predictor nor the cost's weights), so a goal distance is never used on latents it was not trained on."""
     digest = hashlib.sha1()
     for name, tensor in world_model.state_dict().items():
-        if not name.startswith("predictor."):
+        if not name.startswith("predictor.") and name != "cost_weight":
             digest.update(name.encode() + tensor.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()[:16]
 

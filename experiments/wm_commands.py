@@ -12,6 +12,7 @@ import torch
 from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
 from experiments.runs import WORLD_MODEL_STAGE, check_dataset, load_encoder, recorded_training
 from worldmodel.checkpoint import FILENAME
+from worldmodel.goal_features import goal_mask
 from worldmodel.latents import encode_frames
 from worldmodel.trainer import TrainConfig, Trainer
 from worldmodel.world_model import WorldModel, WorldModelConfig
@@ -38,8 +39,8 @@ class TrainWM:
         jepa, encoder_config = load_encoder(self.encoder)
         dataset = EpisodeDataset(self.data)
         check_dataset(dataset, encoder_config, jepa.cfg.encoder.image_size, "train-wm")
-        model_cfg = dataclasses.replace(self.model, action_dim=dataset.actions.shape[1],
-                                        encoder=dataclasses.asdict(jepa.cfg))
+        model_cfg = dataclasses.replace(self.model, action_dim=dataset.actions.shape[1], encoder=dataclasses.asdict(jepa.cfg),
+                                        proprio_dim=dataset.proprio.shape[1] if self.model.proprio else 0)
         torch.manual_seed(self.train.seed)
         model = WorldModel(model_cfg)
         model.encoder.load_state_dict(jepa.encoder.state_dict())
@@ -48,10 +49,9 @@ class TrainWM:
         train_episodes, _ = split_episodes(dataset, self.holdout)
         skip, frames = model_cfg.frame_skip, model_cfg.clip_frames
         sampler = WindowSampler(dataset, (frames - 1) * skip + 1, train_episodes)
-        raw = encode_frames(model.eval(), dataset.frames, desc="encode frames")  # [F, N, D]
         in_train = np.concatenate([np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1]) for e in train_episodes])
-        model.set_normalisation(raw[in_train])
-        latents = (raw - model.z_mean) / model.z_std
+        latents = fit_state(model.eval(), dataset, in_train, self.train.seed)  # [F, N, D]
+        summary = choose_cost_weights(model, dataset, train_episodes)
         cfg = self.train
 
         def batches(step: int, rank: int, world: int) -> dict:
@@ -70,7 +70,39 @@ class TrainWM:
                   "env_frame_skip": int(dataset.attrs["frame_skip"]), "encoder_run": str(Path(self.encoder).resolve()), "model": dataclasses.asdict(model_cfg), "train": train_cfg}
         metrics = Trainer(cfg, batches, model.train(), self.out / WORLD_MODEL_STAGE, config, frames).fit()
         if not self.json:
+            print(summary)
             print(f"world model written to {self.out / WORLD_MODEL_STAGE / FILENAME}; rollout loss "
                   f"{metrics.get('loss/rollout', float('nan')):.4f} (copy-last {metrics.get('loss/copy_last_baseline', float('nan')):.4f});"
                   f" next: jepa rollout-eval --run {self.out} --data {self.data}")
         return metrics
+
+
+def fit_state(model: WorldModel, dataset: EpisodeDataset, in_train: np.ndarray, seed: int) -> torch.Tensor:
+    """Fit what the state's channels need from the training frames (the colour moments' palette,
+    the proprio read-out for goal images, the per-channel standardisation) and return every
+    frame's standardised state [F, N, D]."""
+    if model.moments is not None:
+        chosen = np.sort(np.random.default_rng(seed).choice(in_train, min(len(in_train), 4000), replace=False))
+        model.moments.fit(torch.from_numpy(dataset.read_frames(chosen)), seed=seed)
+    raw = encode_frames(model, dataset.frames, dataset.proprio, desc="encode frames")  # [F, N, D]
+    if model.cfg.proprio:
+        image = model.parts["proprio"].start
+        model.fit_proprio_readout(raw[in_train, 0, :image], torch.from_numpy(dataset.proprio[in_train]))
+    model.set_normalisation(raw[in_train])
+    return (raw - model.z_mean) / model.z_std
+
+
+def choose_cost_weights(model: WorldModel, dataset: EpisodeDataset, episodes: np.ndarray) -> str:
+    """Weigh in the planning cost the state channels whose goal-image value follows where training
+    episodes first reach their goal (`goal_features.goal_mask`; a goal image's proprio is read
+    from it); returns a one-line summary."""
+    reached = [(e, dataset.episode_starts[e] + int(np.argmax(dataset.is_success[dataset.episode(e)])))
+               for e in episodes if dataset.is_success[dataset.episode(e)].any()]
+    if len(reached) < 10:
+        return f"cost weights: {len(reached)} training episodes reach their goal (10 needed to choose channels): every channel weighed"
+    goals = model.encode(torch.from_numpy(dataset.goal_frames[[e for e, _ in reached]])[:, None])[:, 0, 0]  # [E, D]
+    ends = [f for _, f in reached]
+    ends = model.encode(torch.from_numpy(dataset.frames[ends])[:, None], torch.from_numpy(dataset.proprio[ends])[:, None])[:, 0, 0]
+    model.cost_weight.copy_(goal_mask(goals, ends))
+    counts = ", ".join(f"{name} {int(model.cost_weight[part].sum())}/{part.stop - part.start}" for name, part in model.parts.items())
+    return f"cost weights (`--mpc.cost goal`): channels whose goal value follows where {len(reached)} training episodes end: {counts}"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from agents.chunk_policy import KINDS, MIN_GOALS, ChunkPolicy, ChunkPolicyConfig
-from agents.moment_policy import MomentPolicy, MomentPolicyConfig, widest_gap_cut
+from agents.moment_policy import MomentPolicy, MomentPolicyConfig
+from worldmodel.goal_features import widest_gap_cut
 from infra.errors import UserError
 from worldmodel.encoders import MOMENTS, EncoderConfig
 from worldmodel.trainer import resolve_metrics

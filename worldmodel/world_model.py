@@ -8,10 +8,20 @@ Latent per frame, selectable (planning cost grows with it):
 - `frame`: one vector per frame (N = 1): the pretraining's `FrameLatent` where it trained one,
   else the parameter-free keypoints and mean of the token grid;
 - `tokens`: the token grid average-pooled to `latent_grid` x `latent_grid` tokens.
-Latents are standardised per channel with statistics of the training frames, so losses and
-planning costs are in units of the data's spread.
 
-Public interface: `encode(pixels)`, `rollout(z_hist, actions)`, batched over any leading dims.
+With the `frame` latent the state may hold more than the learned vector, so that planning sees
+what success depends on (DINO-WM, Zhou et al. 2024, feeds proprio to its predictor):
+- `moments`: the frame's colour moments (`ColourMoments`: a frozen, parameter-free encoder of
+  each colour's position, axis and shape, which reads PushT's block angle that no learned latent
+  here reads);
+- `proprio`: the agent's own observed state. A goal given as an image alone gets its proprio
+  from a ridge read-out of the image's part of the state, fitted on the training frames.
+The state is standardised per channel with statistics of the training frames, so losses and
+planning costs are in units of the data's spread; `cost_weight` says which channels the planning
+cost weighs (all, or those chosen from the data: `worldmodel/goal_features.py`).
+
+Public interface: `encode(pixels, proprio=None)`, `rollout(z_hist, actions)`, batched over any
+leading dims.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import tyro
 from torch import nn
 
 from infra.errors import UserError
-from worldmodel.encoders import FrameLatent, build_encoder, grid_coords, keypoints, pool_grid
+from worldmodel.encoders import ColourMoments, FrameLatent, build_encoder, grid_coords, keypoints, pool_grid
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig
 from worldmodel.regularisers import vicreg
@@ -53,9 +63,15 @@ class WorldModelConfig:
     """finetune: weight of the variance hinge."""
     cov_weight: float = 0.04
     """finetune: weight of the covariance penalty."""
+    moments: int = 0
+    """Palette colours whose colour moments join each frame's state (frame latent only; 0: none)."""
+    proprio: bool = False
+    """The agent's proprio observation joins each frame's state (frame latent only)."""
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     action_dim: Annotated[int, tyro.conf.Suppress] = 0
     """Size of one env action (set from the dataset)."""
+    proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
+    """Size of the proprio observation (set from the dataset when `proprio` is on)."""
     encoder: Annotated[dict, tyro.conf.Suppress] = field(default_factory=dict)
     """The pretraining's JEPAConfig (set from the encoder run)."""
 
@@ -64,8 +80,10 @@ class WorldModelConfig:
             raise UserError(f"latent must be one of {LATENTS}, got {self.latent!r}")
         if self.loss not in ("l1", "l2"):
             raise UserError(f"loss must be l1 or l2, got {self.loss!r}")
-        if min(self.latent_grid, self.frame_skip, self.rollout_steps) < 1:
-            raise UserError("latent grid, frame skip and rollout steps must be positive")
+        if min(self.latent_grid, self.frame_skip, self.rollout_steps) < 1 or self.moments < 0:
+            raise UserError("latent grid, frame skip and rollout steps must be positive, and moments not negative")
+        if (self.moments or self.proprio) and self.latent != "frame":
+            raise UserError("--model.moments and --model.proprio join the frame latent: use --model.latent frame")
 
     @property
     def clip_frames(self) -> int:
@@ -94,32 +112,73 @@ class WorldModel(nn.Module):
         tokens, width = (1, jepa.projector_dim if self.projector else 3 * dim) if cfg.latent == "frame" else (cfg.latent_grid**2, dim)
         if cfg.latent == "tokens" and grid % cfg.latent_grid:
             raise UserError(f"latent grid {cfg.latent_grid} must divide the encoder's token grid {grid}")
+        self.moments = ColourMoments(cfg.moments, self.image_size) if cfg.moments else None  # fitted by `jepa train-wm`
+        self.parts = {"latent": slice(0, width)}  # the state's channels, by what reads them
+        image_width = width = width + (self.moments.size if self.moments else 0)
+        if self.moments:
+            self.parts["moments"] = slice(self.parts["latent"].stop, width)
+        if cfg.proprio:
+            self.parts["proprio"] = slice(width, width + cfg.proprio_dim)
+            width += cfg.proprio_dim
+        if cfg.proprio:  # ridge read-out of a frame's raw proprio from its raw image channels (bias last), for goal images
+            self.register_buffer("proprio_readout", torch.zeros(image_width + 1, cfg.proprio_dim))
         self.register_buffer("z_mean", torch.zeros(width))
         self.register_buffer("z_std", torch.ones(width))
+        self.register_buffer("cost_weight", torch.ones(width))  # [D] each channel's weight in the planning cost
         self.predictor = ActionPredictor(cfg.predictor, tokens, width, cfg.action_dim * cfg.frame_skip)
         for module in (self.encoder, self.projector):
             if module is not None:
                 module.requires_grad_(cfg.finetune)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the cost had channel weights weigh every channel."""
+        state_dict.setdefault(prefix + "cost_weight", torch.ones_like(self.cost_weight))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
         """(N tokens, D width) of one frame's latent."""
         return self.predictor.tokens, self.z_mean.shape[0]
 
-    def raw_latent(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels uint8 [B, T, H, W, 3] -> unstandardised latents [B, T, N, D]."""
+    def image_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 [B, T, H, W, 3] -> the unstandardised channels an image gives [B, T, N, D']:
+        the learned latent, then the colour moments where the state has them."""
         tokens = self.encoder(pixels)  # [B, T, G*G, D]
         if self.cfg.latent == "tokens":
             return pool_grid(tokens, self.cfg.latent_grid)
         if self.projector is not None:
-            return self.projector(tokens)[:, :, None]
-        return torch.cat([keypoints(tokens, self.coords), tokens.mean(-2)], -1)[:, :, None]
+            z = self.projector(tokens)
+        else:
+            z = torch.cat([keypoints(tokens, self.coords), tokens.mean(-2)], -1)
+        if self.moments is not None:
+            z = torch.cat([z, self.moments.features(pixels.flatten(0, 1)).reshape(*pixels.shape[:2], -1)], -1)
+        return z[:, :, None]
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels uint8 [..., T, H, W, 3] -> standardised latents [..., T, N, D]."""
+    def raw_latent(self, pixels: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels uint8 [B, T, H, W, 3] and proprio [B, T, P] (None: read from the image) ->
+        unstandardised states [B, T, N, D]."""
+        z = self.image_latent(pixels)
+        if not self.cfg.proprio:
+            return z
+        if proprio is None:
+            proprio = z[:, :, 0] @ self.proprio_readout[:-1] + self.proprio_readout[-1]
+        return torch.cat([z, proprio.to(z.dtype)[:, :, None]], -1)
+
+    def encode(self, pixels: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels uint8 [..., T, H, W, 3], proprio [..., T, P] or None -> standardised states [..., T, N, D]."""
         lead = pixels.shape[:-4]
-        z = self.raw_latent(pixels.reshape(-1, *pixels.shape[-4:]))
+        flat_proprio = None if proprio is None else proprio.reshape(-1, *proprio.shape[-2:])
+        z = self.raw_latent(pixels.reshape(-1, *pixels.shape[-4:]), flat_proprio)
         return ((z - self.z_mean) / self.z_std).reshape(*lead, *z.shape[1:])
+
+    @torch.no_grad()
+    def fit_proprio_readout(self, image: torch.Tensor, proprio: torch.Tensor) -> None:
+        """The ridge read-out (`probe.fit_ridge`) of raw proprio [F, P] from the raw image channels [F, D'] of training frames."""
+        from worldmodel.probe import fit_ridge
+
+        mean, weights, target_mean = fit_ridge(image.double().numpy(), proprio.double().numpy())
+        bias = target_mean - mean @ weights
+        self.proprio_readout.copy_(torch.cat([torch.from_numpy(weights), torch.from_numpy(bias)[None]]).float())
 
     @torch.no_grad()
     def set_normalisation(self, raw: torch.Tensor) -> None:

@@ -36,7 +36,7 @@ def main() -> None:
     _, held_out = split_episodes(dataset, config["holdout"])
     bounds, skip = dataset.episode_starts, world_model.cfg.frame_skip
     frames = np.concatenate([np.arange(bounds[e], bounds[e + 1]) for e in held_out])
-    latents = standardised_latents(world_model, dataset.frames[frames])  # [F, N, D]
+    latents = standardised_latents(world_model, dataset.frames[frames], dataset.proprio[frames])  # [F, N, D]
     row_of = {int(f): i for i, f in enumerate(frames)}
 
     def steps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
