@@ -127,8 +127,37 @@ class LatentImagination:
         return self.model.rollout(*self._with_history(blocks))
 
 
+class PolicyPrior:
+    """A trained policy's proposal for the planner (policy-guided planning): it sees every env step's
+    observation with the goal image, and at each replanning gives its action chunk as planned
+    blocks, each block's action the mean of the chunk's actions in it."""
+
+    def __init__(self, policy, goal_pixels: np.ndarray):
+        self.policy, self.goal = policy, np.ascontiguousarray(goal_pixels)[None]
+        policy.reset()
+
+    def _batched(self, obs: dict) -> dict:
+        return {"pixels": obs["pixels"][None], "proprio": obs["proprio"][None], "goal": self.goal}
+
+    def observe(self, obs: dict) -> None:
+        """Add a step's observation to the policy's history."""
+        self.policy.observe(self._batched(obs))
+
+    def act(self, obs: dict, info: dict | None = None) -> np.ndarray:
+        """The policy's own next action [A] (the policy alone, for comparison)."""
+        return self.policy.select_action(self._batched(obs))[0].numpy()
+
+    def blocks(self, obs: dict, frame_skip: int, horizon: int) -> tuple[torch.Tensor, int]:
+        """(the chunk as block actions [1, B, A], B = the blocks it covers, at most `horizon`)."""
+        chunk = self.policy.predict_action_chunk(self._batched(obs), observe=False)[0].float()  # [k, A]
+        covered = min(horizon, -(-len(chunk) // frame_skip))
+        return torch.stack([chunk[b * frame_skip: (b + 1) * frame_skip].mean(0) for b in range(covered)])[None], covered
+
+
 class MPC:
-    """Receding-horizon controller: `reset(imagination)`, then `act(obs, info)` every env step."""
+    """Receding-horizon controller: `reset(imagination)`, then `act(obs, info)` every env step.
+    With a `PolicyPrior` the policy's chunk replaces the start of the warm-start mean, and the
+    planner's plan is kept only where the imagination scores it below the prior's own."""
 
     def __init__(self, cfg: MPCConfig, action_dim: int, frame_skip: int, seed: int = 0):
         if cfg.horizon is None:
@@ -143,9 +172,10 @@ class MPC:
         """Numbers per planned step: one action, or a whole block."""
         return self.action_dim * (1 if self.cfg.repeat_actions else self.frame_skip)
 
-    def reset(self, imagination: Imagination) -> None:
-        """Start an episode toward the goal the imagination holds."""
-        self.imagination = imagination
+    def reset(self, imagination: Imagination, prior: PolicyPrior | None = None) -> None:
+        """Start an episode toward the goal the imagination holds (with a policy's proposals, if given)."""
+        self.imagination, self.prior = imagination, prior
+        self.prior_kept = 0  # replannings where the prior's own plan scored best
         self.mean = torch.zeros(1, self.cfg.horizon, self.planned_width)
         self.queue: list[np.ndarray] = []
         self.recent: list[np.ndarray] = []  # env actions since the last block boundary
@@ -159,8 +189,17 @@ class MPC:
         if self.steps % self.frame_skip == 0:
             self.imagination.observe(obs, info, np.concatenate(self.recent) if self.recent else None)
             self.recent = []
+        if self.prior is not None:
+            self.prior.observe(obs)
         if not self.queue:
-            result = self.planner.plan(lambda a: self.imagination.cost(self._hold(a)), self.mean, self.generator)
+            cost = lambda a: self.imagination.cost(self._hold(a))  # noqa: E731
+            if self.prior is not None:
+                proposal, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon)
+                self.mean[:, :covered] = proposal
+                proposal = self.mean.clone()
+            result = self.planner.plan(cost, self.mean, self.generator)
+            if self.prior is not None and cost(proposal[:, None])[0, 0] <= result.cost[0]:
+                result.actions, self.prior_kept = proposal, self.prior_kept + 1
             self.plan_times.append(time.perf_counter() - began)
             self.last_plan = self._hold(result.actions)[0]  # [H, skip * A]
             self.queue = list(self.last_plan[: self.cfg.execute].reshape(-1, self.action_dim).numpy())

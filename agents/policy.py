@@ -202,7 +202,7 @@ class ChunkActor(nn.Module):
         self._chunks: deque = deque(maxlen=self.cfg.horizon)  # (ensemble) recent chunks, newest last
         self._queue: torch.Tensor | None = None  # [B, n, A] actions left of the current chunk
 
-    def _observe(self, obs: dict) -> None:
+    def observe(self, obs: dict) -> None:
         """Add the observation's frames [B, H, W, 3] to the history."""
         pixels = torch.as_tensor(obs["pixels"], device=self.device)
         while len(self._frames) < self.cfg.history - 1:  # an episode's first frame stands in for the past
@@ -213,7 +213,7 @@ class ChunkActor(nn.Module):
         """Batched observations -> (frames uint8 [B, h, H, W, 3], goal uint8 [B, H, W, 3], proprio [B, P]) on
         the policy's device (adds `obs` to the history unless told not to)."""
         if observe:
-            self._observe(obs)
+            self.observe(obs)
         frames = torch.stack(list(self._frames), 1)
         goal = torch.as_tensor(obs["goal"], device=self.device)
         return frames, goal, torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.device)
@@ -226,7 +226,7 @@ class ChunkActor(nn.Module):
     def select_action(self, obs: dict) -> torch.Tensor:
         """The action [B, A] to take now (chunks executed `execute` at a time, or temporally ensembled)."""
         cfg = self.cfg
-        self._observe(obs)
+        self.observe(obs)
         if cfg.ensemble > 0:
             self._chunks.append(self.predict_action_chunk(obs, observe=False))
             ages = len(self._chunks)

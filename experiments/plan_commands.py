@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.mpc import MPC, LatentImagination, MPCConfig
+from agents.mpc import MPC, LatentImagination, MPCConfig, PolicyPrior
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from experiments.protocol import SimulatorImagination, draw_pairs, parse_seeds, rate, run_episode, setting_of
 from experiments.report import plan_summary
-from experiments.runs import PLAN_STAGE, env_frame_skip, has_goal_distance, load_goal_distance, load_world_model
+from experiments.runs import PLAN_STAGE, env_frame_skip, has_goal_distance, load_goal_distance, load_policy, load_world_model
 from experiments.video import write_video
 from infra.errors import UserError
 from infra.files import write_json
@@ -40,6 +40,9 @@ class PlanEval:
     seeds: str = "0,1,2"
     """Comma-separated seeds; each draws different pairs."""
     mpc: MPCConfig = field(default_factory=MPCConfig)
+    prior: Path | None = None
+    """Run folder holding a policy (`jepa imitate`) of the same task and image size whose action
+    chunk seeds the planner at each replanning and is kept where it scores best."""
     goal_proprio: str = "image"
     """For a state that holds proprio: image (the goal's proprio read from the goal image) or
     observed (the goal observation's proprio given with its image, DINO-WM's protocol)."""
@@ -69,6 +72,7 @@ class PlanEval:
             raise UserError(f"--goal-proprio must be image or observed, got {self.goal_proprio!r}")
         if self.goal_proprio == "observed" and not model.cfg.proprio:
             raise UserError(f"--goal-proprio observed needs a world model whose state holds proprio; {self.run} has none (train-wm --model.proprio)")
+        policy = self._prior_policy(task, model.image_size, mpc_cfg) if self.prior is not None else None
         physics_skip = env_frame_skip(config)
         goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight and has_goal_distance(self.run) else None
         if goal_distance is None and mpc_cfg.distance_weight:
@@ -82,24 +86,30 @@ class PlanEval:
             retrieval = Retrieval(model, dataset, frame_indices(dataset, split_episodes(dataset, config["holdout"])[0], 4000))
         out = Path(self.run) / PLAN_STAGE
         out.mkdir(parents=True, exist_ok=True)
-        outcome = {"agent": [], "floor": [], "ceiling": []}
-        distances, agent_times, ceiling_times, kinds, shown = [], [], [], [], None
+        outcome = {"agent": [], "floor": [], "ceiling": [], "policy": []}
+        distances, agent_times, ceiling_times, kinds, shown, prior_kept = [], [], [], [], None, 0
         bar = progress(total=len(seeds) * self.pairs, desc=f"plan-eval {task} {self.setting}", unit="pair")
         for seed in seeds:
             for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
                 mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
                 goal_proprio = env.proprio_of(goal) if self.goal_proprio == "observed" else None
-                mpc.reset(LatentImagination(model, env.render_state(goal), mpc_cfg, goal_distance, goal_proprio))
+                goal_pixels = env.render_state(goal)
+                mpc.reset(LatentImagination(model, goal_pixels, mpc_cfg, goal_distance, goal_proprio),
+                          PolicyPrior(policy, goal_pixels) if policy is not None else None)
                 frames = [] if retrieval is not None and i < self.videos else None
                 record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
                 success, distance, _ = run_episode(env, start, goal, setting.eval_budget, mpc.act, record)
                 outcome["agent"].append(success)
+                prior_kept += mpc.prior_kept
                 kinds.append(env.pair_kind(start, goal))
                 distances.append(distance)
                 agent_times += mpc.plan_times
                 if frames:
                     shown = shown if shown is not None else np.stack(frames)
                     write_video(out / f"{task}_{self.setting}_{self.mpc.planner}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
+                if policy is not None:  # the prior's policy alone, on the same pair
+                    prior = PolicyPrior(policy, goal_pixels)
+                    outcome["policy"].append(run_episode(env, start, goal, setting.eval_budget, prior.act)[0])
                 if self.floor:
                     rng = np.random.default_rng([seed, i, 7])
                     outcome["floor"].append(run_episode(env, start, goal, setting.eval_budget, lambda *_: rng.uniform(-1, 1, a))[0])
@@ -115,6 +125,9 @@ class PlanEval:
         result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | success_by_kind(outcome["agent"], kinds) | {
             "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight, "cost": mpc_cfg.cost,
             "goal_proprio": self.goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
+            "prior": str(self.prior) if self.prior is not None else None,
+            "prior_kept": round(prior_kept / max(len(agent_times), 1), 4) if self.prior is not None else None,
+            "policy_alone": rate(outcome["policy"])[0], "policy_alone_ci95": rate(outcome["policy"])[1],
             "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
             write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
@@ -122,6 +135,16 @@ class PlanEval:
         if not self.json:
             print(plan_summary(result))
         return result
+
+    def _prior_policy(self, task: str, image_size: int, mpc_cfg: MPCConfig):
+        """The prior's policy, or a one-line error when it cannot guide this planner."""
+        policy, config = load_policy(self.prior)
+        if config["task"] != task or policy.cfg.image_size != image_size:
+            raise UserError(f"the policy in {self.prior} acts on {config['task']} at {policy.cfg.image_size}x{policy.cfg.image_size}, "
+                            f"this world model plans {task} at {image_size}x{image_size}: train one with `jepa imitate` on {task} demonstrations")
+        if not mpc_cfg.repeat_actions:
+            raise UserError("a policy prior proposes one action per block: drop --mpc.no-repeat-actions")
+        return policy
 
     def _result(self, task, seeds, outcome, distances, agent_times, ceiling_times) -> dict:
         success, ci = rate(outcome["agent"])

@@ -18,4 +18,5 @@ def plan_summary(result: dict) -> str:
             f"[{result['ci95'][0]:.0%}, {result['ci95'][1]:.0%}] over {result['episodes']} episodes | random floor {floor} | "
             f"simulator ceiling {ceiling} | plan {1000 * result['plan_time_s_median']:.1f} ms median, "
             f"{1000 * result['plan_time_s_p90']:.1f} ms p90"
+            + (f" | the prior's policy alone {result['policy_alone']:.0%}" if result.get("policy_alone") is not None else "")
             + "".join(f" | {kind}: {part['success_rate']:.0%} of {part['episodes']}" for kind, part in result.get("success_by_start", {}).items()))

@@ -133,3 +133,72 @@ def test_cube_and_push_t_pairs_are_split_by_what_they_ask():
     turned = start.copy()
     turned[2] += 0.5
     assert push.pair_kind(start, start) == "turn within 0.2 rad" and push.pair_kind(start, turned) == "needs a turn beyond 0.2 rad"
+
+
+class TargetImagination:
+    """Cost: squared distance of the planned block actions to a target sequence."""
+
+    def __init__(self, target):
+        self.target = target  # [H, skip * A]
+
+    def observe(self, obs, info, executed):
+        pass
+
+    def cost(self, blocks):
+        return ((blocks - self.target) ** 2).mean((-2, -1))
+
+
+class ChunkPolicy:
+    """A stand-in policy whose chunk is fixed."""
+
+    def __init__(self, chunk):
+        self.chunk, self.seen = chunk, 0
+
+    def reset(self):
+        self.seen = 0
+
+    def observe(self, obs):
+        self.seen += 1
+
+    def predict_action_chunk(self, obs, observe=True):
+        return self.chunk[None]
+
+
+def test_the_planner_keeps_the_priors_plan_where_it_scores_best():
+    import numpy as np
+
+    from agents.mpc import MPC, MPCConfig, PolicyPrior
+
+    skip, horizon = 2, 3
+    chunk = torch.tensor([[0.9, -0.9]] * 4 + [[0.3, 0.3]] * 2)  # 6 env actions: blocks 0-1 at (0.9, -0.9), block 2 at (0.3, 0.3)
+    target = torch.tensor([[0.9, -0.9, 0.9, -0.9]] * 2 + [[0.3, 0.3, 0.3, 0.3]])  # the prior's plan is the optimum
+    mpc = MPC(MPCConfig(horizon=horizon, execute=1, cem=dataclasses.replace(MPCConfig().cem, samples=4, iterations=1, elites=2)), 2, skip)
+    policy = ChunkPolicy(chunk)
+    mpc.reset(TargetImagination(target), PolicyPrior(policy, np.zeros((8, 8, 3), np.uint8)))
+    obs = {"pixels": np.zeros((8, 8, 3), np.uint8), "proprio": np.zeros(2, np.float32)}
+    first = mpc.act(obs, {})
+    assert np.allclose(first, [0.9, -0.9]) and mpc.prior_kept == 1
+    mpc.act(obs, {})
+    assert policy.seen == 2  # the policy sees every step's observation
+
+
+def test_plan_eval_with_a_policy_prior_reports_the_policy_alone(capsys, trained_policy, tmp_path_factory):
+    from test_world_model import make_dataset
+
+    root = tmp_path_factory.mktemp("prior")
+    data, run = make_dataset(root / "data"), root / "run"
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "2", *WM_TINY]) == 0
+    capsys.readouterr()
+    assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--ceiling-pairs", "0", "--videos", "0", "--no-save",
+                 "--prior", str(trained_policy), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["policy_alone"] in (0.0, 1.0) and 0 <= result["prior_kept"] <= 1 and result["prior"] == str(trained_policy)
+
+
+def test_a_prior_of_another_task_is_a_one_line_error(state_run, trained_policy, capsys):
+    data, run = state_run  # push-t; the policy is two-room's
+    capsys.readouterr()
+    assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--prior", str(trained_policy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "two-room" in err and "push-t" in err
