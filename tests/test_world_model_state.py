@@ -202,3 +202,15 @@ def test_a_prior_of_another_task_is_a_one_line_error(state_run, trained_policy, 
     assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--prior", str(trained_policy)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "two-room" in err and "push-t" in err
+
+
+def test_state_probe_scores_each_part_of_the_state(state_run, capsys, monkeypatch):
+    from experiments.benchmarks import state_probe
+
+    data, run = state_run
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", ["state_probe", "--run", str(run), "--train-frames", "20", "--test-frames", "10", "--json"])
+    state_probe.main()
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["r2"]) == {"latent", "moments", "proprio", "whole state", "whole state, goal-image proprio"}
+    assert all(len(r2) == len(result["variables"]) for r2 in result["r2"].values())
