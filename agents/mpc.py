@@ -47,9 +47,10 @@ class MPCConfig:
     """Weight of the run's learned goal distance (`jepa train-distance`: discounted model steps, at
     most 1 / (1 - discount)) added to the latent distance at every step, for runs that have one
     (None: the setting's; 0: latent distance only)."""
-    cost: str = "all"
+    cost: str | None = None
     """Channels of the state the latent distance weighs: all, or goal (those `jepa train-wm` found
-    to follow where its training episodes reach their goals; the others get no weight)."""
+    to follow where its training episodes reach their goals; the others get no weight); None: the
+    run's recipe, else all."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -59,7 +60,7 @@ class MPCConfig:
     def __post_init__(self):
         if self.planner not in PLANNERS:
             raise UserError(f"planner must be one of {tuple(PLANNERS)}, got {self.planner!r}")
-        if self.cost not in ("all", "goal"):
+        if self.cost not in (None, "all", "goal"):
             raise UserError(f"cost must be all or goal, got {self.cost!r}")
         if self.norm not in ("l1", "l2", "dist"):
             raise UserError(f"norm must be l1, l2 or dist, got {self.norm!r}")

@@ -15,7 +15,8 @@ from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from experiments.protocol import SimulatorImagination, draw_pairs, parse_seeds, rate, run_episode, setting_of
 from experiments.report import plan_summary
-from experiments.runs import PLAN_STAGE, env_frame_skip, has_goal_distance, load_goal_distance, load_policy, load_world_model
+from experiments.runs import (PLAN_STAGE, env_frame_skip, has_goal_distance, load_goal_distance, load_plan_recipe, load_policy,
+                              load_world_model)
 from experiments.video import write_video
 from infra.errors import UserError
 from infra.files import write_json
@@ -42,10 +43,14 @@ class PlanEval:
     mpc: MPCConfig = field(default_factory=MPCConfig)
     prior: Path | None = None
     """Run folder holding a policy (`jepa imitate`) of the same task and image size whose action
-    chunk seeds the planner at each replanning and is kept where it scores best."""
-    goal_proprio: str = "image"
+    chunk seeds the planner at each replanning and is kept where it scores best (default: the
+    run's own policy where its recipe says so, see `jepa quickstart`)."""
+    no_prior: bool = False
+    """Plan without a policy prior, whatever the run's recipe says."""
+    goal_proprio: str | None = None
     """For a state that holds proprio: image (the goal's proprio read from the goal image) or
-    observed (the goal observation's proprio given with its image, DINO-WM's protocol)."""
+    observed (the goal observation's proprio given with its image, DINO-WM's protocol); default:
+    the run's recipe, else image."""
     floor: bool = True
     """Also run random actions on the same pairs."""
     ceiling_pairs: int = 10
@@ -64,15 +69,10 @@ class PlanEval:
         if task != config["task"]:
             raise UserError(f"the world model in {self.run} was trained on {config['task']}, not {task}: train one on {task} data")
         setting, seeds = setting_of(task, self.setting), parse_seeds(self.seeds)
-        mpc_cfg = dataclasses.replace(self.mpc, **{name: getattr(setting, name) if getattr(self.mpc, name) is None else getattr(self.mpc, name)
-                                                   for name in ("horizon", "final_weight", "distance_weight")})
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
-        if self.goal_proprio not in ("image", "observed"):
-            raise UserError(f"--goal-proprio must be image or observed, got {self.goal_proprio!r}")
-        if self.goal_proprio == "observed" and not model.cfg.proprio:
-            raise UserError(f"--goal-proprio observed needs a world model whose state holds proprio; {self.run} has none (train-wm --model.proprio)")
-        policy = self._prior_policy(task, model.image_size, mpc_cfg) if self.prior is not None else None
+        mpc_cfg, goal_proprio, prior = self._options(setting, model)
+        policy = self._prior_policy(prior, task, model.image_size, mpc_cfg) if prior is not None else None
         physics_skip = env_frame_skip(config)
         goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight and has_goal_distance(self.run) else None
         if goal_distance is None and mpc_cfg.distance_weight:
@@ -92,9 +92,8 @@ class PlanEval:
         for seed in seeds:
             for i, (start, goal) in enumerate(draw_pairs(task, setting, seed, self.pairs, physics_skip)):
                 mpc = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
-                goal_proprio = env.proprio_of(goal) if self.goal_proprio == "observed" else None
                 goal_pixels = env.render_state(goal)
-                mpc.reset(LatentImagination(model, goal_pixels, mpc_cfg, goal_distance, goal_proprio),
+                mpc.reset(LatentImagination(model, goal_pixels, mpc_cfg, goal_distance, env.proprio_of(goal) if goal_proprio == "observed" else None),
                           PolicyPrior(policy, goal_pixels) if policy is not None else None)
                 frames = [] if retrieval is not None and i < self.videos else None
                 record = (lambda obs, _: frames.append(self._panel(obs, env, goal, mpc, retrieval))) if frames is not None else None
@@ -108,8 +107,8 @@ class PlanEval:
                     shown = shown if shown is not None else np.stack(frames)
                     write_video(out / f"{task}_{self.setting}_{self.mpc.planner}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
                 if policy is not None:  # the prior's policy alone, on the same pair
-                    prior = PolicyPrior(policy, goal_pixels)
-                    outcome["policy"].append(run_episode(env, start, goal, setting.eval_budget, prior.act)[0])
+                    alone = PolicyPrior(policy, goal_pixels)
+                    outcome["policy"].append(run_episode(env, start, goal, setting.eval_budget, alone.act)[0])
                 if self.floor:
                     rng = np.random.default_rng([seed, i, 7])
                     outcome["floor"].append(run_episode(env, start, goal, setting.eval_budget, lambda *_: rng.uniform(-1, 1, a))[0])
@@ -124,9 +123,9 @@ class PlanEval:
         env.close()
         result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | success_by_kind(outcome["agent"], kinds) | {
             "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight, "cost": mpc_cfg.cost,
-            "goal_proprio": self.goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
-            "prior": str(self.prior) if self.prior is not None else None,
-            "prior_kept": round(prior_kept / max(len(agent_times), 1), 4) if self.prior is not None else None,
+            "goal_proprio": goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
+            "prior": str(prior) if prior is not None else None,
+            "prior_kept": round(prior_kept / max(len(agent_times), 1), 4) if prior is not None else None,
             "policy_alone": rate(outcome["policy"])[0], "policy_alone_ci95": rate(outcome["policy"])[1],
             "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
@@ -136,11 +135,27 @@ class PlanEval:
             print(plan_summary(result))
         return result
 
-    def _prior_policy(self, task: str, image_size: int, mpc_cfg: MPCConfig):
+    def _options(self, setting, model) -> tuple[MPCConfig, str, Path | None]:
+        """(the MPC config, the goal-proprio mode, the prior's run): each flag given wins, then the
+        run's recorded recipe (`jepa quickstart`), then the setting's and the defaults."""
+        recipe = load_plan_recipe(self.run)
+        mpc_cfg = dataclasses.replace(self.mpc, cost=self.mpc.cost or recipe.get("cost", "all"),
+                                      **{name: getattr(setting, name) if getattr(self.mpc, name) is None else getattr(self.mpc, name)
+                                         for name in ("horizon", "final_weight", "distance_weight")})
+        goal_proprio = self.goal_proprio or recipe.get("goal_proprio", "image")
+        if goal_proprio not in ("image", "observed"):
+            raise UserError(f"--goal-proprio must be image or observed, got {goal_proprio!r}")
+        if goal_proprio == "observed" and not model.cfg.proprio:
+            raise UserError(f"--goal-proprio observed needs a world model whose state holds proprio; {self.run} has none (train-wm --model.proprio)")
+        prior = None if self.no_prior else self.prior or (Path(self.run) if recipe.get("prior") else None)
+        return mpc_cfg, goal_proprio, prior
+
+    @staticmethod
+    def _prior_policy(prior: Path, task: str, image_size: int, mpc_cfg: MPCConfig):
         """The prior's policy, or a one-line error when it cannot guide this planner."""
-        policy, config = load_policy(self.prior)
+        policy, config = load_policy(prior)
         if config["task"] != task or policy.cfg.image_size != image_size:
-            raise UserError(f"the policy in {self.prior} acts on {config['task']} at {policy.cfg.image_size}x{policy.cfg.image_size}, "
+            raise UserError(f"the policy in {prior} acts on {config['task']} at {policy.cfg.image_size}x{policy.cfg.image_size}, "
                             f"this world model plans {task} at {image_size}x{image_size}: train one with `jepa imitate` on {task} demonstrations")
         if not mpc_cfg.repeat_actions:
             raise UserError("a policy prior proposes one action per block: drop --mpc.no-repeat-actions")

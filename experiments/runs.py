@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -43,6 +44,7 @@ from worldmodel.world_model import WorldModel, WorldModelConfig
 
 ENCODER_STAGE, WORLD_MODEL_STAGE, DISTANCE_STAGE, PLAN_STAGE = "encoder", "world_model", "goal_distance", "plan_eval"
 POLICY_STAGE, POLICY_EVAL_STAGE, CANDIDATES, EXPERT_STAGE = "policy", "policy_eval", "candidates", "expert"
+PLAN_RECIPE = "plan_recipe.json"  # how plan-eval plans with the run unless flags say otherwise (written by quickstart)
 WRITERS = {  # stage -> (what its checkpoint holds, the command that writes it)
     ENCODER_STAGE: ("pretrained encoder", "jepa pretrain --data DATA --out {run}"),
     WORLD_MODEL_STAGE: ("world model", "jepa train-wm --data DATA --encoder {run} --out {run}"),
@@ -129,6 +131,20 @@ def load_encoder(run: Path) -> tuple[JEPA, dict]:
 def load_world_model(run: Path) -> tuple[WorldModel, dict]:
     """The trained world model of a run folder, in eval mode, and its recorded config."""
     return load_stage(run, WORLD_MODEL_STAGE, lambda config: WorldModel(dataclass_from_dict(WorldModelConfig, config["model"])))
+
+
+def load_plan_recipe(run: Path) -> dict:
+    """The run's recorded planning recipe ({"cost", "goal_proprio", "prior"}; {} where none is recorded)."""
+    path = Path(run) / PLAN_RECIPE
+    if not path.exists():
+        return {}
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({exc}): delete it, or rerun `jepa quickstart`") from None
+    if not isinstance(recipe, dict):
+        raise UserError(f"{path} is not a planning recipe: delete it, or rerun `jepa quickstart`")
+    return recipe
 
 
 # ---- goal distance ---------------------------------------------------------------------------

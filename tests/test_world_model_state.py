@@ -214,3 +214,19 @@ def test_state_probe_scores_each_part_of_the_state(state_run, capsys, monkeypatc
     result = json.loads(capsys.readouterr().out)
     assert set(result["r2"]) == {"latent", "moments", "proprio", "whole state", "whole state, goal-image proprio"}
     assert all(len(r2) == len(result["variables"]) for r2 in result["r2"].values())
+
+
+def test_plan_eval_plans_the_way_the_runs_recipe_says_unless_a_flag_says_otherwise(state_run, capsys):
+    data, run = state_run
+    (run / "plan_recipe.json").write_text(json.dumps({"cost": "goal", "goal_proprio": "observed"}))
+    try:
+        for argv, cost, mode in (([], "goal", "observed"), (["--mpc.cost", "all", "--goal-proprio", "image"], "all", "image")):
+            capsys.readouterr()
+            assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--ceiling-pairs", "0", "--videos", "0", "--no-save", *argv, "--json"]) == 0
+            result = json.loads(capsys.readouterr().out)
+            assert (result["cost"], result["goal_proprio"]) == (cost, mode)
+        (run / "plan_recipe.json").write_text("[1, 2]")
+        assert main(["plan-eval", "--run", str(run), *PLAN_TINY]) == 2
+        assert "not a planning recipe" in capsys.readouterr().err
+    finally:
+        (run / "plan_recipe.json").unlink()
