@@ -82,14 +82,19 @@ class TaskEnv(gym.Env):
     pair_rules: ClassVar[dict[str, PairRule]] = {}
     """Named rules a start/goal pair of an evaluation setting may have to meet (a setting names one,
     `experiments/protocol.py`)."""
+    planning_recipe: ClassVar[dict] = {}
+    """What `jepa quickstart` plans this task with, as measured best (BENCHMARKS.md, Planning):
+    "world_model" (`WorldModelConfig` fields: moments, proprio), "cost" and "goal_proprio"
+    (plan-eval's), and "prior" (the number of expert demonstrations a moments policy learns from,
+    whose chunks then guide the planner); {}: the learned latent alone."""
     image_size: int
+    frame_skip: int
+    pixels: bool
+    state_dim: int
 
     def pair_kind(self, start: np.ndarray, goal: np.ndarray) -> str | None:
         """Which kind of start/goal pair this is, for results split by what a pair asks (None: one kind)."""
         return None
-    frame_skip: int
-    pixels: bool
-    state_dim: int
 
     def render_goal(self) -> np.ndarray:
         """The goal image of the current episode."""

@@ -20,15 +20,18 @@ from envs.dataset import FILENAME as DATASET_FILE
 from envs.dataset import EpisodeDataset
 from experiments.data_commands import Collect
 from experiments.distance_commands import TrainDistance
+from experiments.imitate_commands import ImitateMoments
 from experiments.plan_commands import PlanEval
 from experiments.pretrain_commands import Pretrain
 from experiments.protocol import SETTINGS, parse_seeds
 from experiments.report import plan_summary
 from experiments.rollout_eval import RolloutEval
+from experiments.runs import PLAN_RECIPE
 from experiments.wm_commands import TrainWM
 from infra.errors import UserError
 from infra.files import write_json, write_text
 from worldmodel.trainer import TrainConfig
+from worldmodel.world_model import WorldModelConfig
 
 EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200}  # episodes collected per task (policy "mixed")
 
@@ -50,6 +53,8 @@ class Quickstart:
     distance_steps: int = 4000
     """Goal-distance training steps (`jepa train-distance`, for tasks whose settings plan with it:
     TwoRoom; 0: plan with the latent distance alone)."""
+    prior_steps: int = 0
+    """Training steps of the prior's policy, where the recipe has one (0: the moments policy's default)."""
     planner: str = "cem"
     """cem, mppi or grad."""
     pairs: int = 50
@@ -58,6 +63,9 @@ class Quickstart:
     """Comma-separated evaluation seeds."""
     workers: int = 2
     """Collection worker processes."""
+    recipe: bool = True
+    """Plan with the task's measured recipe (`TaskEnv.planning_recipe`: the world-model state, the
+    cost, a policy prior); off: the learned latent alone, every channel weighed."""
     json: bool = False
     """End with the plan-eval JSON of the default setting, plus wall_s, stage_wall_s and settings (every setting's JSON)."""
 
@@ -85,9 +93,21 @@ class Quickstart:
         if not (data / DATASET_FILE).exists():
             stage("collect", Collect(task=self.task, policy="mixed", episodes=self.episodes or EPISODES[self.task], out=data,
                                        workers=self.workers, json=True))
+        recipe = TASKS[self.task].env_class.planning_recipe if self.recipe else {}
         stage("pretrain", Pretrain(data=data, out=self.out, train=TrainConfig(steps=self.pretrain_steps, lr=2e-3), json=True))
-        stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out,
+        stage("train-wm", TrainWM(data=data, encoder=self.out, out=self.out, model=WorldModelConfig(**recipe.get("world_model", {})),
                                   train=TrainConfig(steps=self.wm_steps, batch_size=128, checkpoint_every=1000), json=True))
+        if recipe.get("prior"):
+            demos = self.out / "demos"
+            if not (demos / DATASET_FILE).exists():
+                stage("collect demonstrations", Collect(task=self.task, policy="expert", episodes=recipe["prior"], out=demos,
+                                                        workers=self.workers, json=True))
+            imitate = ImitateMoments(data=demos, out=self.out, json=True)
+            if self.prior_steps:
+                imitate.train = dataclasses.replace(imitate.train, steps=self.prior_steps)
+            stage("imitate", imitate)
+        write_json(self.out / PLAN_RECIPE, {"cost": recipe.get("cost", "all"), "goal_proprio": recipe.get("goal_proprio", "image"),
+                                            "prior": bool(recipe.get("prior"))})
         if distance is not None and any(setting.distance_weight for setting in SETTINGS[self.task].values()):
             stage("train-distance", distance)
         rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
@@ -145,6 +165,9 @@ Total {total:.0f} s on this machine; stages (s): {timings}.
 | setting | success (95% CI) | random floor | simulator ceiling | plan ms (median / p90) |
 |---|---|---|---|---|
 {rows}
+
+Recipe: state {' + '.join(results['default']['state'])}, cost on {results['default']['cost']} channels, goal proprio
+{results['default']['goal_proprio'] or 'n/a'}, policy prior {'yes (the prior alone: ' + pct(results['default']['policy_alone']) + ')' if results['default']['prior'] else 'no'}.
 
 Episodes: {results['default']['episodes']} per setting ({results['default']['pairs']} pairs x seeds {results['default']['seeds']}), planner {results['default']['planner']}.
 

@@ -230,3 +230,17 @@ def test_plan_eval_plans_the_way_the_runs_recipe_says_unless_a_flag_says_otherwi
         assert "not a planning recipe" in capsys.readouterr().err
     finally:
         (run / "plan_recipe.json").unlink()
+
+
+def test_quickstart_follows_the_tasks_planning_recipe(tmp_path, capsys, monkeypatch):
+    from envs.push_t import PushTEnv
+
+    monkeypatch.setattr(PushTEnv, "planning_recipe", {"world_model": {"moments": 2, "proprio": True}, "cost": "goal", "prior": 2})
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--task", "push-t", "--out", str(out), "--episodes", "3", "--pretrain-steps", "2", "--wm-steps", "2",
+                 "--prior-steps", "2", "--pairs", "1", "--seeds", "0", "--workers", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["state"] == ["latent", "moments", "proprio"] and result["cost"] == "goal" and result["prior"] == str(out)
+    assert result["policy_alone"] is not None and "success_by_start" in result
+    assert json.loads((out / "plan_recipe.json").read_text()) == {"cost": "goal", "goal_proprio": "image", "prior": True}
+    assert "policy prior yes" in (out / "report.md").read_text()
