@@ -30,6 +30,7 @@ class CubeEnv(MujocoTaskEnv):
     success_criterion = "cube centre within 0.03 m of its goal position (cube 0.05 m wide)"
     imitation_recipe = {"moments": {"colour_moments": 6, "history": 1}}  # the measured Cube recipe (BENCHMARKS.md, Imitation)
 
+    planning_recipe = {"world_model": {"moments": 6, "proprio": True}}  # colour moments and proprio in the state (BENCHMARKS.md, Planning)
     probe_names = ("cube_x", "cube_y", "cube_z", "hand_x", "hand_y", "hand_z", "grip")
     position_names = ("cube_x", "cube_y", "cube_z")
 

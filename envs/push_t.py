@@ -46,6 +46,7 @@ class PushTEnv(MujocoTaskEnv):
     square_symmetry = SquareSymmetry(proprio=((0, 1), (2, 3)), actions=((0, 1),))  # pusher position and velocity; velocity targets
     imitation_recipe = {"moments": {"jepa_weight": 1.0}}  # predicting the future frames' moments lifts PushT (BENCHMARKS.md, Imitation)
 
+    planning_recipe = {"world_model": {"moments": 4, "proprio": True}}  # colour moments and proprio in the state (BENCHMARKS.md, Planning)
     probe_names = ("block_x", "block_y", "block_cos", "block_sin", "pusher_x", "pusher_y")
     position_names = ("block_x", "block_y")
 

@@ -36,6 +36,7 @@ class ReacherEnv(MujocoTaskEnv):
     tolerance = np.array([0.02])
     success_criterion = "fingertip within 0.02 m of the goal configuration's fingertip (reach 0.24 m)"
 
+    planning_recipe = {"world_model": {"moments": 4, "proprio": True}}  # colour moments and proprio in the state (BENCHMARKS.md, Planning)
     probe_names = ("fingertip_x", "fingertip_y", "shoulder_cos", "shoulder_sin", "elbow")
     position_names = ("fingertip_x", "fingertip_y")
 
