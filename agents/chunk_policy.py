@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1, most_likely
+from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1
 from infra.errors import UserError
 from worldmodel.encoders import Block, ColourMoments, EncoderConfig, FrameLatent, build_encoder, pool_grid
 from worldmodel.jepa import ema_update, spread_metrics
@@ -300,7 +300,6 @@ class ChunkPolicy(ChunkActor):
 
     # ---- policy interface --------------------------------------------------------------
     @torch.no_grad()
-    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
-        """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         hypotheses, logits = self._hypotheses(self._trunk(*self._inputs(obs, observe))[0])
-        return most_likely(hypotheses, logits).clamp(-1.0, 1.0)
+        return hypotheses.clamp(-1.0, 1.0), logits

@@ -30,7 +30,7 @@ import tyro
 from torch import nn
 
 from agents.demonstrations import Demonstrations, WindowSpec
-from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1, most_likely
+from agents.policy import ChunkActor, PolicyConfig, chunk_loss, masked_l1
 from infra.errors import UserError
 from worldmodel.encoders import ColourMoments
 from worldmodel.goal_features import goal_mask
@@ -154,8 +154,8 @@ class MomentPolicy(ChunkActor):
         return loss, metrics
 
     @torch.no_grad()
-    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
-        """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         frames, goal, proprio = self._inputs(obs, observe)
         features = self.moments.features(frames.flatten(0, 1)).reshape(*frames.shape[:2], -1)  # [B, h, F]
-        return most_likely(*self._hypotheses(self._hidden(features, self.moments.features(goal), proprio))).clamp(-1.0, 1.0)
+        hypotheses, logits = self._hypotheses(self._hidden(features, self.moments.features(goal), proprio))
+        return hypotheses.clamp(-1.0, 1.0), logits

@@ -25,7 +25,7 @@ from agents import PLANNERS
 from agents.cem import CEMConfig
 from agents.gradient import GradConfig
 from agents.mppi import MPPIConfig
-from agents.planner import horizon_cost, latent_step_cost
+from agents.planner import PlanResult, horizon_cost, latent_step_cost
 from infra.errors import UserError
 
 
@@ -51,6 +51,9 @@ class MPCConfig:
     """Channels of the state the latent distance weighs: all, or goal (those `jepa train-wm` found
     to follow where its training episodes reach their goals; the others get no weight); None: the
     run's recipe, else all."""
+    prior_only: bool = False
+    """With a policy prior (`jepa plan-eval --prior`): choose among the policy's action hypotheses
+    by the world model's cost, without the planner's search around them."""
     repeat_actions: bool = True
     """Plan one action per block, held for the block's env steps."""
     cem: CEMConfig = field(default_factory=CEMConfig)
@@ -129,9 +132,9 @@ class LatentImagination:
 
 
 class PolicyPrior:
-    """A trained policy's proposal for the planner (policy-guided planning): it sees every env step's
-    observation with the goal image, and at each replanning gives its action chunk as planned
-    blocks, each block's action the mean of the chunk's actions in it."""
+    """A trained policy's proposals for the planner (policy-guided planning): it sees every env
+    step's observation with the goal image, and at each replanning gives its action hypotheses as
+    planned blocks, each block's action the mean of a chunk's actions in it."""
 
     def __init__(self, policy, goal_pixels: np.ndarray):
         self.policy, self.goal = policy, np.ascontiguousarray(goal_pixels)[None]
@@ -149,16 +152,21 @@ class PolicyPrior:
         return self.policy.select_action(self._batched(obs))[0].numpy()
 
     def blocks(self, obs: dict, frame_skip: int, horizon: int) -> tuple[torch.Tensor, int]:
-        """(the chunk as block actions [1, B, A], B = the blocks it covers, at most `horizon`)."""
-        chunk = self.policy.predict_action_chunk(self._batched(obs), observe=False)[0].float()  # [k, A]
-        covered = min(horizon, -(-len(chunk) // frame_skip))
-        return torch.stack([chunk[b * frame_skip: (b + 1) * frame_skip].mean(0) for b in range(covered)])[None], covered
+        """(the policy's action hypotheses as block actions [M, B, A], the most likely first, with B
+        the blocks a chunk covers, at most `horizon`; and B)."""
+        chunks, logits = self.policy.predict_action_hypotheses(self._batched(obs), observe=False)
+        chunks = chunks[0].float()  # [M, k, A]
+        if logits is not None:
+            chunks = chunks[logits[0].argsort(descending=True)]
+        covered = min(horizon, -(-chunks.shape[1] // frame_skip))
+        return torch.stack([chunks[:, b * frame_skip: (b + 1) * frame_skip].mean(1) for b in range(covered)], 1), covered
 
 
 class MPC:
     """Receding-horizon controller: `reset(imagination)`, then `act(obs, info)` every env step.
-    With a `PolicyPrior` the policy's chunk replaces the start of the warm-start mean, and the
-    planner's plan is kept only where the imagination scores it below the prior's own."""
+    With a `PolicyPrior`, each of the policy's hypotheses begins a candidate plan (the rest is the
+    warm start), the most likely one seeds the planner's search, and the cheapest of the
+    hypotheses' plans and the search's is executed (`prior_only`: no search)."""
 
     def __init__(self, cfg: MPCConfig, action_dim: int, frame_skip: int, seed: int = 0):
         if cfg.horizon is None:
@@ -194,13 +202,22 @@ class MPC:
             self.prior.observe(obs)
         if not self.queue:
             cost = lambda a: self.imagination.cost(self._hold(a))  # noqa: E731
-            if self.prior is not None:
-                proposal, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon)
-                self.mean[:, :covered] = proposal
-                proposal = self.mean.clone()
-            result = self.planner.plan(cost, self.mean, self.generator)
-            if self.prior is not None and cost(proposal[:, None])[0, 0] <= result.cost[0]:
-                result.actions, self.prior_kept = proposal, self.prior_kept + 1
+            if self.prior is None:
+                result = self.planner.plan(cost, self.mean, self.generator)
+            else:
+                hypotheses, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon)
+                proposals = self.mean[:, None].repeat(1, len(hypotheses), 1, 1)  # [1, M, H, planned]: the warm start ...
+                proposals[0, :, :covered] = hypotheses  # ... begun by each hypothesis
+                scores = cost(proposals)[0]  # [M]
+                best = int(scores.argmin())
+                self.mean = proposals[:, 0].clone()  # the search starts from the most likely
+                result = PlanResult(proposals[:, best], scores[best : best + 1])
+                kept = True
+                if not self.cfg.prior_only:
+                    searched = self.planner.plan(cost, self.mean, self.generator)
+                    kept = bool(result.cost[0] <= searched.cost[0])
+                    result = result if kept else searched
+                self.prior_kept += kept
             self.plan_times.append(time.perf_counter() - began)
             self.last_plan = self._hold(result.actions)[0]  # [H, skip * A]
             self.queue = list(self.last_plan[: self.cfg.execute].reshape(-1, self.action_dim).numpy())

@@ -218,9 +218,15 @@ class ChunkActor(nn.Module):
         goal = torch.as_tensor(obs["goal"], device=self.device)
         return frames, goal, torch.as_tensor(obs["proprio"], dtype=torch.float32, device=self.device)
 
-    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
-        """Actions [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(action chunks [B, M, k, A] in [-1, 1], their logits [B, M] or None for M = 1) for batched
+        observations (adds `obs` to the history unless told not to)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: dict, observe: bool = True) -> torch.Tensor:
+        """The most likely action chunk [B, k, A] in [-1, 1] for batched observations (adds `obs` to the history unless told not to)."""
+        return most_likely(*self.predict_action_hypotheses(obs, observe))
 
     @torch.no_grad()
     def select_action(self, obs: dict) -> torch.Tensor:

@@ -160,8 +160,8 @@ class ChunkPolicy:
     def observe(self, obs):
         self.seen += 1
 
-    def predict_action_chunk(self, obs, observe=True):
-        return self.chunk[None]
+    def predict_action_hypotheses(self, obs, observe=True):
+        return torch.stack([-self.chunk, self.chunk])[None], torch.tensor([[2.0, 1.0]])  # the optimum is the less likely one
 
 
 def test_the_planner_keeps_the_priors_plan_where_it_scores_best():
@@ -180,6 +180,9 @@ def test_the_planner_keeps_the_priors_plan_where_it_scores_best():
     assert np.allclose(first, [0.9, -0.9]) and mpc.prior_kept == 1
     mpc.act(obs, {})
     assert policy.seen == 2  # the policy sees every step's observation
+    only = MPC(MPCConfig(horizon=horizon, prior_only=True), 2, skip)
+    only.reset(TargetImagination(-target), PolicyPrior(policy, np.zeros((8, 8, 3), np.uint8)))
+    assert np.allclose(only.act(obs, {}), [-0.9, 0.9])  # the world model's cost picks the hypothesis
 
 
 def test_plan_eval_with_a_policy_prior_reports_the_policy_alone(capsys, trained_policy, tmp_path_factory):
