@@ -151,15 +151,19 @@ class PolicyPrior:
         """The policy's own next action [A] (the policy alone, for comparison)."""
         return self.policy.select_action(self._batched(obs))[0].numpy()
 
-    def blocks(self, obs: dict, frame_skip: int, horizon: int) -> tuple[torch.Tensor, int]:
-        """(the policy's action hypotheses as block actions [M, B, A], the most likely first, with B
-        the blocks a chunk covers, at most `horizon`; and B)."""
+    def blocks(self, obs: dict, frame_skip: int, horizon: int, repeat: bool) -> tuple[torch.Tensor, int]:
+        """(the policy's action hypotheses as planned blocks [M, B, A] (`repeat`: each block's action
+        the mean of the chunk's actions in it) or [M, B, skip * A] (every action; a last partial block
+        holds the chunk's last action), the most likely first, with B the blocks a chunk covers, at
+        most `horizon`; and B)."""
         chunks, logits = self.policy.predict_action_hypotheses(self._batched(obs), observe=False)
         chunks = chunks[0].float()  # [M, k, A]
         if logits is not None:
             chunks = chunks[logits[0].argsort(descending=True)]
         covered = min(horizon, -(-chunks.shape[1] // frame_skip))
-        return torch.stack([chunks[:, b * frame_skip: (b + 1) * frame_skip].mean(1) for b in range(covered)], 1), covered
+        padded = torch.cat([chunks, chunks[:, -1:].expand(-1, covered * frame_skip - chunks.shape[1], -1)], 1)[:, : covered * frame_skip]
+        blocks = padded.reshape(len(chunks), covered, frame_skip, -1)  # [M, B, skip, A]
+        return (blocks.mean(2) if repeat else blocks.flatten(2)), covered
 
 
 class MPC:
@@ -205,7 +209,7 @@ class MPC:
             if self.prior is None:
                 result = self.planner.plan(cost, self.mean, self.generator)
             else:
-                hypotheses, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon)
+                hypotheses, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon, self.cfg.repeat_actions)
                 proposals = self.mean[:, None].repeat(1, len(hypotheses), 1, 1)  # [1, M, H, planned]: the warm start ...
                 proposals[0, :, :covered] = hypotheses  # ... begun by each hypothesis
                 scores = cost(proposals)[0]  # [M]

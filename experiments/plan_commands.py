@@ -72,7 +72,7 @@ class PlanEval:
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         mpc_cfg, goal_proprio, prior = self._options(setting, model)
-        policy = self._prior_policy(prior, task, model.image_size, mpc_cfg) if prior is not None else None
+        policy = self._prior_policy(prior, task, model.image_size) if prior is not None else None
         physics_skip = env_frame_skip(config)
         goal_distance = load_goal_distance(self.run, model) if mpc_cfg.distance_weight and has_goal_distance(self.run) else None
         if goal_distance is None and mpc_cfg.distance_weight:
@@ -151,14 +151,12 @@ class PlanEval:
         return mpc_cfg, goal_proprio, prior
 
     @staticmethod
-    def _prior_policy(prior: Path, task: str, image_size: int, mpc_cfg: MPCConfig):
+    def _prior_policy(prior: Path, task: str, image_size: int):
         """The prior's policy, or a one-line error when it cannot guide this planner."""
         policy, config = load_policy(prior)
         if config["task"] != task or policy.cfg.image_size != image_size:
             raise UserError(f"the policy in {prior} acts on {config['task']} at {policy.cfg.image_size}x{policy.cfg.image_size}, "
                             f"this world model plans {task} at {image_size}x{image_size}: train one with `jepa imitate` on {task} demonstrations")
-        if not mpc_cfg.repeat_actions:
-            raise UserError("a policy prior proposes one action per block: drop --mpc.no-repeat-actions")
         return policy
 
     def _result(self, task, seeds, outcome, distances, agent_times, ceiling_times) -> dict:

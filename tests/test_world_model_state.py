@@ -180,6 +180,8 @@ def test_the_planner_keeps_the_priors_plan_where_it_scores_best():
     assert np.allclose(first, [0.9, -0.9]) and mpc.prior_kept == 1
     mpc.act(obs, {})
     assert policy.seen == 2  # the policy sees every step's observation
+    fine, covered = PolicyPrior(policy, np.zeros((8, 8, 3), np.uint8)).blocks(obs, skip, horizon, repeat=False)
+    assert covered == 3 and fine.shape == (2, 3, skip * 2) and torch.equal(fine[1].reshape(-1, 2), chunk)  # every action, in order
     only = MPC(MPCConfig(horizon=horizon, prior_only=True), 2, skip)
     only.reset(TargetImagination(-target), PolicyPrior(policy, np.zeros((8, 8, 3), np.uint8)))
     assert np.allclose(only.act(obs, {}), [-0.9, 0.9])  # the world model's cost picks the hypothesis
