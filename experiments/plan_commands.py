@@ -43,10 +43,10 @@ class PlanEval:
     mpc: MPCConfig = field(default_factory=MPCConfig)
     prior: Path | None = None
     """Run folder holding a policy (`jepa imitate`) of the same task and image size whose action
-    chunk seeds the planner at each replanning and is kept where it scores best (default: the
-    run's own policy where its recipe says so, see `jepa quickstart`)."""
-    no_prior: bool = False
-    """Plan without a policy prior, whatever the run's recipe says."""
+    hypotheses begin the planner's candidates at each replanning (default: the run's own policy
+    where its recipe names one, see `jepa quickstart`)."""
+    recipe_prior: bool = True
+    """Use the prior the run's recipe names (--no-recipe-prior: plan without it)."""
     goal_proprio: str | None = None
     """For a state that holds proprio: image (the goal's proprio read from the goal image) or
     observed (the goal observation's proprio given with its image, DINO-WM's protocol); default:
@@ -147,7 +147,7 @@ class PlanEval:
             raise UserError(f"--goal-proprio must be image or observed, got {goal_proprio!r}")
         if goal_proprio == "observed" and not model.cfg.proprio:
             raise UserError(f"--goal-proprio observed needs a world model whose state holds proprio; {self.run} has none (train-wm --model.proprio)")
-        prior = None if self.no_prior else self.prior or (Path(self.run) if recipe.get("prior") else None)
+        prior = self.prior or (Path(self.run) if recipe.get("prior") and self.recipe_prior else None)
         return mpc_cfg, goal_proprio, prior
 
     @staticmethod
