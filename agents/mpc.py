@@ -206,22 +206,7 @@ class MPC:
             self.prior.observe(obs)
         if not self.queue:
             cost = lambda a: self.imagination.cost(self._hold(a))  # noqa: E731
-            if self.prior is None:
-                result = self.planner.plan(cost, self.mean, self.generator)
-            else:
-                hypotheses, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon, self.cfg.repeat_actions)
-                proposals = self.mean[:, None].repeat(1, len(hypotheses), 1, 1)  # [1, M, H, planned]: the warm start ...
-                proposals[0, :, :covered] = hypotheses  # ... begun by each hypothesis
-                scores = cost(proposals)[0]  # [M]
-                best = int(scores.argmin())
-                self.mean = proposals[:, 0].clone()  # the search starts from the most likely
-                result = PlanResult(proposals[:, best], scores[best : best + 1])
-                kept = True
-                if not self.cfg.prior_only:
-                    searched = self.planner.plan(cost, self.mean, self.generator)
-                    kept = bool(result.cost[0] <= searched.cost[0])
-                    result = result if kept else searched
-                self.prior_kept += kept
+            result = self.planner.plan(cost, self.mean, self.generator) if self.prior is None else self._plan_with_prior(obs, cost)
             self.plan_times.append(time.perf_counter() - began)
             self.last_plan = self._hold(result.actions)[0]  # [H, skip * A]
             self.queue = list(self.last_plan[: self.cfg.execute].reshape(-1, self.action_dim).numpy())
@@ -231,6 +216,22 @@ class MPC:
         self.recent.append(action)
         self.steps += 1
         return action
+
+    def _plan_with_prior(self, obs: dict, cost) -> PlanResult:
+        """The cheapest of the plans each policy hypothesis begins (the warm start after it) and,
+        unless `prior_only`, of the planner's search seeded by the most likely one."""
+        hypotheses, covered = self.prior.blocks(obs, self.frame_skip, self.cfg.horizon, self.cfg.repeat_actions)
+        proposals = self.mean[:, None].repeat(1, len(hypotheses), 1, 1)  # [1, M, H, planned]
+        proposals[0, :, :covered] = hypotheses
+        scores = cost(proposals)[0]  # [M]
+        best = int(scores.argmin())
+        result = PlanResult(proposals[:, best], scores[best: best + 1])
+        if not self.cfg.prior_only:
+            searched = self.planner.plan(cost, proposals[:, 0], self.generator)
+            if searched.cost[0] < result.cost[0]:
+                return searched
+        self.prior_kept += 1
+        return result
 
     def _hold(self, planned: torch.Tensor) -> torch.Tensor:
         """[..., H, planned_width] -> action blocks [..., H, skip * A] (each action held for its block)."""
