@@ -126,7 +126,7 @@ class PlanEval:
             "goal_proprio": goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
             "prior": str(prior) if prior is not None else None,
             "prior_kept": round(prior_kept / max(len(agent_times), 1), 4) if prior is not None else None,
-            "policy_alone": rate(outcome["policy"])[0], "policy_alone_ci95": rate(outcome["policy"])[1],
+            **dict(zip(("policy_alone", "policy_alone_ci95"), rate(outcome["policy"]))),
             "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
             write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
@@ -195,7 +195,6 @@ class PlanEval:
                     writer.add_scalar(f"eval/{tag}/{key}", result[key], 0)
             if frames is not None:
                 writer.add_image(f"eval/{tag}/observation_goal_imagined", np.concatenate(list(frames[::10]), 0), dataformats="HWC")
-
 
 
 def success_by_kind(outcomes: list[bool], kinds: list[str | None]) -> dict:

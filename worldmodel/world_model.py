@@ -38,6 +38,7 @@ from infra.errors import UserError
 from worldmodel.encoders import ColourMoments, FrameLatent, build_encoder, grid_coords, keypoints, pool_grid
 from worldmodel.jepa import JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig
+from worldmodel.probe import fit_ridge
 from worldmodel.regularisers import vicreg
 
 LATENTS = ("frame", "tokens")
@@ -174,8 +175,6 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def fit_proprio_readout(self, image: torch.Tensor, proprio: torch.Tensor) -> None:
         """The ridge read-out (`probe.fit_ridge`) of raw proprio [F, P] from the raw image channels [F, D'] of training frames."""
-        from worldmodel.probe import fit_ridge
-
         mean, weights, target_mean = fit_ridge(image.double().numpy(), proprio.double().numpy())
         bias = target_mean - mean @ weights
         self.proprio_readout.copy_(torch.cat([torch.from_numpy(weights), torch.from_numpy(bias)[None]]).float())
