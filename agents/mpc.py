@@ -12,6 +12,7 @@ goal image's latent; the evaluation protocol also plugs in the true simulator (t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class MPCConfig:
     """Latent distance per step: l2 (mean squared), dist (root mean squared) or l1 (mean absolute)."""
     final_weight: float | None = None
     """Extra weight of the last predicted step in the cost, on top of every step's (None: the setting's, 0 by default)."""
+    final_only: bool = False
+    """Score a plan by its last predicted step alone (LeWM's and DINO-WM's cost) instead of every step's."""
     distance_weight: float | None = None
     """Weight of the run's learned goal distance (`jepa train-distance`: discounted model steps, at
     most 1 / (1 - discount)) added to the latent distance at every step, for runs that have one
@@ -76,6 +79,23 @@ class MPCConfig:
         """The configured planner."""
         cls, _ = PLANNERS[self.planner]
         return cls(getattr(self, self.planner))
+
+
+PRESETS = {  # the published planners, as their configs give them (ANCHORS.md); each replaces the fields it names
+    # LeWM / stable-worldmodel: CEM 300 x 30, top 30, horizon 5 blocks of 5 actions, cost on the final
+    # predicted step only, all 5 blocks executed before replanning
+    "lewm": {"planner": "cem", "horizon": 5, "execute": 5, "final_only": True, "repeat_actions": False,
+             "cem": CEMConfig(samples=300, iterations=30, elites=30)},
+}
+
+
+def with_preset(cfg: MPCConfig, preset: str | None) -> MPCConfig:
+    """`cfg` with a published planner's settings (`PRESETS`) in place of its own; None: unchanged."""
+    if preset is None:
+        return cfg
+    if preset not in PRESETS:
+        raise UserError(f"unknown planner preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(cfg, **PRESETS[preset])
 
 
 class Imagination(Protocol):
@@ -123,7 +143,7 @@ class LatentImagination:
         per_step = latent_step_cost(predicted, self.goal, self.cfg.norm, self.weight)  # [1, S, H]
         if self.distance is not None:
             per_step = per_step + self.cfg.distance_weight * self.distance.gap(predicted, self.goal[:, None, None])
-        return horizon_cost(per_step, self.cfg.final_weight)
+        return horizon_cost(per_step, self.cfg.final_weight, self.cfg.final_only)
 
     @torch.no_grad()
     def predicted(self, blocks: torch.Tensor) -> torch.Tensor:

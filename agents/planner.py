@@ -107,9 +107,12 @@ def latent_step_cost(predicted: torch.Tensor, goal: torch.Tensor, norm: str = "l
     return per_step.clamp_min(1e-12).sqrt() if norm == "dist" else per_step
 
 
-def horizon_cost(per_step: torch.Tensor, final_weight: float = 0.0) -> torch.Tensor:
+def horizon_cost(per_step: torch.Tensor, final_weight: float = 0.0, final_only: bool = False) -> torch.Tensor:
     """Per-step costs [..., H] -> [...]: the mean over every step of the horizon plus `final_weight`
     times the last step's (a final-step cost alone leaves MPC's first moves arbitrary; some weight
-    on it favours plans that end at the goal over ones that hover near it)."""
+    on it favours plans that end at the goal over ones that hover near it); `final_only`: the last
+    step's alone (LeWM's and DINO-WM's cost)."""
+    if final_only:
+        return per_step[..., -1]
     return per_step.mean(-1) + final_weight * per_step[..., -1]
 

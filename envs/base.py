@@ -11,6 +11,7 @@ only: a world model never trains on it.
 from __future__ import annotations
 
 import atexit
+import importlib
 import weakref
 from importlib import resources
 from typing import Callable, ClassVar
@@ -43,13 +44,12 @@ def _close_rendering_envs() -> None:
         env.close()
 
 
-def load_model(asset: str) -> mujoco.MjModel:
-    """Load an MJCF asset of this package, with shadows and multisampling off (10x cheaper)."""
-    xml = resources.files("envs").joinpath("assets", asset).read_text()
-    model = mujoco.MjModel.from_xml_string(xml)
-    model.vis.quality.shadowsize = 0
-    model.vis.quality.offsamples = 0
-    return model
+def import_package(module: str, requirement: str):
+    """Import a suite's package, or a one-line error naming what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"this task needs the {requirement.split('=')[0]} package: pip install {requirement}") from None
 
 
 def steer(position: np.ndarray, target: np.ndarray, gain: float, max_speed: float) -> np.ndarray:
@@ -118,7 +118,9 @@ class MujocoTaskEnv(TaskEnv):
             raise UserError(f"frame skip must be a positive integer, got {frame_skip!r}")
         self.image_size, self.frame_skip, self.render_mode = image_size, frame_skip, render_mode
         self.pixels = pixels  # False: black frames, for state-only experts and SB3 training
-        self.model = load_model(self.asset)
+        self.model = self.build_model()
+        self.model.vis.quality.shadowsize = 0  # shadows and multisampling off: rendering 10x cheaper
+        self.model.vis.quality.offsamples = 0
         self.data = mujoco.MjData(self.model)
         self.scratch = mujoco.MjData(self.model)  # goal rendering and expert look-ahead
         self._renderer: mujoco.Renderer | None = None
@@ -132,6 +134,10 @@ class MujocoTaskEnv(TaskEnv):
         self.goal_state = self.get_state()
 
     # ---- task-specific hooks -------------------------------------------------------------
+    def build_model(self) -> mujoco.MjModel:
+        """The task's MuJoCo model (default: the MJCF asset `asset` of this package)."""
+        return mujoco.MjModel.from_xml_string(resources.files("envs").joinpath("assets", self.asset).read_text())
+
     def proprio(self, data: mujoco.MjData) -> np.ndarray:
         """Proprioceptive reading of the agent itself (never of the objects it acts on)."""
         raise NotImplementedError

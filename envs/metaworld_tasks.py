@@ -39,7 +39,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.base import TaskEnv, check_image_size
+from envs.base import TaskEnv, check_image_size, import_package
 from infra.errors import UserError
 
 PREFIX = "metaworld:"
@@ -79,10 +79,7 @@ EPISODE_STEPS = 150
 
 
 def _package():
-    try:
-        import metaworld
-    except ImportError:
-        raise UserError("Meta-World tasks need the metaworld package: pip install metaworld==3.1.1") from None
+    metaworld = import_package("metaworld", "metaworld==3.1.1")
     # its scripted policies warn at every step that their gains exceed the action range (they are clipped)
     warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
     return metaworld

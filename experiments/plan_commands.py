@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.mpc import MPC, LatentImagination, MPCConfig, PolicyPrior
+from agents.mpc import MPC, LatentImagination, MPCConfig, PolicyPrior, with_preset
 from envs import task_spec
 from envs.dataset import EpisodeDataset, split_episodes
 from experiments.protocol import SimulatorImagination, draw_pairs, parse_seeds, rate, run_episode, setting_of
@@ -41,6 +41,9 @@ class PlanEval:
     seeds: str = "0,1,2"
     """Comma-separated seeds; each draws different pairs."""
     mpc: MPCConfig = field(default_factory=MPCConfig)
+    preset: str | None = None
+    """A published planner in place of the --mpc flags it sets: lewm (LeWM's CEM 300 x 30, top 30,
+    horizon 5 blocks of 5 actions, the final step's cost alone, 5 blocks executed per plan)."""
     prior: Path | None = None
     """Run folder holding a policy (`jepa imitate`) of the same task and image size whose action
     hypotheses begin the planner's candidates at each replanning (default: the run's own policy
@@ -105,16 +108,16 @@ class PlanEval:
                 agent_times += mpc.plan_times
                 if frames:
                     shown = shown if shown is not None else np.stack(frames)
-                    write_video(out / f"{task}_{self.setting}_{self.mpc.planner}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
+                    write_video(out / f"{task}_{self.setting}_{self.planner_name}_seed{seed}_pair{i}.mp4", np.stack(frames), fps=10, scale=2)
                 if policy is not None:  # the prior's policy alone, on the same pair
                     alone = PolicyPrior(policy, goal_pixels)
                     outcome["policy"].append(run_episode(env, start, goal, setting.eval_budget, alone.act)[0])
                 if self.floor:
                     rng = np.random.default_rng([seed, i, 7])
                     outcome["floor"].append(run_episode(env, start, goal, setting.eval_budget, lambda *_: rng.uniform(-1, 1, a))[0])
-                if i < self.ceiling_pairs and self.mpc.planner != "grad":  # the simulator has no gradients
+                if i < self.ceiling_pairs and mpc_cfg.planner != "grad":  # the simulator has no gradients
                     oracle = MPC(mpc_cfg, a, skip, seed=seed * 100_003 + i)
-                    oracle.reset(SimulatorImagination(env, goal, skip, mpc_cfg.final_weight))
+                    oracle.reset(SimulatorImagination(env, goal, skip, mpc_cfg.final_weight, mpc_cfg.final_only))
                     outcome["ceiling"].append(run_episode(env, start, goal, setting.eval_budget, oracle.act)[0])
                     ceiling_times += oracle.plan_times
                 bar.update(1)
@@ -122,25 +125,32 @@ class PlanEval:
         bar.close()
         env.close()
         result = self._result(task, seeds, outcome, distances, agent_times, ceiling_times) | success_by_kind(outcome["agent"], kinds) | {
-            "horizon": mpc_cfg.horizon, "final_weight": mpc_cfg.final_weight, "cost": mpc_cfg.cost,
+            "horizon": mpc_cfg.horizon, "execute": mpc_cfg.execute, "final_weight": mpc_cfg.final_weight,
+            "final_only": mpc_cfg.final_only, "cost": mpc_cfg.cost,
             "goal_proprio": goal_proprio if model.cfg.proprio else None, "state": list(model.parts),
             "prior": str(prior) if prior is not None else None,
             "prior_kept": round(prior_kept / max(len(agent_times), 1), 4) if prior is not None else None,
             **dict(zip(("policy_alone", "policy_alone_ci95"), rate(outcome["policy"]))),
             "goal_distance_weight": mpc_cfg.distance_weight if goal_distance is not None else 0.0}
         if self.save:
-            write_json(out / f"{task}_{self.setting}_{self.mpc.planner}.json", result)
+            write_json(out / f"{task}_{self.setting}_{self.planner_name}.json", result)
             self._log(out, result, shown)
         if not self.json:
             print(plan_summary(result))
         return result
 
+    @property
+    def planner_name(self) -> str:
+        """The planner as results and file names give it: cem, mppi, grad, or cem-lewm for a preset."""
+        return with_preset(self.mpc, self.preset).planner + (f"-{self.preset}" if self.preset else "")
+
     def _options(self, setting, model) -> tuple[MPCConfig, str, Path | None]:
         """(the MPC config, the goal-proprio mode, the prior's run): each flag given wins, then the
         run's recorded recipe (`jepa quickstart`), then the setting's and the defaults."""
         recipe = load_plan_recipe(self.run)
-        mpc_cfg = dataclasses.replace(self.mpc, cost=self.mpc.cost or recipe.get("cost", "all"),
-                                      **{name: getattr(setting, name) if getattr(self.mpc, name) is None else getattr(self.mpc, name)
+        mpc = with_preset(self.mpc, self.preset)
+        mpc_cfg = dataclasses.replace(mpc, cost=mpc.cost or recipe.get("cost", "all"),
+                                      **{name: getattr(setting, name) if getattr(mpc, name) is None else getattr(mpc, name)
                                          for name in ("horizon", "final_weight", "distance_weight")})
         goal_proprio = self.goal_proprio or recipe.get("goal_proprio", "image")
         if goal_proprio not in ("image", "observed"):
@@ -165,7 +175,7 @@ class PlanEval:
         ceiling, ceiling_ci = rate(outcome["ceiling"])
         times = np.array(agent_times)
         return {
-            "task": task, "setting": self.setting, "planner": self.mpc.planner,
+            "task": task, "setting": self.setting, "planner": self.planner_name,
             "success_rate": success, "ci95": ci, "floor": floor, "floor_ci95": floor_ci,
             "ceiling": ceiling, "ceiling_ci95": ceiling_ci, "ceiling_episodes": len(outcome["ceiling"]),
             "mean_final_distance": round(float(np.mean(distances)), 4),

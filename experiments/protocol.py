@@ -54,6 +54,7 @@ SETTINGS = {  # task -> setting name -> Setting
     "reacher": {"default": Setting(25, 50)},
     "push-t": {"default": Setting(25, 50)},
     "cube": {"default": Setting(50, 100)},
+    "dmc:reacher-easy": {"default": Setting(25, 50)},  # LeWM's protocol: goal 25 steps ahead, 50-step budget
 }
 
 
@@ -126,11 +127,11 @@ def draw_pairs(task: str, setting: Setting, seed: int, count: int, frame_skip: i
 class SimulatorImagination:
     """The true simulator as the planner's model (the ceiling): candidate action blocks are rolled
     out with `mujoco.rollout` from the current true state and scored by the task's goal distance
-    after every block, averaged over the horizon plus `final_weight` times the last block's (as
-    the latent cost is)."""
+    after every block, combined over the horizon as the latent cost is (`horizon_cost`)."""
 
-    def __init__(self, env, goal: np.ndarray, frame_skip: int, final_weight: float = 0.0):
-        self.env, self.goal, self.frame_skip, self.final_weight = env, goal, frame_skip, final_weight
+    def __init__(self, env, goal: np.ndarray, frame_skip: int, final_weight: float = 0.0, final_only: bool = False):
+        self.env, self.goal, self.frame_skip = env, goal, frame_skip
+        self.final_weight, self.final_only = final_weight, final_only
         self.data = mujoco.MjData(env.model)
         self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
         self.initial = np.zeros(mujoco.mj_stateSize(env.model, self.spec))
@@ -148,7 +149,7 @@ class SimulatorImagination:
         ends = states[:, self.frame_skip * self.env.frame_skip - 1:: self.frame_skip * self.env.frame_skip]  # [S, H, nstate]
         qpos_qvel = ends[..., 1: 1 + model.nq + model.nv]
         distance = self.env.goal_distances(qpos_qvel, self.goal)  # [S, H]
-        return horizon_cost(torch.from_numpy(distance), self.final_weight)[None].float()
+        return horizon_cost(torch.from_numpy(distance), self.final_weight, self.final_only)[None].float()
 
 
 def run_episode(env, start: np.ndarray, goal: np.ndarray, budget: int, act: Callable[[dict, dict], np.ndarray],

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.mpc import MPCConfig
+from agents.mpc import MPCConfig, with_preset
 from envs import TASKS
 from envs.dataset import FILENAME as DATASET_FILE
 from envs.dataset import EpisodeDataset
@@ -33,7 +33,7 @@ from infra.files import write_json, write_text
 from worldmodel.trainer import TrainConfig
 from worldmodel.world_model import WorldModelConfig
 
-EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200}  # episodes collected per task (policy "mixed")
+EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200, "dmc:reacher-easy": 200}  # episodes collected per task (policy "mixed")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Quickstart:
     """Collect, pretrain, train the world model, plan, and report: the whole pipeline on one task."""
 
     task: str = "two-room"
-    """Task: two-room, reacher, push-t or cube."""
+    """Task: two-room, reacher, push-t, cube or dmc:reacher-easy."""
     out: Path = Path("runs/quickstart")
     """Run folder (data/, encoder/, world_model/, plan_eval/, report.md, metrics.json)."""
     episodes: int = 0
@@ -57,6 +57,8 @@ class Quickstart:
     """Training steps of the prior's policy, where the recipe has one (0: the moments policy's default)."""
     planner: str = "cem"
     """cem, mppi or grad."""
+    preset: str | None = None
+    """A published planner instead (`jepa plan-eval --preset`): lewm."""
     pairs: int = 50
     """Start/goal pairs per seed, for every setting of the task."""
     seeds: str = "0,1,2"
@@ -76,6 +78,7 @@ class Quickstart:
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
         mpc = MPCConfig(planner=self.planner, distance_weight=None if self.distance_steps else 0.0)
+        with_preset(mpc, self.preset)  # an unknown preset fails now, not after the training stages
         distance = TrainDistance(run=self.out, json=True)  # its default training, for --distance-steps steps
         distance = dataclasses.replace(distance, train=dataclasses.replace(distance.train, steps=self.distance_steps)) if self.distance_steps else None
         began, data = time.perf_counter(), self.out / "data"
@@ -112,7 +115,7 @@ class Quickstart:
             stage("train-distance", distance)
         rollout = stage("rollout-eval", RolloutEval(run=self.out, data=data, json=True))
         results = {name: stage(f"plan-eval {name}", PlanEval(run=self.out, setting=name, pairs=self.pairs, seeds=self.seeds,
-                                                             mpc=mpc, json=True))
+                                                             mpc=mpc, preset=self.preset, json=True))
                    for name in SETTINGS[self.task]}
         total = round(time.perf_counter() - began, 1)
         write_report(self.out, self.task, results, rollout, timings, total)

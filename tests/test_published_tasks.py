@@ -1,0 +1,64 @@
+"""The published systems' own tasks behind our task interface (envs/dmc_tasks.py): the suite's model
+and success test, the whole pipeline at tiny budgets, and the errors for unknown names or a missing
+package. The gymnasium contract, experts and state get/set run in tests/test_envs.py, over every task."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from agents.mpc import MPCConfig, with_preset
+from agents.planner import horizon_cost
+from envs import make_task
+from experiments.cli import main
+from infra.errors import UserError
+
+
+def test_dmc_reacher_is_the_suites_model_with_its_success_radius():
+    env = make_task("dmc:reacher-easy", pixels=False)
+    assert env.model.nu == 2 and np.allclose(env.model.actuator_gear[:, 0], 0.05)  # the suite's torque motors
+    env.reset(seed=0, options={"goal": np.array([0.5, 0.0, 0.0, 0.0])})  # arm stretched: the fingertip 0.22 m out
+    target = env.model.geom("target").id
+    assert np.allclose(env.model.geom_pos[target, :2], env.fingertips(env.goal_state))
+    # the suite's own test: finger to target no further than target + finger radius (easy: 0.06 m)
+    env.set_state(env.goal_state)
+    finger = env.data.geom_xpos[env.model.geom("finger").id][:2]
+    assert np.allclose(finger, env.fingertips(env.goal_state), atol=1e-6), "fingertips() must be the model's kinematics"
+    moved = env.goal_state.copy()
+    for shoulder, expected in ((0.2, True), (0.4, False)):  # 0.2 rad moves it 0.044 m, 0.4 rad 0.088 m
+        moved[0] = env.goal_state[0] + shoulder
+        assert env.is_success(moved) == expected
+    env.close()
+
+
+def test_dmc_reacher_quickstart_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--task", "dmc:reacher-easy", "--out", str(out), "--episodes", "4", "--pretrain-steps", "2",
+                 "--wm-steps", "2", "--pairs", "1", "--seeds", "0", "--workers", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "dmc:reacher-easy" and result["ceiling"] is not None and result["floor"] is not None
+    # the published planner on the same run
+    assert main(["plan-eval", "--run", str(out), "--preset", "lewm", "--pairs", "1", "--seeds", "0",
+                 "--ceiling-pairs", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["planner"] == "cem-lewm" and result["final_only"] and result["execute"] == 5
+
+
+def test_unknown_suite_task_and_missing_package_are_one_line_errors(monkeypatch):
+    with pytest.raises(UserError, match="dmc:reacher-easy"):
+        make_task("dmc:reacher-hard")
+    monkeypatch.setitem(sys.modules, "dm_control.suite.reacher", None)  # as if dm-control were not installed
+    with pytest.raises(UserError, match="pip install dm-control==1.0.28"):
+        make_task("dmc:reacher-easy")
+
+
+def test_lewm_preset_is_the_published_planner_and_scores_the_final_step_alone():
+    cfg = with_preset(MPCConfig(), "lewm")
+    assert (cfg.cem.samples, cfg.cem.iterations, cfg.cem.elites, cfg.horizon, cfg.execute) == (300, 30, 30, 5, 5)
+    assert cfg.final_only and not cfg.repeat_actions
+    per_step = torch.tensor([[3.0, 2.0, 1.0]])
+    assert horizon_cost(per_step, 0.0, final_only=True).item() == 1.0 and horizon_cost(per_step, 1.0).item() == 3.0
+    with pytest.raises(UserError, match="lewm"):
+        with_preset(MPCConfig(), "dino")
