@@ -3,7 +3,8 @@
 `TASKS` maps the command-line name of each task to its spec: the env class, its scripted expert
 and its gymnasium id. `make_task("two-room", image_size=64)` builds one. Meta-World v3 tasks are
 named `metaworld:<task>-v3` (`envs/metaworld_tasks.py`; imitation only: they take no start state).
-The published systems' own tasks have one file per suite: `dmc:reacher-easy` (`envs/dmc_tasks.py`).
+The published systems' own tasks have one file per suite: `dmc:reacher-easy` (`envs/dmc_tasks.py`),
+`gym-pusht:push-t` (`envs/gym_pusht_tasks.py`).
 Every env class implements `TaskEnv` (envs/base.py), whose class attributes say what a task can be
 used for (`settable_state`, `pair_rules`, ...).
 """
@@ -17,6 +18,7 @@ import gymnasium as gym
 from envs.base import MujocoTaskEnv, TaskEnv
 from envs.cube import CubeEnv, CubeExpert
 from envs.dmc_tasks import DMCReacherEnv, DMCReacherExpert
+from envs.gym_pusht_tasks import GymPushTEnv, GymPushTExpert
 from envs import metaworld_tasks  # isort: skip  (after the GL backend is chosen, envs.base)
 from envs.push_t import PushTEnv, PushTFixedGoalEnv
 from envs.push_t_expert import PushTExpert
@@ -43,6 +45,8 @@ TASKS = {
     "cube": TaskSpec(CubeEnv, CubeExpert, "jepa/Cube-v0", "pick a cube up and place it at a goal location"),
     "dmc:reacher-easy": TaskSpec(DMCReacherEnv, DMCReacherExpert, "jepa/DMCReacherEasy-v0",
                                  "DeepMind Control's torque-driven reacher to a goal configuration (LeWM's task; needs dm-control)"),
+    "gym-pusht:push-t": TaskSpec(GymPushTEnv, GymPushTExpert, "jepa/GymPushT-v0",
+                                 "the pymunk Push-T of Diffusion Policy and LeRobot to a goal state (DINO-WM's, PLDM's and LeWM's task; needs gym-pusht)"),
 }
 
 for _spec in TASKS.values():

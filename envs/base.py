@@ -1,9 +1,10 @@
-"""The task interface every env of this project implements (`TaskEnv`), and the shared machinery
-of the MuJoCo pixel tasks built on it (`MujocoTaskEnv`): model loading, cheap rendering, state, goals.
+"""The task interface every env of this project implements (`TaskEnv`), the goal-state machinery of
+tasks whose simulator state can be set (`GoalStateTaskEnv`: episodes, goal images, success), and the
+MuJoCo pixel tasks built on it (`MujocoTaskEnv`): model loading, cheap rendering, state.
 
 Every task is a goal-conditioned `gymnasium.Env` whose observation is
 `{"pixels": uint8[H, W, 3], "proprio": float32[P]}` and whose actions lie in [-1, 1]^A;
-`info["is_success"]` applies the task's own criterion. A MuJoCo task's goal is a full simulator
+`info["is_success"]` applies the task's own criterion. A settable task's goal is a full simulator
 state (as returned by `get_state`). The true state is exposed for experts, probes and evaluation
 only: a world model never trains on it.
 """
@@ -22,6 +23,7 @@ import envs.gl  # noqa: F401  (must precede the mujoco import: it picks the GL b
 import gymnasium as gym
 import mujoco
 import numpy as np
+from mujoco import rollout as mj_rollout
 
 from envs.symmetry import SquareSymmetry
 from infra.errors import UserError
@@ -101,14 +103,99 @@ class TaskEnv(gym.Env):
         raise NotImplementedError
 
 
-class MujocoTaskEnv(TaskEnv):
+class GoalStateTaskEnv(TaskEnv):
+    """A task whose full simulator state can be read and set and whose goal is a full state
+    (`settable_state`), whatever simulator runs it: subclasses give the state (`get_state`,
+    `set_state`, `render_state`, `proprio_of`, `random_state`) and the goal criterion
+    (`goal_error` against `tolerance`); episodes, goal images and success are shared."""
+
+    settable_state = True
+    tolerance: np.ndarray = np.zeros(1)
+    success_criterion: str = ""
+    probe_names: tuple = ()  # variables a linear probe reads from embeddings
+    position_names: tuple = ()  # the subset that locates the agent or the object
+    goal_state: np.ndarray
+
+    def get_state(self) -> np.ndarray:
+        """The full simulator state [S], float64."""
+        raise NotImplementedError
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Set the full simulator state (a one-line error for a wrong shape)."""
+        raise NotImplementedError
+
+    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
+        """Pixels of the current state, or of any given state (without disturbing the episode)."""
+        raise NotImplementedError
+
+    def proprio_of(self, state: np.ndarray) -> np.ndarray:
+        """The proprio observation of any state (without disturbing the episode)."""
+        raise NotImplementedError
+
+    def random_state(self, rng: np.random.Generator) -> np.ndarray:
+        """A random valid state at rest (starts and random goals)."""
+        raise NotImplementedError
+
+    def goal_error(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Task errors [..., K] of states [..., S] against one goal [S], each compared with its tolerance."""
+        raise NotImplementedError
+
+    def probe_variables(self, states: np.ndarray) -> np.ndarray:
+        """Probe targets [N, K] (in `probe_names` order) from true states [N, S]."""
+        raise NotImplementedError
+
+    def rollout(self, actions: np.ndarray) -> np.ndarray:
+        """States [S, T, state] after each of T env steps of S action sequences [S, T, A], each
+        from the current state, without disturbing the episode (the planner's ceiling)."""
+        raise NotImplementedError
+
+    def is_success(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> bool:
+        """The task's own success criterion for `state` (default: now) against `goal`."""
+        return self.goal_distance(state, goal) <= 1.0
+
+    def goal_distance(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> float:
+        """Errors divided by tolerances, max over terms: <= 1 means success."""
+        return float(self.goal_distances(self.get_state() if state is None else np.asarray(state), goal))
+
+    def goal_distances(self, states: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+        """`goal_distance` of many states [..., S] at once -> [...]."""
+        goal = self.goal_state if goal is None else goal
+        return (self.goal_error(states, goal) / self.tolerance).max(-1)
+
+    def render(self) -> np.ndarray:
+        return self.render_state()
+
+    def render_goal(self) -> np.ndarray:
+        """The goal image: the goal state rendered from the observation camera."""
+        return self.render_state(self.goal_state)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        start = options.get("state")
+        self.set_state(self.random_state(self.np_random) if start is None else start)
+        goal = options.get("goal")
+        self.goal_state = self.random_state(self.np_random) if goal is None else np.asarray(goal, np.float64)
+        if self.goal_state.shape != (self.state_dim,):
+            raise UserError(f"goal must be a full state of shape ({self.state_dim},), got {self.goal_state.shape}")
+        return self._observation(), self._info()
+
+    def _observation(self) -> dict:
+        return {"pixels": self.render_state(), "proprio": self.proprio_of(self.get_state())}
+
+    def _info(self) -> dict:
+        state = self.get_state()
+        distance = self.goal_distance(state)
+        return {"is_success": distance <= 1.0, "state": state, "goal_distance": distance}
+
+
+class MujocoTaskEnv(GoalStateTaskEnv):
     """Base class of this project's MuJoCo tasks: subclasses give the asset, the proprio, the goal
     criterion and sampling."""
 
     asset: str = ""
     camera: str = "top"
     default_frame_skip: int = 5
-    settable_state = True
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array",
                  pixels: bool = True):
@@ -142,23 +229,6 @@ class MujocoTaskEnv(TaskEnv):
         """Proprioceptive reading of the agent itself (never of the objects it acts on)."""
         raise NotImplementedError
 
-    def sample_qpos(self, rng: np.random.Generator) -> np.ndarray:
-        """A random valid configuration (used for starts and random goals)."""
-        raise NotImplementedError
-
-    def goal_error(self, state: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Task errors [..., K] of states [..., S] against one goal [S], each compared with its tolerance."""
-        raise NotImplementedError
-
-    tolerance: np.ndarray = np.zeros(1)
-    success_criterion: str = ""
-    probe_names: tuple = ()  # variables a linear probe reads from embeddings
-    position_names: tuple = ()  # the subset that locates the agent or the object
-
-    def probe_variables(self, states: np.ndarray) -> np.ndarray:
-        """Probe targets [N, K] (in `probe_names` order) from true states [N, S]."""
-        raise NotImplementedError
-
     def controls(self, action: np.ndarray) -> np.ndarray:
         """Actuator controls [..., nu] of actions [..., A] (default: scaled velocity targets)."""
         return action * self.model.actuator_ctrlrange[:, 1]
@@ -183,35 +253,24 @@ class MujocoTaskEnv(TaskEnv):
         data.ctrl[:] = 0.0
         mujoco.mj_forward(self.model, data)
 
-    def is_success(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> bool:
-        """The task's own success criterion for `state` (default: now) against `goal`."""
-        return self.goal_distance(state, goal) <= 1.0
-
-    def goal_distance(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> float:
-        """Errors divided by tolerances, max over terms: <= 1 means success."""
-        return float(self.goal_distances(self.get_state() if state is None else np.asarray(state), goal))
-
-    def goal_distances(self, states: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
-        """`goal_distance` of many states [..., S] at once -> [...]."""
-        goal = self.goal_state if goal is None else goal
-        return (self.goal_error(states, goal) / self.tolerance).max(-1)
+    def sample_qpos(self, rng: np.random.Generator) -> np.ndarray:
+        """A random valid configuration (used for starts and random goals)."""
+        raise NotImplementedError
 
     def random_state(self, rng: np.random.Generator) -> np.ndarray:
-        """A random valid state at rest."""
         return np.concatenate([self.sample_qpos(rng), np.zeros(self.model.nv)])
 
-    # ---- gymnasium API -----------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        options = options or {}
-        start = options.get("state")
-        self.set_state(self.random_state(self.np_random) if start is None else start)
-        goal = options.get("goal")
-        self.goal_state = self.random_state(self.np_random) if goal is None else np.asarray(goal, np.float64)
-        if self.goal_state.shape != (self.state_dim,):
-            raise UserError(f"goal must be a full state of shape ({self.state_dim},), got {self.goal_state.shape}")
-        return self._observation(), self._info()
+    def rollout(self, actions: np.ndarray) -> np.ndarray:
+        """`GoalStateTaskEnv.rollout` by `mujoco.rollout`, from the full physics state (warm start included)."""
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        initial = np.zeros(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, initial, spec)
+        control = np.repeat(self.controls(actions), self.frame_skip, axis=1)  # [S, T*skip, nu] physics steps
+        states, _ = mj_rollout.rollout(self.model, self.scratch, initial, control, initial_warmstart=self.data.qacc_warmstart)
+        ends = states[:, self.frame_skip - 1:: self.frame_skip]  # [S, T, nstate]; [0] is the time
+        return ends[..., 1: 1 + self.model.nq + self.model.nv]
 
+    # ---- gymnasium API -----------------------------------------------------------------
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
         if action.shape != self.action_space.shape:
@@ -220,9 +279,6 @@ class MujocoTaskEnv(TaskEnv):
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
         info = self._info()
         return self._observation(), -info["goal_distance"], False, False, info
-
-    def render(self) -> np.ndarray:
-        return self.render_state()
 
     def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
         """Pixels of the current state, or of any given state (without disturbing the episode)."""
@@ -241,10 +297,6 @@ class MujocoTaskEnv(TaskEnv):
         self._renderer.update_scene(data, camera=self.camera)
         return self._renderer.render()
 
-    def render_goal(self) -> np.ndarray:
-        """The goal image: the goal state rendered from the observation camera."""
-        return self.render_state(self.goal_state)
-
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
         """The proprio observation of any state (without disturbing the episode)."""
         self.set_state(state, self.scratch)
@@ -257,8 +309,3 @@ class MujocoTaskEnv(TaskEnv):
 
     def _observation(self) -> dict:
         return {"pixels": self.render_state(), "proprio": self.proprio(self.data).astype(np.float32)}
-
-    def _info(self) -> dict:
-        state = self.get_state()
-        distance = self.goal_distance(state)
-        return {"is_success": distance <= 1.0, "state": state, "goal_distance": distance}

@@ -20,10 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-import mujoco
 import numpy as np
 import torch
-from mujoco import rollout as mj_rollout
 
 from agents.planner import horizon_cost
 from envs import task_spec
@@ -54,7 +52,9 @@ SETTINGS = {  # task -> setting name -> Setting
     "reacher": {"default": Setting(25, 50)},
     "push-t": {"default": Setting(25, 50)},
     "cube": {"default": Setting(50, 100)},
-    "dmc:reacher-easy": {"default": Setting(25, 50)},  # LeWM's protocol: goal 25 steps ahead, 50-step budget
+    # the published protocol (LeWM, DINO-WM): goal 25 steps ahead, a 50-step budget
+    "dmc:reacher-easy": {"default": Setting(25, 50)},
+    "gym-pusht:push-t": {"default": Setting(25, 50)},
 }
 
 
@@ -126,29 +126,22 @@ def draw_pairs(task: str, setting: Setting, seed: int, count: int, frame_skip: i
 
 class SimulatorImagination:
     """The true simulator as the planner's model (the ceiling): candidate action blocks are rolled
-    out with `mujoco.rollout` from the current true state and scored by the task's goal distance
-    after every block, combined over the horizon as the latent cost is (`horizon_cost`)."""
+    out from the current true state (`GoalStateTaskEnv.rollout`) and scored by the task's goal
+    distance after every block, combined over the horizon as the latent cost is (`horizon_cost`)."""
 
     def __init__(self, env, goal: np.ndarray, frame_skip: int, final_weight: float = 0.0, final_only: bool = False):
         self.env, self.goal, self.frame_skip = env, goal, frame_skip
         self.final_weight, self.final_only = final_weight, final_only
-        self.data = mujoco.MjData(env.model)
-        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        self.initial = np.zeros(mujoco.mj_stateSize(env.model, self.spec))
 
     def observe(self, obs: dict, info: dict, executed) -> None:
-        mujoco.mj_getState(self.env.model, self.env.data, self.initial, self.spec)
+        pass  # the rollouts start from the env's own state
 
     def cost(self, blocks: torch.Tensor) -> torch.Tensor:
-        model, a = self.env.model, self.env.action_space.shape[0]
+        a = self.env.action_space.shape[0]
         actions = blocks[0].detach().numpy().astype(np.float64)  # [S, H, skip * A]
         s, h = actions.shape[:2]
-        control = self.env.controls(actions.reshape(s, h * self.frame_skip, a))  # [S, H*skip, nu]
-        control = np.repeat(control, self.env.frame_skip, axis=1)  # physics steps
-        states, _ = mj_rollout.rollout(model, self.data, self.initial, control, initial_warmstart=self.env.data.qacc_warmstart)
-        ends = states[:, self.frame_skip * self.env.frame_skip - 1:: self.frame_skip * self.env.frame_skip]  # [S, H, nstate]
-        qpos_qvel = ends[..., 1: 1 + model.nq + model.nv]
-        distance = self.env.goal_distances(qpos_qvel, self.goal)  # [S, H]
+        states = self.env.rollout(actions.reshape(s, h * self.frame_skip, a))  # [S, H*skip, state]
+        distance = self.env.goal_distances(states[:, self.frame_skip - 1:: self.frame_skip], self.goal)  # [S, H]
         return horizon_cost(torch.from_numpy(distance), self.final_weight, self.final_only)[None].float()
 
 

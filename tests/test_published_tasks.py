@@ -62,3 +62,24 @@ def test_lewm_preset_is_the_published_planner_and_scores_the_final_step_alone():
     assert horizon_cost(per_step, 0.0, final_only=True).item() == 1.0 and horizon_cost(per_step, 1.0).item() == 3.0
     with pytest.raises(UserError, match="lewm"):
         with_preset(MPCConfig(), "dino")
+
+
+def test_gym_pusht_state_round_trips_and_the_published_test_counts_agent_and_block():
+    env = make_task("gym-pusht:push-t", image_size=32)
+    env.reset(seed=3)
+    state = env.get_state()
+    env.step(np.array([0.5, -0.5]))
+    moved = env.get_state()
+    env.set_state(state)
+    np.testing.assert_allclose(env.get_state(), state)  # the block turned about its centre of gravity lands where it was set
+    rolled = env.rollout(np.array([[[0.5, -0.5]]]))  # the ceiling's rollout from the same state: the same step
+    np.testing.assert_allclose(rolled[0, 0], moved, atol=1e-6)
+    goal = state.copy()
+    for shift, expected in ((np.array([12.0, 0, 12.0, 0]), True), (np.array([15.0, 0, 15.0, 0]), False)):  # L2 17.0 / 21.2 of 20
+        shifted = state.copy()
+        shifted[0:4] += shift
+        assert env.is_success(shifted, goal) == expected
+    turned = state.copy()
+    turned[4] += np.pi / 9 + 0.01
+    assert not env.is_success(turned, goal)
+    env.close()

@@ -1,0 +1,274 @@
+"""The pymunk Push-T of Diffusion Policy (Chi et al. 2023) and LeRobot (the `gym-pusht` package), the
+task DINO-WM, PLDM and LeWM plan on, behind this project's task interface as `gym-pusht:push-t`.
+
+The package's simulation and drawing run unchanged (2-D pymunk physics, a 512 x 512 arena, the
+round agent driven by a PD controller toward a target point, 10 physics steps of 0.01 s per env
+step; frames drawn at 512 px with the fixed green goal region and resized); this file adds what
+the planning protocol needs on top of it:
+
+- Actions in [-1, 1]^2 are relative targets, as in DINO-WM's Push-T: the agent is driven toward
+  its own position plus `MAX_SHIFT` px times the action (the package takes absolute targets).
+- The state is the agent's and the block's positions, the block's angle and their velocities [10];
+  it can be read and set, so start/goal pairs, goal images and the simulator ceiling work as for the
+  MuJoCo tasks. Starts and random goals follow the package's reset ranges, with the agent clear of
+  the block.
+- Success is the published planning test (DINO-WM's and stable-worldmodel's `eval_state`): the L2
+  norm of the agent's and the block's position errors together below 20 (of 512), and the block's
+  angle within pi/9.
+- `GymPushTExpert` is a scripted pusher: look-ahead pushes on a scratch copy of the simulation, as
+  the project's MuJoCo PushT expert does (`envs/push_t_expert.py`), then a walk to the goal's agent
+  position around the block.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from envs.base import GoalStateTaskEnv, check_image_size, import_package
+from envs.push_t import wrap
+from infra.errors import UserError
+
+PREFIX = "gym-pusht:"
+ARENA = 512.0
+AGENT_RADIUS = 15.0
+MAX_SHIFT = 100.0  # px: how far ahead of the agent an action of norm 1 puts its target
+SUBSTEPS, DT = 10, 0.01  # the package's physics steps per env step
+# block frame rectangles (x_min, x_max, y_min, y_max) of the package's T (scale 30): the bar, then the stem
+T_RECTS = np.array([[-60.0, 60.0, 0.0, 30.0], [-15.0, 15.0, 30.0, 120.0]])
+T_RADIUS = 125.0  # farthest point of the T from the block frame's origin
+T_CORNERS = np.array([[x, y] for x0, x1, y0, y1 in T_RECTS for x in (x0, x1) for y in (y0, y1)])
+WALL_MARGIN = 40.0  # px between a sampled T and the walls: room for the agent to push it from any side
+
+
+def _rotation(angle) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def distance_to_t(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Distance of world points [..., 2] to the T at pose (x, y, angle); 0 inside."""
+    local = (np.asarray(points) - pose[:2]) @ _rotation(pose[2])  # world -> block frame
+    dx = np.maximum(np.maximum(T_RECTS[:, 0] - local[..., None, 0], local[..., None, 0] - T_RECTS[:, 1]), 0)
+    dy = np.maximum(np.maximum(T_RECTS[:, 2] - local[..., None, 1], local[..., None, 1] - T_RECTS[:, 3]), 0)
+    return np.hypot(dx, dy).min(-1)
+
+
+class GymPushTEnv(GoalStateTaskEnv):
+    """gym-pusht's Push-T with relative actions and full-state goals; see the module docstring."""
+
+    default_max_steps = 300  # LeRobot's Push-T episode limit
+    tolerance = np.array([20.0, np.pi / 9])
+    success_criterion = "agent and block positions within 20 (L2 of both errors together, arena 512) and block angle within pi/9"
+    probe_names = ("block_x", "block_y", "block_cos", "block_sin", "agent_x", "agent_y")
+    position_names = ("block_x", "block_y")
+    planning_recipe = {"world_model": {"moments": 4, "proprio": True}}  # as the project's PushT (envs/push_t.py)
+    state_dim = 10  # agent x, y; block x, y, angle; agent vx, vy; block vx, vy, angular velocity
+
+    def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
+        if frame_skip not in (None, SUBSTEPS):
+            raise UserError(f"gym-pusht runs at its own {SUBSTEPS} physics steps per env step, got --frame-skip {frame_skip}")
+        check_image_size(image_size)
+        self.image_size, self.frame_skip, self.render_mode, self.pixels = image_size, SUBSTEPS, render_mode, pixels
+        self.sim, self.scratch = self._new_sim(), self._new_sim()  # the episode; goal rendering and expert look-ahead
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.spaces.Dict({
+            "pixels": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+        self.goal_state = self.get_state()
+
+    def _new_sim(self):
+        package = import_package("gym_pusht.envs.pusht", "gym-pusht")
+        sim = package.PushTEnv(obs_type="state", observation_width=self.image_size, observation_height=self.image_size)
+        sim.reset(seed=0)  # builds the pymunk space
+        return sim
+
+    # ---- state -------------------------------------------------------------------------
+    def get_state(self, sim=None) -> np.ndarray:
+        sim = self.sim if sim is None else sim
+        agent, block = sim.agent, sim.block
+        return np.array([*agent.position, *block.position, block.angle, *agent.velocity, *block.velocity, block.angular_velocity])
+
+    def set_state(self, state: np.ndarray, sim=None) -> None:
+        sim = self.sim if sim is None else sim
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (self.state_dim,):
+            raise UserError(f"{type(self).__name__} state must have shape ({self.state_dim},), got {state.shape}")
+        sim.agent.position, sim.agent.velocity = tuple(state[0:2]), tuple(state[5:7])
+        sim.block.angle = float(state[4])  # before the position: pymunk turns the body about its centre of gravity
+        sim.block.position = tuple(state[2:4])
+        sim.block.velocity, sim.block.angular_velocity = tuple(state[7:9]), float(state[9])
+        sim.space.reindex_shapes_for_body(sim.block)
+
+    def random_state(self, rng: np.random.Generator) -> np.ndarray:
+        while True:  # the block where the package puts it, whole and clear of the walls
+            block = np.array([*rng.uniform(100, 400, 2), rng.uniform(-np.pi, np.pi)])
+            if np.all((T_CORNERS @ _rotation(block[2]).T + block[:2] > WALL_MARGIN) & (T_CORNERS @ _rotation(block[2]).T + block[:2] < ARENA - WALL_MARGIN)):
+                break
+        while True:  # the agent anywhere the package puts it, clear of the block
+            agent = rng.uniform(50, 450, 2)
+            if distance_to_t(agent, block) > AGENT_RADIUS + 5:
+                return np.concatenate([agent, block, np.zeros(5)])
+
+    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
+        if not self.pixels:
+            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        sim = self.sim
+        if state is not None:
+            self.set_state(state, self.scratch)
+            sim = self.scratch
+        return sim._render(visualize=False)  # the package's observation drawing, at the observation size
+
+    def proprio_of(self, state: np.ndarray) -> np.ndarray:
+        """Agent position (scaled to [-1, 1]) and velocity (per 512 px)."""
+        return np.concatenate([np.asarray(state[0:2]) / ARENA * 2 - 1, np.asarray(state[5:7]) / ARENA]).astype(np.float32)
+
+    def goal_error(self, state, goal):
+        positions = np.concatenate([state[..., 0:2] - goal[0:2], state[..., 2:4] - goal[2:4]], -1)
+        return np.stack([np.linalg.norm(positions, axis=-1), np.abs(wrap(state[..., 4] - goal[4]))], -1)
+
+    def probe_variables(self, states):
+        return np.column_stack([states[:, 2:4], np.cos(states[:, 4]), np.sin(states[:, 4]), states[:, 0:2]])
+
+    # ---- dynamics ----------------------------------------------------------------------
+    def advance(self, action: np.ndarray, steps: int = 1, sim=None) -> None:
+        """Run `steps` env steps of one relative action [2] on `sim` (default: the episode's):
+        the package's PD drive toward the target and its physics, without its per-step coverage."""
+        sim = self.sim if sim is None else sim
+        for _ in range(steps):
+            position = np.array(sim.agent.position)
+            target = np.clip(position + MAX_SHIFT * np.asarray(action, np.float64), 0.0, ARENA)
+            for _ in range(SUBSTEPS):
+                acceleration = sim.k_p * (target - np.array(sim.agent.position)) - sim.k_v * np.array(sim.agent.velocity)
+                sim.agent.velocity = tuple(np.array(sim.agent.velocity) + acceleration * DT)
+                sim.space.step(DT)
+
+    def rollout(self, actions: np.ndarray) -> np.ndarray:
+        start, states = self.get_state(), np.zeros((*actions.shape[:2], self.state_dim))
+        for i, sequence in enumerate(actions):
+            self.set_state(start, self.scratch)
+            for t, action in enumerate(np.clip(sequence, -1.0, 1.0)):
+                self.advance(action, 1, self.scratch)
+                states[i, t] = self.get_state(self.scratch)
+        return states
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
+        if action.shape != (2,):
+            raise UserError(f"action must have shape (2,), got {action.shape}")
+        self.advance(action)
+        info = self._info()
+        return self._observation(), -info["goal_distance"], False, False, info
+
+    def close(self):
+        self.sim.close()
+        self.scratch.close()
+
+
+# contact points on the T's outline in the block frame, with outward normals
+_CONTACTS = ([([x, 0.0], [0, -1]) for x in (-50, -25, 0, 25, 50)]
+             + [([x, 30.0], [0, 1]) for x in (-52, -35, 35, 52)]
+             + [([60.0, 15.0], [1, 0]), ([-60.0, 15.0], [-1, 0])]
+             + [([sx * 15.0, y], [sx, 0]) for sx in (-1, 1) for y in (50, 80, 110)]
+             + [([0.0, 120.0], [0, 1])])
+CONTACTS = np.array([p for p, _ in _CONTACTS], float)
+NORMALS = np.array([n for _, n in _CONTACTS], float)
+KEYPOINTS = np.array([[-60.0, 15.0], [60.0, 15.0], [0.0, 120.0], [0.0, 30.0]])
+STANDOFF = AGENT_RADIUS + 4.0  # agent centre's distance from the contact point before a push
+SAFE_RADIUS = T_RADIUS + AGENT_RADIUS + 12.0  # circle the agent walks around the block on
+WALK = 100.0  # px: how far ahead of the agent its target lies while it walks
+
+
+def _keypoints(pose: np.ndarray) -> np.ndarray:
+    """World positions [4, 2] of the T's bar ends, stem end and bar centre at pose (x, y, angle)."""
+    return KEYPOINTS @ _rotation(pose[2]).T + pose[:2]
+
+
+class GymPushTExpert:
+    """Look-ahead push selection, then a walk to the goal's agent position around the block."""
+
+    def __init__(self, env: GymPushTEnv, push_steps: int = 4, speeds: tuple = (1.0, 0.5, 0.2), placed: float = 6.0):
+        self.env, self.push_steps, self.speeds, self.placed = env, push_steps, speeds, placed
+        self.reset()
+
+    def reset(self) -> None:
+        self.plan = None  # (push direction [2], speed, steps left)
+        self.waypoints: list = []
+
+    def _cost(self, state: np.ndarray) -> float:
+        """Mean distance of the T's keypoints to where the goal pose puts them (couples angle and position)."""
+        return float(np.linalg.norm(_keypoints(state[2:5]) - _keypoints(self.env.goal_state[2:5]), axis=-1).mean())
+
+    def _choose_push(self, state: np.ndarray):
+        """Simulate every candidate push from the current block pose; return the best (start, direction, speed)."""
+        env, pose = self.env, state[2:5]
+        rotation = _rotation(pose[2])
+        points, normals = CONTACTS @ rotation.T + pose[:2], NORMALS @ rotation.T
+        best, best_cost = None, self._cost(state)
+        for start, normal in zip(points + normals * STANDOFF, normals):
+            if np.any(start < AGENT_RADIUS + 8) or np.any(start > ARENA - AGENT_RADIUS - 8):
+                continue
+            for speed in self.speeds:
+                trial = state.copy()
+                trial[0:2], trial[5:] = start, 0.0
+                env.set_state(trial, env.scratch)
+                env.advance(-normal * speed, self.push_steps, env.scratch)
+                cost = self._cost(env.get_state(env.scratch))
+                if cost < best_cost - 0.5:
+                    best, best_cost = (start, -normal, speed), cost
+        return best
+
+    def _path(self, agent: np.ndarray, target: np.ndarray, pose: np.ndarray, approach: np.ndarray | None = None) -> list:
+        """Waypoints from the agent to `target` that stay clear of the block: straight if the segment
+        is clear, else out to a circle around the block, along it, and in (along `approach`, the
+        push's outward normal, when given)."""
+        segment = agent + np.linspace(0, 1, 24)[:, None] * (target - agent)
+        if np.all(distance_to_t(segment[1:], pose) > AGENT_RADIUS + 2):
+            return [target]
+        centre, rel = pose[:2], target - pose[:2]
+        if approach is not None:  # the point on the push's outward ray at SAFE_RADIUS from the centre
+            b, c = rel @ approach, rel @ rel - SAFE_RADIUS**2
+            entry = target + approach * (-b + np.sqrt(max(b * b - c, 0.0)))
+        else:
+            entry = centre + rel / max(np.linalg.norm(rel), 1e-6) * SAFE_RADIUS
+        here, there = np.arctan2(*(agent - centre)[::-1]), np.arctan2(*(entry - centre)[::-1])
+        turn = wrap(there - here)
+        angles = here + turn * np.linspace(0, 1, max(int(abs(turn) / 0.3), 1) + 1)
+        circle = centre + SAFE_RADIUS * np.stack([np.cos(angles), np.sin(angles)], -1)
+        inside = lambda p: np.clip(p, AGENT_RADIUS + 8, ARENA - AGENT_RADIUS - 8)  # noqa: E731
+        return [inside(p) for p in circle] + [inside(entry), target]
+
+    def _walk(self, agent: np.ndarray) -> np.ndarray | None:
+        """The action toward the next waypoint (None once they are all reached)."""
+        while self.waypoints:
+            close = 3.0 if len(self.waypoints) == 1 else 10.0
+            if np.linalg.norm(agent - self.waypoints[0]) > close:
+                shift = self.waypoints[0] - agent  # aim at the waypoint itself, at most WALK px ahead
+                return shift / max(np.linalg.norm(shift) / WALK, 1.0) / MAX_SHIFT
+            self.waypoints.pop(0)
+        return None
+
+    def __call__(self) -> np.ndarray:
+        env = self.env
+        state, goal = env.get_state(), env.goal_state
+        agent = state[0:2]
+        if self.plan is not None:
+            direction, speed, left = self.plan
+            if not self.waypoints:
+                self.plan = None if left <= 1 else (direction, speed, left - 1)
+                return direction * speed
+            action = self._walk(agent)
+            return action if action is not None else self.__call__()
+        block_done = (np.linalg.norm(state[2:4] - goal[2:4]) < self.placed and abs(wrap(state[4] - goal[4])) < 0.1)
+        if not block_done:
+            push = self._choose_push(state)
+            if push is not None:
+                start, direction, speed = push
+                self.plan = (direction, speed, self.push_steps)
+                self.waypoints = self._path(agent, start, state[2:5], approach=-direction)
+                return self.__call__()
+        # the block is placed (or no push improves it): walk to the goal's agent position, around the block
+        if not self.waypoints or np.linalg.norm(self.waypoints[-1] - goal[0:2]) > 1e-6:
+            self.waypoints = self._path(agent, goal[0:2], state[2:5])
+        action = self._walk(agent)
+        return np.zeros(2) if action is None else action
