@@ -46,6 +46,14 @@ def _close_rendering_envs() -> None:
         env.close()
 
 
+def new_renderer(env, model: mujoco.MjModel, image_size: int) -> mujoco.Renderer:
+    """A square renderer for `env`, whose `close()` frees it before the GL backend exits."""
+    if not _RENDERING_ENVS:  # registered after the backend's hook, so it runs before it
+        atexit.register(_close_rendering_envs)
+    _RENDERING_ENVS.add(env)
+    return mujoco.Renderer(model, image_size, image_size)
+
+
 def import_package(module: str, requirement: str):
     """Import a suite's package, or a one-line error naming what to install."""
     try:
@@ -290,10 +298,7 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         if not self.pixels:
             return np.zeros((self.image_size, self.image_size, 3), np.uint8)
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
-            if not _RENDERING_ENVS:  # registered after the backend's hook, so it runs before it
-                atexit.register(_close_rendering_envs)
-            _RENDERING_ENVS.add(self)
+            self._renderer = new_renderer(self, self.model, self.image_size)
         self._renderer.update_scene(data, camera=self.camera)
         return self._renderer.render()
 

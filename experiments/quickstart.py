@@ -33,7 +33,8 @@ from infra.files import write_json, write_text
 from worldmodel.trainer import TrainConfig
 from worldmodel.world_model import WorldModelConfig
 
-EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200, "dmc:reacher-easy": 200, "gym-pusht:push-t": 200}  # episodes collected per task (policy "mixed")
+EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200, "dmc:reacher-easy": 200, "gym-pusht:push-t": 200,
+            "ogbench:cube-single": 200}  # episodes collected per task (policy "mixed")
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Quickstart:
     """Collect, pretrain, train the world model, plan, and report: the whole pipeline on one task."""
 
     task: str = "two-room"
-    """Task: two-room, reacher, push-t, cube, dmc:reacher-easy or gym-pusht:push-t."""
+    """Task: two-room, reacher, push-t, cube, or one of the published systems' own: dmc:reacher-easy,
+    gym-pusht:push-t, ogbench:cube-single."""
     out: Path = Path("runs/quickstart")
     """Run folder (data/, encoder/, world_model/, plan_eval/, report.md, metrics.json)."""
     episodes: int = 0

@@ -83,3 +83,21 @@ def test_gym_pusht_state_round_trips_and_the_published_test_counts_agent_and_blo
     turned[4] += np.pi / 9 + 0.01
     assert not env.is_success(turned, goal)
     env.close()
+
+
+def test_ogbench_cube_success_is_the_packages_radius_and_rollouts_match_steps():
+    env = make_task("ogbench:cube-single", pixels=False)
+    env.reset(seed=4)
+    state = env.get_state()
+    actions = np.random.default_rng(0).uniform(-1, 1, (1, 3, 5))
+    rolled = env.rollout(actions)  # the ceiling's rollout: the same steps, the episode untouched
+    np.testing.assert_allclose(env.get_state(), state)
+    for action in actions[0]:
+        env.step(action)
+    np.testing.assert_allclose(rolled[0, -1], env.get_state(), atol=1e-8)
+    goal = state.copy()
+    for shift, expected in ((0.035, True), (0.045, False)):  # OGBench's test: the cube within 0.04 m
+        moved = state.copy()
+        moved[env._cube] += shift
+        assert env.is_success(moved, goal) == expected
+    env.close()
