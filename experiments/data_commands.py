@@ -41,9 +41,10 @@ class Tasks:
             }
             env.close()
         if not self.json:
+            width, gym_width = max(map(len, rows)), max(len(row["gym_id"]) for row in rows.values())
             for name, row in rows.items():
-                print(f"{name:9s} {row['gym_id']:16s} actions {row['action_dim']}  proprio {row['proprio_dim']}  "
-                      f"steps {row['episode_steps']:3d}  {row['summary']}\n{'':9s} success: {row['success']}")
+                print(f"{name:{width}s} {row['gym_id']:{gym_width}s} actions {row['action_dim']}  proprio {row['proprio_dim']}  "
+                      f"steps {row['episode_steps']:3d}  {row['summary']}\n{'':{width}s} success: {row['success']}")
             print("metaworld:<task>-v3 (e.g. metaworld:reach-v3): the Meta-World v3 tasks, for collect, imitate and policy-eval;"
                   " see envs/metaworld_tasks.py")
         return rows
