@@ -54,6 +54,22 @@ def new_renderer(env, model: mujoco.MjModel, image_size: int) -> mujoco.Renderer
     return mujoco.Renderer(model, image_size, image_size)
 
 
+def read_state(data: mujoco.MjData) -> np.ndarray:
+    """A MuJoCo simulation's full state: qpos then qvel, float64."""
+    return np.concatenate([data.qpos, data.qvel])
+
+
+def write_state(env, data: mujoco.MjData, state: np.ndarray) -> None:
+    """Set `env.model`'s simulation `data` to a full state (qpos then qvel; controls zeroed) and
+    recompute what derives from it; a wrong shape is a one-line error."""
+    state = np.asarray(state, dtype=np.float64)
+    if state.shape != (env.state_dim,):
+        raise UserError(f"{type(env).__name__} state must have shape ({env.state_dim},), got {state.shape}")
+    data.qpos[:], data.qvel[:] = state[: env.model.nq], state[env.model.nq:]
+    data.ctrl[:] = 0.0
+    mujoco.mj_forward(env.model, data)
+
+
 def import_package(module: str, requirement: str):
     """Import a suite's package, or a one-line error naming what to install."""
     try:
@@ -133,7 +149,17 @@ class GoalStateTaskEnv(TaskEnv):
         raise NotImplementedError
 
     def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
-        """Pixels of the current state, or of any given state (without disturbing the episode)."""
+        """Pixels of the current state, or of any given state (drawn from the scratch simulation,
+        the episode left as it is); black frames when the env was made with `pixels=False`."""
+        if not self.pixels:
+            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        if state is None:
+            return self.draw()
+        self.set_state(state, self.scratch)
+        return self.draw(self.scratch)
+
+    def draw(self, sim=None) -> np.ndarray:
+        """The observation camera's frame [H, W, 3] uint8 of `sim` (None: the episode's simulation)."""
         raise NotImplementedError
 
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
@@ -152,10 +178,30 @@ class GoalStateTaskEnv(TaskEnv):
         """Probe targets [N, K] (in `probe_names` order) from true states [N, S]."""
         raise NotImplementedError
 
+    def advance(self, action: np.ndarray, sim=None) -> None:
+        """One env step of a clipped action [A] on `sim`: the episode's simulation (None) or the
+        scratch one `get_state`, `set_state` and `rollout` also take."""
+        raise NotImplementedError
+
     def rollout(self, actions: np.ndarray) -> np.ndarray:
         """States [S, T, state] after each of T env steps of S action sequences [S, T, A], each
-        from the current state, without disturbing the episode (the planner's ceiling)."""
-        raise NotImplementedError
+        from the current state, on the scratch simulation (the episode is left as it is): the
+        planner's ceiling."""
+        start, states = self.get_state(), np.zeros((*actions.shape[:2], self.state_dim))
+        for i, sequence in enumerate(np.clip(actions, -1.0, 1.0)):
+            self.set_state(start, self.scratch)
+            for t, action in enumerate(sequence):
+                self.advance(action, self.scratch)
+                states[i, t] = self.get_state(self.scratch)
+        return states
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
+        if action.shape != self.action_space.shape:
+            raise UserError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        self.advance(action)
+        info = self._info()
+        return self._observation(), -info["goal_distance"], False, False, info
 
     def is_success(self, state: np.ndarray | None = None, goal: np.ndarray | None = None) -> bool:
         """The task's own success criterion for `state` (default: now) against `goal`."""
@@ -247,19 +293,10 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         return self.model.nq + self.model.nv
 
     def get_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
-        """Full simulator state: qpos then qvel, float64."""
-        data = self.data if data is None else data
-        return np.concatenate([data.qpos, data.qvel])
+        return read_state(self.data if data is None else data)
 
     def set_state(self, state: np.ndarray, data: mujoco.MjData | None = None) -> None:
-        """Set the full simulator state and recompute derived quantities."""
-        data = self.data if data is None else data
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (self.state_dim,):
-            raise UserError(f"{type(self).__name__} state must have shape ({self.state_dim},), got {state.shape}")
-        data.qpos[:], data.qvel[:] = state[: self.model.nq], state[self.model.nq:]
-        data.ctrl[:] = 0.0
-        mujoco.mj_forward(self.model, data)
+        write_state(self, self.data if data is None else data, state)
 
     def sample_qpos(self, rng: np.random.Generator) -> np.ndarray:
         """A random valid configuration (used for starts and random goals)."""
@@ -278,28 +315,16 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         ends = states[:, self.frame_skip - 1:: self.frame_skip]  # [S, T, nstate]; [0] is the time
         return ends[..., 1: 1 + self.model.nq + self.model.nv]
 
-    # ---- gymnasium API -----------------------------------------------------------------
-    def step(self, action):
-        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
-        if action.shape != self.action_space.shape:
-            raise UserError(f"action must have shape {self.action_space.shape}, got {action.shape}")
-        self.data.ctrl[:] = self.controls(action)
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
-        info = self._info()
-        return self._observation(), -info["goal_distance"], False, False, info
+    # ---- dynamics ----------------------------------------------------------------------
+    def advance(self, action: np.ndarray, data: mujoco.MjData | None = None) -> None:
+        data = self.data if data is None else data
+        data.ctrl[:] = self.controls(action)
+        mujoco.mj_step(self.model, data, nstep=self.frame_skip)
 
-    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
-        """Pixels of the current state, or of any given state (without disturbing the episode)."""
-        if state is None:
-            data = self.data
-        else:
-            self.set_state(state, self.scratch)
-            data = self.scratch
-        if not self.pixels:
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
+    def draw(self, data: mujoco.MjData | None = None) -> np.ndarray:
         if self._renderer is None:
             self._renderer = new_renderer(self, self.model, self.image_size)
-        self._renderer.update_scene(data, camera=self.camera)
+        self._renderer.update_scene(self.data if data is None else data, camera=self.camera)
         return self._renderer.render()
 
     def proprio_of(self, state: np.ndarray) -> np.ndarray:

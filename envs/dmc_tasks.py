@@ -19,11 +19,12 @@ only supplies the model. What follows the suite and what follows the planning pr
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 
-from envs.base import MujocoTaskEnv, import_package
+from envs.base import import_package
+from envs.reacher import ReacherEnv, fingertip, wrap
 
-PREFIX = "dmc:"
 TARGET_SIZES = {"easy": 0.05, "hard": 0.015}  # dm_control.suite.reacher's _BIG_TARGET, _SMALL_TARGET
 FINGER_RADIUS = 0.01
 WRIST_RANGE = np.deg2rad(160.0)
@@ -36,8 +37,10 @@ def _reacher_model_xml() -> tuple[str, dict]:
     return xml.decode(), assets
 
 
-class DMCReacherEnv(MujocoTaskEnv):
-    """DeepMind Control reacher (easy target); goal: the fingertip where the goal state has it."""
+class DMCReacherEnv(ReacherEnv):
+    """DeepMind Control reacher (easy target); goal: the fingertip where the goal state has it. Its
+    links have the project's reacher's lengths, so the kinematics, proprio and probes are that
+    task's (`envs/reacher.py`)."""
 
     camera = "fixed"
     default_frame_skip = 2  # action repeat of stable-worldmodel's DMC wrapper
@@ -45,47 +48,28 @@ class DMCReacherEnv(MujocoTaskEnv):
     target_size = TARGET_SIZES["easy"]
     tolerance = np.array([TARGET_SIZES["easy"] + FINGER_RADIUS])
     success_criterion = ("the suite's test: fingertip within target + finger radius (0.06 m) of the goal state's "
-                         "fingertip (reach 0.22 m)")
+                         "fingertip (reach 0.24 m)")
     probe_names = ("fingertip_x", "fingertip_y", "shoulder_cos", "shoulder_sin", "wrist")
-    position_names = ("fingertip_x", "fingertip_y")
-    planning_recipe = {"world_model": {"moments": 4, "proprio": True}}  # as the project's reacher (envs/reacher.py)
 
     def build_model(self):
-        import mujoco
-
         xml, assets = _reacher_model_xml()
         model = mujoco.MjModel.from_xml_string(xml, assets)
         target = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, "target")
         model.geom_size[target, 0] = self.target_size
         model.geom_rgba[target, 3] = 0.0
-        model.mat_rgba[model.geom_matid[target], 3] = 0.0
-        model.geom_matid[target] = -1  # the material's colour would override the geom's alpha
+        model.geom_matid[target] = -1  # its material's colour would override the geom's alpha
         return model
 
-    def fingertips(self, states: np.ndarray) -> np.ndarray:
-        """Fingertip (x, y) [..., 2] of states [..., S], by the model's own kinematics."""
-        shoulder, wrist = states[..., 0], states[..., 0] + states[..., 1]
-        arm, hand = self.model.body_pos[self.model.body("hand").id][0], self.model.body_pos[self.model.body("finger").id][0]
-        return np.stack([arm * np.cos(shoulder) + hand * np.cos(wrist), arm * np.sin(shoulder) + hand * np.sin(wrist)], -1)
-
-    def probe_variables(self, states):
-        return np.column_stack([self.fingertips(states), np.cos(states[:, 0]), np.sin(states[:, 0]), states[:, 1]])
-
-    def proprio(self, data):
-        q = data.qpos
-        return np.array([np.cos(q[0]), np.sin(q[0]), q[1], data.qvel[0], data.qvel[1]])
+    def controls(self, action):
+        return action  # the suite's torque motors take [-1, 1] as they are
 
     def sample_qpos(self, rng):
         # dm_control's randomize_limited_and_rotational_joints: the shoulder anywhere, the wrist in its range
         return np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-WRIST_RANGE, WRIST_RANGE)])
 
-    def goal_error(self, state, goal):
-        return np.linalg.norm(self.fingertips(state) - self.fingertips(goal), axis=-1)[..., None]
-
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
-        target = self.model.geom("target").id
-        self.model.geom_pos[target, :2] = self.fingertips(self.goal_state)  # where the suite's test measures from
+        self.model.geom_pos[self.model.geom("target").id, :2] = fingertip(self.goal_state[:2])  # where the suite's test measures from
         return obs, info
 
 
@@ -100,5 +84,5 @@ class DMCReacherExpert:
 
     def __call__(self) -> np.ndarray:
         q, v, goal = self.env.data.qpos, self.env.data.qvel, self.env.goal_state
-        error = np.array([(goal[0] - q[0] + np.pi) % (2 * np.pi) - np.pi, goal[1] - q[1]])
+        error = np.array([wrap(goal[0] - q[0]), goal[1] - q[1]])
         return np.clip(self.stiffness * error - self.damping * v, -1.0, 1.0)

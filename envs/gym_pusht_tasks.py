@@ -29,7 +29,6 @@ from envs.base import GoalStateTaskEnv, check_image_size, import_package
 from envs.push_t import wrap
 from infra.errors import UserError
 
-PREFIX = "gym-pusht:"
 ARENA = 512.0
 AGENT_RADIUS = 15.0
 MAX_SHIFT = 100.0  # px: how far ahead of the agent an action of norm 1 puts its target
@@ -110,14 +109,8 @@ class GymPushTEnv(GoalStateTaskEnv):
             if distance_to_t(agent, block) > AGENT_RADIUS + 5:
                 return np.concatenate([agent, block, np.zeros(5)])
 
-    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
-        if not self.pixels:
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        sim = self.sim
-        if state is not None:
-            self.set_state(state, self.scratch)
-            sim = self.scratch
-        return sim._render(visualize=False)  # the package's observation drawing, at the observation size
+    def draw(self, sim=None) -> np.ndarray:
+        return (self.sim if sim is None else sim)._render(visualize=False)  # the package's observation drawing, at the observation size
 
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
         """Agent position (scaled to [-1, 1]) and velocity (per 512 px)."""
@@ -131,9 +124,9 @@ class GymPushTEnv(GoalStateTaskEnv):
         return np.column_stack([states[:, 2:4], np.cos(states[:, 4]), np.sin(states[:, 4]), states[:, 0:2]])
 
     # ---- dynamics ----------------------------------------------------------------------
-    def advance(self, action: np.ndarray, steps: int = 1, sim=None) -> None:
-        """Run `steps` env steps of one relative action [2] on `sim` (default: the episode's):
-        the package's PD drive toward the target and its physics, without its per-step coverage."""
+    def advance(self, action: np.ndarray, sim=None, steps: int = 1) -> None:
+        """`steps` env steps of one relative action [2] on `sim` (default: the episode's): the
+        package's PD drive toward the target and its physics, without its per-step coverage."""
         sim = self.sim if sim is None else sim
         for _ in range(steps):
             position = np.array(sim.agent.position)
@@ -143,22 +136,6 @@ class GymPushTEnv(GoalStateTaskEnv):
                 sim.agent.velocity = tuple(np.array(sim.agent.velocity) + acceleration * DT)
                 sim.space.step(DT)
 
-    def rollout(self, actions: np.ndarray) -> np.ndarray:
-        start, states = self.get_state(), np.zeros((*actions.shape[:2], self.state_dim))
-        for i, sequence in enumerate(actions):
-            self.set_state(start, self.scratch)
-            for t, action in enumerate(np.clip(sequence, -1.0, 1.0)):
-                self.advance(action, 1, self.scratch)
-                states[i, t] = self.get_state(self.scratch)
-        return states
-
-    def step(self, action):
-        action = np.asarray(action, dtype=np.float64).clip(-1.0, 1.0)
-        if action.shape != (2,):
-            raise UserError(f"action must have shape (2,), got {action.shape}")
-        self.advance(action)
-        info = self._info()
-        return self._observation(), -info["goal_distance"], False, False, info
 
     def close(self):
         self.sim.close()
@@ -212,7 +189,7 @@ class GymPushTExpert:
                 trial = state.copy()
                 trial[0:2], trial[5:] = start, 0.0
                 env.set_state(trial, env.scratch)
-                env.advance(-normal * speed, self.push_steps, env.scratch)
+                env.advance(-normal * speed, env.scratch, self.push_steps)
                 cost = self._cost(env.get_state(env.scratch))
                 if cost < best_cost - 0.5:
                     best, best_cost = (start, -normal, speed), cost

@@ -27,10 +27,9 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.base import GoalStateTaskEnv, check_image_size, import_package, new_renderer
+from envs.base import GoalStateTaskEnv, check_image_size, import_package, new_renderer, read_state, write_state
 from infra.errors import UserError
 
-PREFIX = "ogbench:"
 PHYSICS_STEPS = 25  # 0.05 s control step / 0.002 s physics step, the package's
 CENTRE, SCALE = np.array([0.425, 0.0, 0.0]), 10.0  # OGBench's normalisation of workspace positions
 VISUAL_GROUP, HIDDEN_GROUP = 2, 5  # the package's visual meshes; a geom group MuJoCo does not draw by default
@@ -84,16 +83,10 @@ class OGBenchCubeEnv(GoalStateTaskEnv):
 
     # ---- state -------------------------------------------------------------------------
     def get_state(self, data: mujoco.MjData | None = None) -> np.ndarray:
-        data = self.data if data is None else data
-        return np.concatenate([data.qpos, data.qvel])
+        return read_state(self.data if data is None else data)
 
     def set_state(self, state: np.ndarray, data: mujoco.MjData | None = None) -> None:
-        data = self.data if data is None else data
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape != (self.state_dim,):
-            raise UserError(f"{type(self).__name__} state must have shape ({self.state_dim},), got {state.shape}")
-        data.qpos[:], data.qvel[:] = state[: self.model.nq], state[self.model.nq:]
-        mujoco.mj_forward(self.model, data)
+        write_state(self, self.data if data is None else data, state)
 
     def cube(self, states: np.ndarray) -> np.ndarray:
         """The cube's position [..., 3] in states [..., S]."""
@@ -112,16 +105,10 @@ class OGBenchCubeEnv(GoalStateTaskEnv):
         mujoco.mj_forward(self.model, self.scratch)
         return self.get_state(self.scratch)
 
-    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
-        if not self.pixels:
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        data = self.data
-        if state is not None:
-            self.set_state(state, self.scratch)
-            data = self.scratch
+    def draw(self, data: mujoco.MjData | None = None) -> np.ndarray:
         if self._renderer is None:
             self._renderer = new_renderer(self, self.model, self.image_size)
-        self._renderer.update_scene(data, camera="front_pixels", scene_option=self.sim._scene_option)
+        self._renderer.update_scene(self.data if data is None else data, camera="front_pixels", scene_option=self.sim._scene_option)
         return self._renderer.render()
 
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
@@ -144,21 +131,13 @@ class OGBenchCubeEnv(GoalStateTaskEnv):
         return np.column_stack([self.cube(states), effector])
 
     # ---- dynamics ----------------------------------------------------------------------
-    def _advance(self, action: np.ndarray, data: mujoco.MjData) -> None:
-        """One env step on `data`: the package's controller, physics and contact forces."""
+    def advance(self, action: np.ndarray, data: mujoco.MjData | None = None) -> None:
+        """One env step on `data` (default: the episode's): the package's controller, physics and contact forces."""
+        data = self.data if data is None else data
         with self._on(data) as sim:
             sim.set_control(np.clip(action, -1.0, 1.0))
             mujoco.mj_step(self.model, data, nstep=PHYSICS_STEPS)
             mujoco.mj_rnePostConstraint(self.model, data)  # the gripper's contact reading uses them
-
-    def rollout(self, actions: np.ndarray) -> np.ndarray:
-        start, states = self.get_state(), np.zeros((*actions.shape[:2], self.state_dim))
-        for i, sequence in enumerate(actions):
-            self.set_state(start, self.scratch)
-            for t, action in enumerate(sequence):
-                self._advance(action, self.scratch)
-                states[i, t] = self.get_state(self.scratch)
-        return states
 
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
@@ -166,14 +145,6 @@ class OGBenchCubeEnv(GoalStateTaskEnv):
         goal, target = self.goal_state[self._cube: self._cube + 7], self.sim._cube_target_mocap_ids[0]
         self.data.mocap_pos[target], self.data.mocap_quat[target] = goal[:3], goal[3:]
         return obs, info
-
-    def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (5,):
-            raise UserError(f"action must have shape (5,), got {action.shape}")
-        self._advance(action, self.data)
-        info = self._info()
-        return self._observation(), -info["goal_distance"], False, False, info
 
     def close(self):
         if self._renderer is not None:

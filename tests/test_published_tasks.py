@@ -12,6 +12,7 @@ import torch
 from agents.mpc import MPCConfig, with_preset
 from agents.planner import horizon_cost
 from envs import make_task
+from envs.reacher import fingertip
 from experiments.cli import main
 from infra.errors import UserError
 
@@ -21,11 +22,11 @@ def test_dmc_reacher_is_the_suites_model_with_its_success_radius():
     assert env.model.nu == 2 and np.allclose(env.model.actuator_gear[:, 0], 0.05)  # the suite's torque motors
     env.reset(seed=0, options={"goal": np.array([0.5, 0.0, 0.0, 0.0])})  # arm stretched: the fingertip 0.22 m out
     target = env.model.geom("target").id
-    assert np.allclose(env.model.geom_pos[target, :2], env.fingertips(env.goal_state))
+    assert np.allclose(env.model.geom_pos[target, :2], fingertip(env.goal_state[:2]))
     # the suite's own test: finger to target no further than target + finger radius (easy: 0.06 m)
     env.set_state(env.goal_state)
     finger = env.data.geom_xpos[env.model.geom("finger").id][:2]
-    assert np.allclose(finger, env.fingertips(env.goal_state), atol=1e-6), "fingertips() must be the model's kinematics"
+    assert np.allclose(finger, fingertip(env.goal_state[:2]), atol=1e-6), "the suite's links must have the reacher's lengths"
     moved = env.goal_state.copy()
     for shoulder, expected in ((0.2, True), (0.4, False)):  # 0.2 rad moves it 0.044 m, 0.4 rad 0.088 m
         moved[0] = env.goal_state[0] + shoulder
