@@ -1,6 +1,7 @@
-"""The published systems' own tasks behind our task interface (envs/dmc_tasks.py): the suite's model
-and success test, the whole pipeline at tiny budgets, and the errors for unknown names or a missing
-package. The gymnasium contract, experts and state get/set run in tests/test_envs.py, over every task."""
+"""The published systems' own tasks behind our task interface (envs/dmc_tasks.py, gym_pusht_tasks.py,
+ogbench_tasks.py): their success tests, the ceiling's rollouts, the whole pipeline and imitation at
+tiny budgets, LeWM's planner preset, and the errors for unknown names or a missing package. The
+gymnasium contract, experts and state get/set run in tests/test_envs.py, over every task."""
 
 import json
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from agents.mpc import MPCConfig, with_preset
 from agents.planner import horizon_cost
+from conftest import TINY
 from envs import make_task
 from envs.reacher import fingertip
 from experiments.cli import main
@@ -34,17 +36,26 @@ def test_dmc_reacher_is_the_suites_model_with_its_success_radius():
     env.close()
 
 
-def test_dmc_reacher_quickstart_runs_end_to_end(tmp_path, capsys):
+@pytest.mark.parametrize("task, ceiling", [("dmc:reacher-easy", 1), ("gym-pusht:push-t", 1), ("ogbench:cube-single", 0)])
+def test_quickstart_runs_end_to_end_on_each_published_task(tmp_path, capsys, task, ceiling):
+    """collect -> pretrain -> train-wm (the task's recipe) -> plan-eval, at tiny budgets (OGBench's
+    ceiling takes minutes per episode: its rollouts are checked in the test below)."""
     out = tmp_path / "qs"
-    assert main(["quickstart", "--task", "dmc:reacher-easy", "--out", str(out), "--episodes", "4", "--pretrain-steps", "2",
-                 "--wm-steps", "2", "--pairs", "1", "--seeds", "0", "--workers", "1", "--json"]) == 0
+    assert main(["quickstart", "--task", task, "--out", str(out), "--episodes", "4", "--pretrain-steps", "2", "--wm-steps", "2",
+                 "--pairs", "1", "--seeds", "0", "--workers", "1", "--ceiling-pairs", str(ceiling), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["task"] == "dmc:reacher-easy" and result["ceiling"] is not None and result["floor"] is not None
-    # the published planner on the same run
-    assert main(["plan-eval", "--run", str(out), "--preset", "lewm", "--pairs", "1", "--seeds", "0",
-                 "--ceiling-pairs", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["planner"] == "cem-lewm" and result["final_only"] and result["execute"] == 5
+    assert result["task"] == task and result["floor"] is not None and (result["ceiling"] is not None) == bool(ceiling)
+    if task == "dmc:reacher-easy":  # the published planner on the same run
+        assert main(["plan-eval", "--run", str(out), "--preset", "lewm", "--pairs", "1", "--seeds", "0", "--ceiling-pairs", "1", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["planner"] == "cem-lewm" and result["final_only"] and result["execute"] == 5
+
+
+def test_imitation_runs_on_gym_pusht(tmp_path):
+    demos, run = tmp_path / "demos", tmp_path / "policy"
+    assert main(["collect", "--task", "gym-pusht:push-t", "--policy", "expert", "--episodes", "2", "--out", str(demos), "--workers", "1"]) == 0
+    assert main(["imitate", "--data", str(demos), "--out", str(run), "--train.steps", "2", *TINY]) == 0
+    assert main(["policy-eval", "--run", str(run), "--episodes", "1", "--seeds", "0", "--steps", "3", "--no-baselines"]) == 0
 
 
 def test_unknown_suite_task_and_missing_package_are_one_line_errors(monkeypatch):
