@@ -171,6 +171,7 @@ class GymPushTExpert:
     def reset(self) -> None:
         self.plan = None  # (push direction [2], speed, steps left)
         self.waypoints: list = []
+        self.unimproved = None  # the block pose from which no push improved (the search depends on nothing else)
 
     def _cost(self, state: np.ndarray) -> float:
         """Mean distance of the T's keypoints to where the goal pose puts them (couples angle and position)."""
@@ -237,9 +238,11 @@ class GymPushTExpert:
             action = self._walk(agent)
             return action if action is not None else self.__call__()
         block_done = (np.linalg.norm(state[2:4] - goal[2:4]) < self.placed and abs(wrap(state[4] - goal[4])) < 0.1)
-        if not block_done:
+        if not block_done and not np.array_equal(state[2:5], self.unimproved):
             push = self._choose_push(state)
-            if push is not None:
+            if push is None:
+                self.unimproved = state[2:5].copy()
+            else:
                 start, direction, speed = push
                 self.plan = (direction, speed, self.push_steps)
                 self.waypoints = self._path(agent, start, state[2:5], approach=-direction)
