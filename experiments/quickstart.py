@@ -185,7 +185,7 @@ Episodes: {results['default']['episodes']} per setting ({results['default']['pai
 
 Open-loop rollout at {rollout['env_steps'][k]} env steps: latent error {rollout['latent_error'][k]:.4f} (copy-last {rollout['copy_last_error'][k]:.4f},
 shuffled actions {rollout['shuffled_action_error'][k]:.4f}); probe-decoded position error {rollout['position_error'][k]:.4f}
-against a success tolerance of {rollout['success_tolerance']}.
+against a success tolerance of {rollout['success_tolerance']:g}.
 
 ![results](report.png)
 
