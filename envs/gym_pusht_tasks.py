@@ -97,7 +97,8 @@ class GymPushTEnv(GoalStateTaskEnv):
         sim.block.angle = float(state[4])  # before the position: pymunk turns the body about its centre of gravity
         sim.block.position = tuple(state[2:4])
         sim.block.velocity, sim.block.angular_velocity = tuple(state[7:9]), float(state[9])
-        sim.space.reindex_shapes_for_body(sim.block)
+        for body in (sim.agent, sim.block):  # pymunk draws shapes where they were last indexed, not where their bodies are
+            sim.space.reindex_shapes_for_body(body)
 
     def random_state(self, rng: np.random.Generator) -> np.ndarray:
         while True:  # the block where the package puts it, whole and clear of the walls
