@@ -97,6 +97,19 @@ def test_gym_pusht_state_round_trips_and_the_published_test_counts_agent_and_blo
     env.close()
 
 
+def test_gym_pusht_draws_a_set_state_as_the_episode_drew_it():
+    """pymunk draws shapes where they were last indexed: a state set (a goal image, a reset) must
+    move the agent's and the block's shapes too."""
+    env, other = make_task("gym-pusht:push-t", image_size=32), make_task("gym-pusht:push-t", image_size=32)
+    env.reset(seed=5)
+    for _ in range(3):
+        frame = env.step(np.array([0.8, 0.3]))[0]["pixels"]
+    other.reset(seed=6)
+    np.testing.assert_array_equal(other.render_state(env.get_state()), frame)
+    env.close()
+    other.close()
+
+
 def test_ogbench_cube_success_is_the_packages_radius_and_rollouts_match_steps():
     env = make_task("ogbench:cube-single", pixels=False)
     env.reset(seed=4)
