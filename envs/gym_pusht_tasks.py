@@ -61,10 +61,9 @@ class GymPushTEnv(GoalStateTaskEnv):
     success_criterion = "agent and block positions within 20 (L2 of both errors together, arena 512) and block angle within pi/9"
     probe_names = ("block_x", "block_y", "block_cos", "block_sin", "agent_x", "agent_y")
     position_names = ("block_x", "block_y")
-    # moments of 8 colours and proprio in the state: with 4 to 6, k-means lumps the slate block and the
-    # blue agent into one colour and a ridge read-out of the moments misses the block's angle (R2 about
-    # 0); with 8 it reads it at 0.82-0.87 (1,500 frames of random states, BENCHMARKS.md)
-    planning_recipe = {"world_model": {"moments": 8, "proprio": True}}
+    # as the project's PushT (envs/push_t.py); 8 colours, which separate the block from the agent, plan
+    # worse (BENCHMARKS.md, The published systems' own tasks)
+    planning_recipe = {"world_model": {"moments": 4, "proprio": True}}
     state_dim = 10  # agent x, y; block x, y, angle; agent vx, vy; block vx, vy, angular velocity
 
     def __init__(self, image_size: int = 64, frame_skip: int | None = None, render_mode: str | None = "rgb_array", pixels: bool = True):
