@@ -130,8 +130,9 @@ class TaskEnv(gym.Env):
 class GoalStateTaskEnv(TaskEnv):
     """A task whose full simulator state can be read and set and whose goal is a full state
     (`settable_state`), whatever simulator runs it: subclasses give the state (`get_state`,
-    `set_state`, `render_state`, `proprio_of`, `random_state`) and the goal criterion
-    (`goal_error` against `tolerance`); episodes, goal images and success are shared."""
+    `set_state`, `random_state`, `proprio_of`, each on the episode's simulation or a `scratch` one),
+    one env step (`advance`), a frame (`draw`) and the goal criterion (`goal_error` against
+    `tolerance`); episodes, steps, goal images, success and the ceiling's rollouts are shared."""
 
     settable_state = True
     tolerance: np.ndarray = np.zeros(1)

@@ -60,9 +60,6 @@ class DMCReacherEnv(ReacherEnv):
         model.geom_matid[target] = -1  # its material's colour would override the geom's alpha
         return model
 
-    def controls(self, action):
-        return action  # the suite's torque motors take [-1, 1] as they are
-
     def sample_qpos(self, rng):
         # dm_control's randomize_limited_and_rotational_joints: the shoulder anywhere, the wrist in its range
         return np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-WRIST_RANGE, WRIST_RANGE)])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from envs import push_t
 from envs.base import GoalStateTaskEnv, check_image_size, import_package
 from envs.push_t import wrap
 from infra.errors import UserError
@@ -46,11 +47,8 @@ def _rotation(angle) -> np.ndarray:
 
 
 def distance_to_t(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Distance of world points [..., 2] to the T at pose (x, y, angle); 0 inside."""
-    local = (np.asarray(points) - pose[:2]) @ _rotation(pose[2])  # world -> block frame
-    dx = np.maximum(np.maximum(T_RECTS[:, 0] - local[..., None, 0], local[..., None, 0] - T_RECTS[:, 1]), 0)
-    dy = np.maximum(np.maximum(T_RECTS[:, 2] - local[..., None, 1], local[..., None, 1] - T_RECTS[:, 3]), 0)
-    return np.hypot(dx, dy).min(-1)
+    """Distance of world points [..., 2] to the package's T at pose (x, y, angle); 0 inside."""
+    return push_t.distance_to_t(points, pose, T_RECTS)
 
 
 class GymPushTEnv(GoalStateTaskEnv):
@@ -105,7 +103,8 @@ class GymPushTEnv(GoalStateTaskEnv):
     def random_state(self, rng: np.random.Generator) -> np.ndarray:
         while True:  # the block where the package puts it, whole and clear of the walls
             block = np.array([*rng.uniform(100, 400, 2), rng.uniform(-np.pi, np.pi)])
-            if np.all((T_CORNERS @ _rotation(block[2]).T + block[:2] > WALL_MARGIN) & (T_CORNERS @ _rotation(block[2]).T + block[:2] < ARENA - WALL_MARGIN)):
+            corners = T_CORNERS @ _rotation(block[2]).T + block[:2]
+            if np.all((corners > WALL_MARGIN) & (corners < ARENA - WALL_MARGIN)):
                 break
         while True:  # the agent anywhere the package puts it, clear of the block
             agent = rng.uniform(50, 450, 2)
@@ -138,7 +137,6 @@ class GymPushTEnv(GoalStateTaskEnv):
                 acceleration = sim.k_p * (target - np.array(sim.agent.position)) - sim.k_v * np.array(sim.agent.velocity)
                 sim.agent.velocity = tuple(np.array(sim.agent.velocity) + acceleration * DT)
                 sim.space.step(DT)
-
 
     def close(self):
         self.sim.close()

@@ -6,7 +6,7 @@ The package's scene, controller and camera run unchanged: actions in [-1, 1]^5 a
 end-effector moves (x, y, z, yaw) and gripper command, turned into joint targets by its
 differential IK and PD servos, 25 physics steps of 2 ms per env step; frames come from its
 `front_pixels` camera with the arm drawn transparent, as in `visual-cube-single-v0`, with two
-changes that make software rendering 3x faster: shadows and multisampling are off, as for every
+changes that make software rendering cheaper: shadows and multisampling are off, as for every
 task here, and the UR5e's links, which OGBench draws at 10% opacity, are left out (122k of the
 scene's 185k mesh faces; the gripper and the cube are drawn as OGBench draws them). On top of it:
 

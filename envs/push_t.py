@@ -25,13 +25,14 @@ def wrap(angle):
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
-def distance_to_t(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Distance of world points [..., 2] to the T at pose (x, y, angle); 0 inside."""
+def distance_to_t(points: np.ndarray, pose: np.ndarray, rects: np.ndarray = T_RECTS) -> np.ndarray:
+    """Distance of world points [..., 2] to the T made of `rects` (block frame (x_min, x_max, y_min,
+    y_max) rectangles) at pose (x, y, angle); 0 inside."""
     c, s = np.cos(pose[2]), np.sin(pose[2])
-    local = points - pose[:2]
+    local = np.asarray(points) - pose[:2]
     local = np.stack([c * local[..., 0] + s * local[..., 1], -s * local[..., 0] + c * local[..., 1]], -1)
-    dx = np.maximum(np.maximum(T_RECTS[:, 0] - local[..., None, 0], local[..., None, 0] - T_RECTS[:, 1]), 0)
-    dy = np.maximum(np.maximum(T_RECTS[:, 2] - local[..., None, 1], local[..., None, 1] - T_RECTS[:, 3]), 0)
+    dx = np.maximum(np.maximum(rects[:, 0] - local[..., None, 0], local[..., None, 0] - rects[:, 1]), 0)
+    dy = np.maximum(np.maximum(rects[:, 2] - local[..., None, 1], local[..., None, 1] - rects[:, 3]), 0)
     return np.hypot(dx, dy).min(-1)
 
 

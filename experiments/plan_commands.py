@@ -74,6 +74,8 @@ class PlanEval:
         setting, seeds = setting_of(task, self.setting), parse_seeds(self.seeds)
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
+        if self.ceiling_pairs < 0:
+            raise UserError(f"--ceiling-pairs must be 0 or more, got {self.ceiling_pairs}")
         mpc_cfg, goal_proprio, prior = self._options(setting, model)
         policy = self._prior_policy(prior, task, model.image_size) if prior is not None else None
         physics_skip = env_frame_skip(config)

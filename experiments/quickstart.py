@@ -34,7 +34,7 @@ from worldmodel.trainer import TrainConfig
 from worldmodel.world_model import WorldModelConfig
 
 # where the ceiling's rollouts step the simulator in Python (`GoalStateTaskEnv.rollout`): about 15 s
-# (gym-pusht) and 2 minutes (OGBench, its IK controller) per ceiling episode with the default planner
+# (gym-pusht) and nearly 3 minutes (OGBench, its IK controller) per ceiling episode with the default planner
 CEILING_PAIRS = {"gym-pusht:push-t": 3, "ogbench:cube-single": 1}
 EPISODES = {"two-room": 200, "reacher": 200, "push-t": 200, "cube": 200, "dmc:reacher-easy": 200, "gym-pusht:push-t": 200,
             "ogbench:cube-single": 200}  # episodes collected per task (policy "mixed")
@@ -85,6 +85,8 @@ class Quickstart:
         parse_seeds(self.seeds)  # bad evaluation and training options fail now, not after the training stages
         if self.pairs < 1:
             raise UserError(f"--pairs must be positive, got {self.pairs}")
+        if self.ceiling_pairs is not None and self.ceiling_pairs < 0:
+            raise UserError(f"--ceiling-pairs must be 0 or more, got {self.ceiling_pairs}")
         mpc = MPCConfig(planner=self.planner, distance_weight=None if self.distance_steps else 0.0)
         with_preset(mpc, self.preset)  # an unknown preset fails now, not after the training stages
         ceiling_pairs = CEILING_PAIRS.get(self.task, 10) if self.ceiling_pairs is None else self.ceiling_pairs
