@@ -81,9 +81,10 @@ def _run_cli(argv, **kwargs):
                             stderr=subprocess.DEVNULL, **kwargs)
 
 
-def test_resume_after_sigkill_gives_the_same_weights(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("objective", ["vjepa", "mc-jepa"])
+def test_resume_after_sigkill_gives_the_same_weights(tiny_dataset, tmp_path, objective):
     steps = 60
-    argv = lambda out: pretrain_argv(tiny_dataset, out, steps, "vjepa", ["--train.checkpoint-every", "3", "--train.threads", "1"])  # noqa: E731
+    argv = lambda out: pretrain_argv(tiny_dataset, out, steps, objective, ["--train.checkpoint-every", "3", "--train.threads", "1"])  # noqa: E731
     assert _run_cli(argv(tmp_path / "whole")).wait(timeout=300) == 0
     victim = _run_cli(argv(tmp_path / "killed"))
     checkpoint = tmp_path / "killed" / "encoder" / FILENAME

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from worldmodel.encoders import EncoderConfig, build_encoder
+from worldmodel.jepa import OBJECTIVES
 from worldmodel.masks import MaskConfig, sample_mask
 from worldmodel.probe import fit_probe
 from worldmodel.regularisers import sigreg, vicreg
@@ -125,10 +126,13 @@ def test_colour_moments_read_how_a_shape_is_turned():
     assert moments(images[:3]).shape == (3, moments.size) == (3, 2 * MOMENTS)
 
 
-@pytest.mark.parametrize("objective", ["vicreg", "sigreg", "vjepa"])
+@pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("tubelet", [1, 2])
 def test_every_objective_trains_a_step_with_single_frames_and_tubelets(objective, tubelet):
     from worldmodel.jepa import JEPA, JEPAConfig
+
+    if objective == "mc-jepa" and tubelet > 1:
+        pytest.skip("mc-jepa estimates flow between single frames (a one-line error, tested with the variants)")
 
     cfg = JEPAConfig(objective=objective, clip_frames=4, frame_skip=2, action_dim=2, predictor_width=16, projector_dim=8,
                      encoder=EncoderConfig(kind="conv", image_size=32, patch=8, tubelet=tubelet, width=16))

@@ -7,11 +7,16 @@ predicted). Two families, chosen by `objective`, compared on the same data and b
   plus a future mask (the whole last frame); the predictor is told the actions between frames
   (as in V-JEPA 2-AC), and each target feature's error is weighted by its spread over the batch,
   so a small moving agent is not drowned by the static background.
+- `dmt-jepa` (DMT-JEPA, Mo & Yun 2024): the same, with each masked token's target aggregated over
+  the similar tokens around it (`worldmodel.neighbour_targets`).
 - `sigreg` (LeJEPA, Balestriero & LeCun 2025) and `vicreg` (Bardes, Ponce & LeCun 2022), as in
   PLDM and LeWM: no teacher. Each frame's tokens become a compact latent (spatial keypoints and
   mean, then linear: `FrameLatent`); a dynamics MLP predicts the next latent from the current
   one and the action block, by teacher forcing and by rollout; SIGReg or VICReg's variance and
   covariance terms keep the latents from collapsing.
+- `mc-jepa` (MC-JEPA, Bardes, Ponce & LeCun 2023): `vicreg` for content, plus optical flow between
+  consecutive frames estimated from the same encoder's tokens and learned by warping
+  (`worldmodel.motion`).
 
 The model knows nothing of training: `forward(batch, generator)` returns the loss and metrics.
 """
@@ -30,9 +35,12 @@ from torch import nn
 from infra.errors import UserError
 from worldmodel.encoders import Block, EncoderConfig, FrameLatent, build_encoder, sincos_positions, to_float
 from worldmodel.masks import MaskConfig, sample_mask
+from worldmodel.motion import FlowHead, flow_losses
+from worldmodel.neighbour_targets import neighbour_targets
 from worldmodel.regularisers import gather_batch, sigreg, vicreg
 
-OBJECTIVES = ("vjepa", "sigreg", "vicreg")
+OBJECTIVES = ("vjepa", "dmt-jepa", "sigreg", "vicreg", "mc-jepa")
+MASKED = ("vjepa", "dmt-jepa")  # an EMA teacher and masked-token prediction; the others predict a frame latent
 
 
 @dataclass
@@ -40,7 +48,8 @@ class JEPAConfig:
     """Pretraining objective and predictor."""
 
     objective: Annotated[str, tyro.conf.arg(prefix_name=False)] = "vicreg"
-    """vjepa (EMA teacher, masked prediction), sigreg or vicreg (no teacher, a regulariser)."""
+    """vjepa or dmt-jepa (EMA teacher, masked prediction), sigreg, vicreg or mc-jepa (no teacher, a
+    regulariser; mc-jepa adds optical flow)."""
     clip_frames: int = 4
     """Frames per training clip (a multiple of the encoder's tubelet)."""
     frame_skip: int = 5
@@ -60,6 +69,16 @@ class JEPAConfig:
     """vjepa: weight each target feature's L1 error by its spread across the batch (relative to
     the mean spread), so the few tokens that differ between clips (a small agent) dominate the
     loss rather than the static background."""
+    neighbours: int = 4
+    """dmt-jepa: similar tokens (itself included) aggregated into each masked token's target."""
+    neighbour_radius: int = 1
+    """dmt-jepa: they are looked for within this many tokens (a (2r+1)^2 window of the same frame)."""
+    neighbour_temperature: float = 0.1
+    """dmt-jepa: softmax temperature of their cosine similarities."""
+    flow_weight: float = 1.0
+    """mc-jepa: weight of the photometric loss of the estimated flow."""
+    smooth_weight: float = 0.1
+    """mc-jepa: weight of the flow's smoothness penalty (mean absolute gradient)."""
     sigreg_weight: float = 0.1
     """sigreg: weight of SIGReg (LeWM uses about 0.09)."""
     variance_weight: float = 1.0
@@ -85,6 +104,10 @@ class JEPAConfig:
             raise UserError(f"clips need at least 2 frames and a frame skip of at least 1, got {self.clip_frames} and {self.frame_skip}")
         if self.clip_frames % self.encoder.tubelet:
             raise UserError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
+        if self.objective == "mc-jepa" and self.encoder.tubelet != 1:
+            raise UserError(f"mc-jepa estimates flow between single frames: use --model.encoder.tubelet 1, not {self.encoder.tubelet}")
+        if self.neighbours < 1 or self.neighbour_radius < 0 or self.neighbour_temperature <= 0:
+            raise UserError("--model.neighbours must be at least 1, --model.neighbour-radius not negative and --model.neighbour-temperature positive")
 
     @property
     def clip_tokens(self) -> tuple[int, int]:
@@ -159,14 +182,16 @@ def ema_update(target, online, progress: float, start: float, end: float) -> Non
 
 
 class JEPA(nn.Module):
-    """Encoder + predictor (+ EMA target for vjepa); see the module docstring."""
+    """Encoder + predictor (+ EMA target for vjepa and dmt-jepa, + flow head for mc-jepa); see the module docstring."""
 
     def __init__(self, cfg: JEPAConfig):
         super().__init__()
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder)
-        self.target = self.projector = self.dynamics = self.predictor = None
-        if cfg.objective == "vjepa":
+        self.target = self.projector = self.dynamics = self.predictor = self.flow = None
+        if cfg.objective == "mc-jepa":
+            self.flow = FlowHead(cfg.encoder.dim, cfg.encoder.grid, cfg.encoder.image_size)
+        if cfg.objective in MASKED:
             self.predictor = MaskedPredictor(cfg)
             self.target = copy.deepcopy(self.encoder).requires_grad_(False)
         else:
@@ -204,14 +229,19 @@ class JEPA(nn.Module):
         return loss, metrics
 
     def _masked_prediction(self, pixels, actions, generator):
-        """vjepa: predict the EMA target's layer-normed tokens at masked positions (L1)."""
+        """vjepa, dmt-jepa: predict the EMA target's layer-normed tokens (dmt-jepa: aggregated over
+        similar neighbours) at masked positions (L1)."""
         frames, _ = self.cfg.clip_tokens
         context_idx, target_idx = sample_mask(self.cfg.mask, frames, self.cfg.encoder.grid, generator)
         context_idx, target_idx = context_idx.to(pixels.device), target_idx.to(pixels.device)
         predicted = self.predictor(self._context(pixels, context_idx), context_idx, target_idx, actions)  # [B, Kt, D]
         with torch.no_grad():
             full = self.target(pixels)  # [B, T', N, D]
-            target = F.layer_norm(full, full.shape[-1:]).flatten(1, 2)[:, target_idx]
+            target = F.layer_norm(full, full.shape[-1:])
+            if self.cfg.objective == "dmt-jepa":
+                target = neighbour_targets(target, self.cfg.encoder.grid, self.cfg.neighbours, self.cfg.neighbour_radius,
+                                           self.cfg.neighbour_temperature)
+            target = target.flatten(1, 2)[:, target_idx]
         weight = torch.ones_like(target[0])
         if self.cfg.weight_by_change:
             spread = gather_batch(target).std(0)  # [Kt, D] over the global batch (all DDP ranks)
@@ -221,9 +251,9 @@ class JEPA(nn.Module):
         return loss, {"loss/prediction": loss.detach(), "loss/mean_token_baseline": baseline}, full
 
     def _latent_prediction(self, pixels, actions, generator):
-        """sigreg / vicreg: each frame's tokens are projected to a latent z; a dynamics MLP predicts
+        """sigreg / vicreg / mc-jepa: each frame's tokens are projected to a latent z; a dynamics MLP predicts
         z[t+1] from z[t] and the actions, by teacher forcing and by rolling out from the first
-        frame; the regulariser keeps z from collapsing."""
+        frame; the regulariser keeps z from collapsing; mc-jepa adds the flow losses."""
         tokens = self.encoder(pixels)  # [B, T', N, D]
         z = self.projector(tokens)  # [B, T', P]
         b, frames, _ = z.shape
@@ -249,11 +279,15 @@ class JEPA(nn.Module):
             variance, covariance = vicreg(flat)
             metrics["loss/variance"], metrics["loss/covariance"] = variance.detach(), covariance.detach()
             loss = prediction + self.cfg.variance_weight * variance + self.cfg.cov_weight * covariance
+        if self.flow is not None:
+            photometric, smooth, magnitude = flow_losses(self.flow, tokens, to_float(pixels))
+            metrics |= {"loss/photometric": photometric.detach(), "loss/flow_smoothness": smooth.detach(), "train/flow_pixels": magnitude}
+            loss = loss + self.cfg.flow_weight * (photometric + self.cfg.smooth_weight * smooth)
         return loss, metrics, tokens
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
-        """EMA update of the target encoder (vjepa), momentum ramped over training."""
+        """EMA update of the target encoder (vjepa, dmt-jepa), momentum ramped over training."""
         if self.target is None:
             return
         ema_update(self.target.parameters(), self.encoder.parameters(), step / max(total_steps, 1), self.cfg.ema_start, self.cfg.ema_end)

@@ -36,7 +36,7 @@ from torch import nn
 
 from infra.errors import UserError
 from worldmodel.encoders import ColourMoments, FrameLatent, build_encoder, grid_coords, keypoints, pool_grid
-from worldmodel.jepa import JEPAConfig
+from worldmodel.jepa import MASKED, JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig
 from worldmodel.probe import fit_ridge
 from worldmodel.regularisers import vicreg
@@ -106,7 +106,7 @@ class WorldModel(nn.Module):
         self.image_size = jepa.encoder.image_size
         self.encoder = build_encoder(jepa.encoder)
         self.projector = None
-        if cfg.latent == "frame" and jepa.objective != "vjepa":
+        if cfg.latent == "frame" and jepa.objective not in MASKED:
             self.projector = FrameLatent(jepa.encoder.grid, jepa.encoder.dim, jepa.projector_dim)
         grid, dim = jepa.encoder.grid, jepa.encoder.dim
         self.register_buffer("coords", grid_coords(grid), persistent=False)

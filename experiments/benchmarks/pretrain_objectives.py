@@ -1,10 +1,13 @@
-"""EMA teacher (vjepa) against SIGReg and VICReg: same data, same steps, probe R2 and collapse
+"""The pretraining objectives side by side (V-JEPA's EMA teacher, DMT-JEPA, SIGReg, VICReg,
+MC-JEPA): same data, same steps, probe R2 per state variable on held-out episodes and collapse
 statistics, with the random-init and raw-pixel floors, through the real `jepa` commands.
 
     python -m experiments.benchmarks.pretrain_objectives [--task two-room] [--episodes 100] [--steps 500]
+    python -m experiments.benchmarks.pretrain_objectives --data runs/ptm --objectives vicreg,mc-jepa --out runs/variants
 
 Collects a noisy-expert dataset (seed 0) unless --data is given, pretrains each objective with
-the default config into runs/bench_<task>_<objective>, and prints a Markdown table.
+the default config into OUT/bench_<task>_<objective>_<steps> (a finished run is reused), and
+prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
+from envs.dataset import EpisodeDataset
 from experiments.cli import main as cli
 from experiments.data_commands import Collect
 from experiments.pretrain_commands import Probe
@@ -36,13 +42,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--objectives", default="vicreg,sigreg,vjepa")
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of the runs (OUT/bench_<task>_<objective>_<steps>)")
     args = parser.parse_args()
     data = args.data or Path(f"runs/bench_{args.task}_data")
     if args.data is None and not (data / "episodes.h5").exists():
         Collect(task=args.task, policy="noisy-expert", episodes=args.episodes, out=data, json=True)()
-    rows = []
+    task, rows = EpisodeDataset(data).task, []
     for objective in args.objectives.split(","):
-        run = Path(f"runs/bench_{args.task}_{objective}_{args.steps}")
+        run = args.out / f"bench_{task.replace(':', '_')}_{objective}_{args.steps}"
         start = time.perf_counter()
         metrics = run_json(["pretrain", "--data", str(data), "--out", str(run), "--objective", objective,
                             "--train.steps", str(args.steps)])
@@ -51,11 +58,13 @@ def main() -> None:
         rows.append({"objective": objective, "steps": args.steps, "wall_s": round(wall), "position_r2": probe["position_r2"],
                      "features": probe["features"], "random_init": probe["position_r2_random_init"], "pixels": probe["position_r2_pixels"],
                      "std_mean": round(metrics["collapse/std_mean"], 4), "effective_rank": round(metrics["collapse/effective_rank"], 1),
-                     "collapsed": metrics["collapsed"]})
-    print(f"# {args.task}, {data}, {args.steps} steps each, batch 64, 2 CPU threads")
+                     "collapsed": metrics["collapsed"], "r2": probe["r2"]})
+    print(f"# {task}, {data}, {args.steps} steps each, batch 64, {torch.get_num_threads()} CPU threads")
     for r in rows:
         r["r2_features"] = f"{r['position_r2']} ({r['features']})"
+        r["variables"] = ", ".join(f"{name} {value:.2f}" for name, value in r["r2"].items())
     print(markdown_table(rows, {"objective": "objective", "steps": "steps", "wall_s": "wall s", "r2_features": "position R2 (features)",
+                                "variables": "R2 per variable (the same features)",
                                 "random_init": "random-init floor", "pixels": "pixel floor", "std_mean": "token std",
                                 "effective_rank": "effective rank", "collapsed": "collapsed"}))
     print(json.dumps(rows))

@@ -1,0 +1,71 @@
+"""The JEPA variants beyond V-JEPA: known answers for MC-JEPA's flow warp and DMT-JEPA's
+neighbour targets, and each variant's pretrain -> probe -> train-wm -> plan-eval at tiny budgets."""
+
+import json
+
+import pytest
+import torch
+
+from experiments.cli import main
+from tests.test_world_model import PLAN_TINY, PRETRAIN_TINY, WM_TINY, make_dataset
+from worldmodel.encoders import EncoderConfig
+from worldmodel.jepa import JEPAConfig
+from worldmodel.motion import FlowHead, flow_losses, warp
+from worldmodel.neighbour_targets import neighbour_targets
+
+
+def test_warp_with_the_true_motion_gives_back_the_earlier_frame():
+    earlier = torch.rand(2, 3, 16, 16)
+    later = torch.roll(earlier, shifts=(2, 3), dims=(2, 3))  # everything moved 3 px right and 2 px down
+    flow = torch.tensor([3.0, 2.0]).reshape(1, 2, 1, 1).expand(2, -1, 16, 16)
+    warped, valid = warp(later, flow)
+    assert torch.allclose(warped[..., :14, :13], earlier[..., :14, :13], atol=1e-5)
+    assert valid[..., :14, :13].all() and not valid[..., 14:, :].any() and not valid[..., :, 13:].any()
+    ramp = torch.arange(16.0).expand(1, 1, 16, 16)  # value = x: half a pixel of flow reads half a unit further
+    half, _ = warp(ramp, torch.tensor([0.5, 0.0]).reshape(1, 2, 1, 1).expand(1, -1, 16, 16))
+    assert torch.allclose(half[..., :15], ramp[..., :15] + 0.5, atol=1e-5)
+
+
+def test_flow_loss_is_lowest_at_the_true_motion():
+    """The photometric loss that trains the flow head is smallest where its flow is the frames' own motion."""
+    frames = torch.rand(1, 1, 3, 16, 16)
+    frames = torch.cat([frames, torch.roll(frames, shifts=(0, 2), dims=(3, 4))], 1)  # [1, 2, 3, H, W]: 2 px to the right
+    head = FlowHead(dim=4, grid=4, image_size=16)
+    losses = {}
+    for shift in (0.0, 1.0, 2.0, 3.0):
+        head.net[-1].bias.data = torch.tensor([shift / 4, 0.0])  # one unit of the head's output = one token = 4 px
+        losses[shift] = flow_losses(head, torch.zeros(1, 2, 16, 4), frames)[0].item()
+    assert min(losses, key=losses.get) == 2.0 and losses[2.0] < 1e-5
+
+
+def test_neighbour_targets_average_within_an_object_only():
+    torch.manual_seed(0)
+    grid, dim = 6, 8
+    left = torch.zeros(grid, grid, dtype=torch.bool)
+    left[:, : grid // 2] = True
+    direction = torch.where(left[..., None], torch.eye(dim)[0], torch.eye(dim)[1])  # two objects: left and right halves
+    features = (direction + 0.2 * torch.randn(grid, grid, dim)).reshape(1, 1, grid * grid, dim)
+    assert torch.equal(neighbour_targets(features, grid, k=1, radius=1, temperature=0.1), features)  # itself is its most similar
+    targets = neighbour_targets(features, grid, k=4, radius=1, temperature=1.0).reshape(grid, grid, dim)
+    own = lambda x: (x * direction).sum(-1)  # noqa: E731
+    other = lambda x: (x * torch.where(left[..., None], torch.eye(dim)[1], torch.eye(dim)[0])).sum(-1)  # noqa: E731
+    raw = features.reshape(grid, grid, dim)
+    assert (other(targets).abs() < 0.35).all()  # nothing taken from the other half
+    assert (targets - direction).norm(dim=-1).mean() < 0.8 * (raw - direction).norm(dim=-1).mean()  # noise averaged out
+
+
+@pytest.mark.parametrize("objective", ["dmt-jepa", "mc-jepa"])
+def test_variant_runs_pretrain_probe_train_wm_plan_eval(tmp_path, capsys, objective):
+    data, run = make_dataset(tmp_path / "data"), tmp_path / "run"
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--objective", objective, "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    metrics = json.loads((run / "encoder" / "metrics.json").read_text())
+    assert ("loss/photometric" in metrics) == (objective == "mc-jepa")
+    assert main(["probe", "--run", str(run), "--data", str(data), "--train-frames", "30", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["objective"] == objective
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "2", *WM_TINY]) == 0
+    assert main(["plan-eval", "--run", str(run), *PLAN_TINY, "--no-save", "--json"]) == 0
+
+
+def test_mc_jepa_needs_single_frame_tokens():
+    with pytest.raises(Exception, match="tubelet 1"):
+        JEPAConfig(objective="mc-jepa", clip_frames=4, encoder=EncoderConfig(tubelet=2))
