@@ -167,7 +167,7 @@ class ImitateTransformer(Imitate):
     def pretrained_encoder(self, dataset: EpisodeDataset, model_cfg: ChunkPolicyConfig) -> tuple[ChunkPolicyConfig, torch.nn.Module | None]:
         if self.encoder is None:
             return model_cfg, None
-        jepa, encoder_config = load_encoder(self.encoder)
+        jepa, encoder_config = load_encoder(self.encoder, frames="imitate")
         if encoder_config["task"] != dataset.task or jepa.cfg.encoder.image_size != model_cfg.image_size:
             raise UserError(f"the encoder in {self.encoder} was trained on {encoder_config['task']} at {jepa.cfg.encoder.image_size}px, "
                             f"the demonstrations are {dataset.task} at {model_cfg.image_size}px")

@@ -15,7 +15,7 @@ from envs.dataset import EpisodeDataset, WindowSampler, split_episodes
 from experiments.runs import ENCODER_STAGE, load_encoder, recorded_training
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
-from worldmodel.jepa import JEPA, JEPAConfig
+from worldmodel.jepa import JEPAConfig, build_jepa
 from worldmodel.probe import embed, fit_probe, frame_indices
 from worldmodel.trainer import TrainConfig, Trainer
 
@@ -38,22 +38,17 @@ class Pretrain:
     def __call__(self) -> dict:
         dataset = EpisodeDataset(self.data)
         size = int(dataset.attrs["image_size"])
+        tabular = self.model.objective == "t-jepa"
         model_cfg = dataclasses.replace(self.model, encoder=dataclasses.replace(self.model.encoder, image_size=size),
-                                        action_dim=dataset.actions.shape[1] if self.model.action_conditioned else 0)
+                                        action_dim=dataset.actions.shape[1] if self.model.action_conditioned and not tabular else 0,
+                                        proprio_dim=dataset.proprio.shape[1] if tabular else 0)
+        if tabular and not (model_cfg.proprio_dim or model_cfg.state_moments):
+            raise UserError(f"{dataset.task} records no proprio: give t-jepa a state vector with --model.state-moments K (colour moments)")
         train_episodes, _ = split_episodes(dataset, self.holdout)
-        skip = model_cfg.frame_skip
-        sampler = WindowSampler(dataset, (model_cfg.clip_frames - 1) * skip + 1, train_episodes)
         cfg = self.train
-
-        def batches(step: int, rank: int, world: int) -> dict:
-            first = sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))
-            per = cfg.batch_size // world
-            frames, actions = sampler.load(first[rank * per: (rank + 1) * per])
-            blocks = actions.reshape(len(actions), model_cfg.clip_frames - 1, -1)  # [B, T-1, skip * A]
-            return {"frames": torch.from_numpy(frames[:, ::skip].copy()), "actions": torch.from_numpy(blocks)}
-
         torch.manual_seed(cfg.seed)
-        model = JEPA(model_cfg)
+        model = build_jepa(model_cfg)
+        batches = self._vector_batches(dataset, train_episodes, model) if tabular else self._clip_batches(dataset, train_episodes, model_cfg)
         train_cfg = recorded_training(cfg)
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "render_revision": dataset.render_revision, "holdout": self.holdout,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
@@ -62,6 +57,35 @@ class Pretrain:
             print(f"encoder written to {self.out / ENCODER_STAGE / FILENAME}; final loss {metrics.get('loss/total', float('nan')):.4f}"
                   f"{'  (COLLAPSED)' if metrics.get('collapsed') else ''}; next: jepa probe --run {self.out} --data {self.data}")
         return metrics
+
+    def _clip_batches(self, dataset: EpisodeDataset, episodes: np.ndarray, model_cfg: JEPAConfig):
+        """batches(step, rank, world) of clips: frames [B, T, H, W, 3] `frame_skip` steps apart and the action blocks between them."""
+        skip, cfg = model_cfg.frame_skip, self.train
+        sampler = WindowSampler(dataset, (model_cfg.clip_frames - 1) * skip + 1, episodes)
+
+        def batches(step: int, rank: int, world: int) -> dict:
+            first = sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))
+            per = cfg.batch_size // world
+            frames, actions = sampler.load(first[rank * per: (rank + 1) * per])
+            blocks = actions.reshape(len(actions), model_cfg.clip_frames - 1, -1)  # [B, T-1, skip * A]
+            return {"frames": torch.from_numpy(frames[:, ::skip].copy()), "actions": torch.from_numpy(blocks)}
+
+        return batches
+
+    def _vector_batches(self, dataset: EpisodeDataset, episodes: np.ndarray, model):
+        """t-jepa: fit the state vectors' statistics (and palette) on training frames, then
+        batches(step, rank, world) of single frames [B, H, W, 3] and their proprio [B, P]."""
+        cfg = self.train
+        fit = frame_indices(dataset, episodes, 4000)
+        model.vectors.fit(torch.from_numpy(dataset.read_frames(fit)), torch.from_numpy(dataset.proprio[fit]), seed=cfg.seed)
+        frames = np.concatenate([np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1]) for e in episodes])
+
+        def batches(step: int, rank: int, world: int) -> dict:
+            per = cfg.batch_size // world
+            index = np.sort(np.random.default_rng([cfg.seed, step, 1]).choice(frames, cfg.batch_size)[rank * per: (rank + 1) * per])
+            return {"frames": torch.from_numpy(dataset.read_frames(index)), "proprio": torch.from_numpy(dataset.proprio[index])}
+
+        return batches
 
 
 @dataclass
@@ -103,9 +127,18 @@ class Probe:
         test_idx = frame_indices(dataset, test_eps, self.test_frames)
         train_y, test_y = env.probe_variables(dataset.state[train_idx]), env.probe_variables(dataset.state[test_idx])
 
-        def probe(jepa: JEPA) -> dict[str, np.ndarray]:
-            train = embed(jepa.encoder, dataset, train_idx, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
-            test = embed(jepa.encoder, dataset, test_idx, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
+        tabular = model.cfg.objective == "t-jepa"
+
+        def features(jepa, index: np.ndarray) -> dict[str, np.ndarray]:
+            if not tabular:
+                return embed(jepa.encoder, dataset, index, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
+            with torch.no_grad():
+                tokens = torch.cat([jepa.embed(torch.from_numpy(dataset.read_frames(part)), torch.from_numpy(dataset.proprio[part]))
+                                    for part in np.array_split(index, max(1, len(index) // 256))])  # [N, F, D]
+            return {"tokens": tokens.flatten(1).numpy(), "pooled": tokens.mean(1).numpy()}
+
+        def probe(jepa) -> dict[str, np.ndarray]:
+            train, test = features(jepa, train_idx), features(jepa, test_idx)
             return {k: fit_probe(train[k], train_y, test[k], test_y) for k in train}
 
         def best(r2: dict[str, np.ndarray]) -> tuple[str, float]:
@@ -117,10 +150,17 @@ class Probe:
         trained = probe(model)
         print("probe: random-init encoder (floor)", file=sys.stderr)
         torch.manual_seed(12345)
-        random_init = probe(JEPA(model.cfg))
+        untrained = build_jepa(model.cfg)
+        if tabular:  # the same state vectors (statistics, palette) as the trained encoder
+            untrained.vectors.load_state_dict(model.vectors.state_dict())
+        random_init = probe(untrained.eval())
         print("probe: raw pixels (floor)", file=sys.stderr)
         flat = lambda idx: dataset.frames[idx].reshape(len(idx), -1).astype(np.float32) / 255.0  # noqa: E731
         pixels_r2 = fit_probe(flat(train_idx), train_y, flat(test_idx), test_y)
+        if tabular:  # the vector the encoder reads, probed as it is: what T-JEPA's tokens add to it or lose
+            with torch.no_grad():
+                vector = lambda idx: model.vectors(torch.from_numpy(dataset.read_frames(idx)), torch.from_numpy(dataset.proprio[idx])).numpy()  # noqa: E731
+                vector_r2 = fit_probe(vector(train_idx), train_y, vector(test_idx), test_y)
         kind, position_r2 = best(trained)
         result = {
             "task": dataset.task, "objective": config["model"]["objective"], "features": kind,
@@ -128,13 +168,14 @@ class Probe:
             "position_r2": position_r2,
             "position_r2_random_init": best(random_init)[1],
             "position_r2_pixels": round(float(pixels_r2[positions].mean()), 4),
+            **({"vector_r2": dict(zip(names, np.round(vector_r2, 4).tolist()))} if tabular else {}),
             "position_r2_by_features": {k: round(float(v[positions].mean()), 4) for k, v in trained.items()},
             "train_frames": len(train_idx), "test_frames": len(test_idx),
         }
         if not self.json:
             print(f"probe R2 on held-out {dataset.task} episodes ({len(test_idx)} frames), best features: {kind}")
             for name in names:
-                print(f"  {name:14s} {result['r2'][name]:7.4f}")
+                print(f"  {name:14s} {result['r2'][name]:7.4f}" + (f"   (the raw state vector: {result['vector_r2'][name]:.4f})" if tabular else ""))
             by = ", ".join(f"{k} {v:.4f}" for k, v in result["position_r2_by_features"].items())
             print(f"position R2: trained {position_r2:.4f} ({by}) | random-init encoder {result['position_r2_random_init']:.4f}"
                   f" | raw pixels {result['position_r2_pixels']:.4f}")

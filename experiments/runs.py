@@ -38,7 +38,7 @@ from envs.dataset import EpisodeDataset
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME, dataclass_from_dict, load_checkpoint, read_metadata
 from worldmodel.goal_distance import GoalDistance, GoalDistanceConfig
-from worldmodel.jepa import JEPA, JEPAConfig
+from worldmodel.jepa import JEPA, JEPAConfig, build_jepa
 from worldmodel.trainer import TrainConfig
 from worldmodel.world_model import WorldModel, WorldModelConfig
 
@@ -122,9 +122,14 @@ def encoder_checkpoint(run: Path) -> Path:
     return stage_checkpoint(run, ENCODER_STAGE)
 
 
-def load_encoder(run: Path) -> tuple[JEPA, dict]:
-    """The pretrained JEPA of a run folder, in eval mode, and its recorded config."""
-    return load_stage(run, ENCODER_STAGE, lambda config: JEPA(dataclass_from_dict(JEPAConfig, config["model"])))
+def load_encoder(run: Path, frames: str | None = None) -> tuple[JEPA, dict]:
+    """The pretrained JEPA of a run folder, in eval mode, and its recorded config. With `frames`
+    (the command that needs it) a T-JEPA encoder of state vectors is refused: it reads no frames."""
+    model, config = load_stage(run, ENCODER_STAGE, lambda config: build_jepa(dataclass_from_dict(JEPAConfig, config["model"])))
+    if frames and model.cfg.objective == "t-jepa":
+        raise UserError(f"{run} holds a t-jepa encoder of state vectors (proprio, colour moments), not of frames: `jepa {frames}` "
+                        "needs an image encoder (`jepa pretrain --objective vicreg`, the default)")
+    return model, config
 
 
 # ---- world model -----------------------------------------------------------------------------

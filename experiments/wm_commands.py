@@ -36,7 +36,7 @@ class TrainWM:
     """Print one JSON object (final training metrics) on stdout."""
 
     def __call__(self) -> dict:
-        jepa, encoder_config = load_encoder(self.encoder)
+        jepa, encoder_config = load_encoder(self.encoder, frames="train-wm")
         dataset = EpisodeDataset(self.data)
         check_dataset(dataset, encoder_config, jepa.cfg.encoder.image_size, "train-wm")
         model_cfg = dataclasses.replace(self.model, action_dim=dataset.actions.shape[1], encoder=dataclasses.asdict(jepa.cfg),

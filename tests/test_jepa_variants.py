@@ -47,7 +47,6 @@ def test_neighbour_targets_average_within_an_object_only():
     features = (direction + 0.2 * torch.randn(grid, grid, dim)).reshape(1, 1, grid * grid, dim)
     assert torch.equal(neighbour_targets(features, grid, k=1, radius=1, temperature=0.1), features)  # itself is its most similar
     targets = neighbour_targets(features, grid, k=4, radius=1, temperature=1.0).reshape(grid, grid, dim)
-    own = lambda x: (x * direction).sum(-1)  # noqa: E731
     other = lambda x: (x * torch.where(left[..., None], torch.eye(dim)[1], torch.eye(dim)[0])).sum(-1)  # noqa: E731
     raw = features.reshape(grid, grid, dim)
     assert (other(targets).abs() < 0.35).all()  # nothing taken from the other half
@@ -69,3 +68,29 @@ def test_variant_runs_pretrain_probe_train_wm_plan_eval(tmp_path, capsys, object
 def test_mc_jepa_needs_single_frame_tokens():
     with pytest.raises(Exception, match="tubelet 1"):
         JEPAConfig(objective="mc-jepa", clip_frames=4, encoder=EncoderConfig(tubelet=2))
+
+
+def test_t_jepa_pretrains_on_state_vectors_and_is_probed_beside_them(tmp_path, capsys):
+    data, run = make_dataset(tmp_path / "data"), tmp_path / "run"
+    argv = ["pretrain", "--data", str(data), "--out", str(run), "--objective", "t-jepa", "--model.state-moments", "2",
+            "--train.steps", "3", *PRETRAIN_TINY]
+    assert main(argv) == 0
+    assert main(["probe", "--run", str(run), "--data", str(data), "--train-frames", "30", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["objective"] == "t-jepa" and set(result["vector_r2"]) == set(result["r2"])
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(tmp_path / "wm"), "--train.steps", "2", *WM_TINY]) == 2
+    assert "t-jepa encoder of state vectors" in capsys.readouterr().err
+
+
+def test_t_jepa_masks_features_and_trains_a_step():
+    from worldmodel.tabular_jepa import TabularJEPA
+
+    cfg = JEPAConfig(objective="t-jepa", proprio_dim=3, state_moments=1, predictor_width=16,
+                     encoder=EncoderConfig(image_size=16, patch=4, width=16))
+    model = TabularJEPA(cfg)
+    frames, proprio = torch.randint(0, 255, (6, 16, 16, 3), dtype=torch.uint8), torch.randn(6, 3)
+    model.vectors.fit(frames, proprio)
+    assert model.vectors(frames, proprio).shape == (6, 3 + 10) and model.embed(frames, proprio).shape == (6, 13, 16)
+    loss, _ = model({"frames": frames, "proprio": proprio}, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.weight.grad.abs().sum() > 0 and model.target.weight.grad is None

@@ -17,6 +17,8 @@ predicted). Two families, chosen by `objective`, compared on the same data and b
 - `mc-jepa` (MC-JEPA, Bardes, Ponce & LeCun 2023): `vicreg` for content, plus optical flow between
   consecutive frames estimated from the same encoder's tokens and learned by warping
   (`worldmodel.motion`).
+- `t-jepa` (T-JEPA, Thimonier et al. 2024): masked prediction across the features of a frame's
+  state vector (proprio, colour moments), not its pixels (`worldmodel.tabular_jepa`).
 
 The model knows nothing of training: `forward(batch, generator)` returns the loss and metrics.
 """
@@ -39,7 +41,7 @@ from worldmodel.motion import FlowHead, flow_losses
 from worldmodel.neighbour_targets import neighbour_targets
 from worldmodel.regularisers import gather_batch, sigreg, vicreg
 
-OBJECTIVES = ("vjepa", "dmt-jepa", "sigreg", "vicreg", "mc-jepa")
+OBJECTIVES = ("vjepa", "dmt-jepa", "sigreg", "vicreg", "mc-jepa", "t-jepa")
 MASKED = ("vjepa", "dmt-jepa")  # an EMA teacher and masked-token prediction; the others predict a frame latent
 
 
@@ -49,7 +51,7 @@ class JEPAConfig:
 
     objective: Annotated[str, tyro.conf.arg(prefix_name=False)] = "vicreg"
     """vjepa or dmt-jepa (EMA teacher, masked prediction), sigreg, vicreg or mc-jepa (no teacher, a
-    regulariser; mc-jepa adds optical flow)."""
+    regulariser; mc-jepa adds optical flow); t-jepa encodes state vectors, not frames."""
     clip_frames: int = 4
     """Frames per training clip (a multiple of the encoder's tubelet)."""
     frame_skip: int = 5
@@ -79,6 +81,14 @@ class JEPAConfig:
     """mc-jepa: weight of the photometric loss of the estimated flow."""
     smooth_weight: float = 0.1
     """mc-jepa: weight of the flow's smoothness penalty (mean absolute gradient)."""
+    state_moments: int = 0
+    """t-jepa: append the colour moments of this many palette colours (fitted on the training frames) to the proprio."""
+    feature_mask: float = 0.5
+    """t-jepa: fraction of the vector's features masked (predicted) each step."""
+    tabular_depth: int = 2
+    """t-jepa: transformer blocks of the state-vector encoder (width: the encoder's width)."""
+    proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
+    """t-jepa: size of the proprio (set from the dataset)."""
     sigreg_weight: float = 0.1
     """sigreg: weight of SIGReg (LeWM uses about 0.09)."""
     variance_weight: float = 1.0
@@ -106,6 +116,8 @@ class JEPAConfig:
             raise UserError(f"clip frames ({self.clip_frames}) must be a multiple of the tubelet ({self.encoder.tubelet})")
         if self.objective == "mc-jepa" and self.encoder.tubelet != 1:
             raise UserError(f"mc-jepa estimates flow between single frames: use --model.encoder.tubelet 1, not {self.encoder.tubelet}")
+        if not 0 < self.feature_mask < 1 or self.state_moments < 0 or self.tabular_depth < 1:
+            raise UserError("--model.feature-mask must lie in (0, 1), --model.state-moments not be negative and --model.tabular-depth be at least 1")
         if self.neighbours < 1 or self.neighbour_radius < 0 or self.neighbour_temperature <= 0:
             raise UserError("--model.neighbours must be at least 1, --model.neighbour-radius not negative and --model.neighbour-temperature positive")
 
@@ -181,11 +193,22 @@ def ema_update(target, online, progress: float, start: float, end: float) -> Non
         t.lerp_(s.detach(), 1.0 - m)
 
 
+def build_jepa(cfg: JEPAConfig) -> nn.Module:
+    """The module `cfg.objective` trains: `JEPA` on frames, or `TabularJEPA` on state vectors (t-jepa)."""
+    if cfg.objective == "t-jepa":
+        from worldmodel.tabular_jepa import TabularJEPA  # it builds on this module
+
+        return TabularJEPA(cfg)
+    return JEPA(cfg)
+
+
 class JEPA(nn.Module):
     """Encoder + predictor (+ EMA target for vjepa and dmt-jepa, + flow head for mc-jepa); see the module docstring."""
 
     def __init__(self, cfg: JEPAConfig):
         super().__init__()
+        if cfg.objective == "t-jepa":
+            raise ValueError("t-jepa encodes state vectors: build it with build_jepa")
         self.cfg = cfg
         self.encoder = build_encoder(cfg.encoder)
         self.target = self.projector = self.dynamics = self.predictor = self.flow = None
