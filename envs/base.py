@@ -266,6 +266,7 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         self.data = mujoco.MjData(self.model)
         self.scratch = mujoco.MjData(self.model)  # goal rendering and expert look-ahead
         self._renderer: mujoco.Renderer | None = None
+        self._depth_renderer: mujoco.Renderer | None = None
         n_act = self.model.nu
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n_act,), np.float32)
         proprio_dim = self.proprio(self.data).shape[0]
@@ -328,15 +329,33 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         self._renderer.update_scene(self.data if data is None else data, camera=self.camera)
         return self._renderer.render()
 
+    def depth_image(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """The observation camera's depth [H, W] float32 of `data` (None: the episode's simulation),
+        in metres along its optical axis; where nothing is hit, the far plane."""
+        if self._depth_renderer is None:
+            self._depth_renderer = new_renderer(self, self.model, self.image_size)
+            self._depth_renderer.enable_depth_rendering()
+        self._depth_renderer.update_scene(self.data if data is None else data, camera=self.camera)
+        return self._depth_renderer.render().astype(np.float32)
+
+    def depth_camera(self) -> dict:
+        """The observation camera's intrinsics, as `worldmodel.point_cloud.unproject` reads them."""
+        camera = self.model.camera(self.camera).id
+        fovy = float(self.model.cam_fovy[camera])
+        orthographic = bool(self.model.cam_orthographic[camera])  # fovy: the view's height in metres, else its angle in degrees
+        focal = self.image_size / fovy if orthographic else 0.5 * self.image_size / np.tan(np.radians(fovy) / 2)
+        return {"orthographic": orthographic, "focal": float(focal), "centre": (self.image_size - 1) / 2}
+
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
         """The proprio observation of any state (without disturbing the episode)."""
         self.set_state(state, self.scratch)
         return self.proprio(self.scratch).astype(np.float32)
 
     def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in (self._renderer, self._depth_renderer):
+            if renderer is not None:
+                renderer.close()
+        self._renderer = self._depth_renderer = None
 
     def _observation(self) -> dict:
         return {"pixels": self.render_state(), "proprio": self.proprio(self.data).astype(np.float32)}

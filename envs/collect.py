@@ -35,6 +35,7 @@ class CollectSpec:
     random_prob: float = 0.1  # noisy-expert: chance per step of a uniform random action
     max_hold: int = 10  # wander: a random action is held for 1 to max_hold steps
     pixels: bool = True
+    depth: bool = False  # also record the observation camera's depth image (MuJoCo tasks)
     env_kwargs: dict = field(default_factory=dict)
     factory: Callable | None = None  # sb3:RUN: builds the demonstrator, `factory(env)() -> action` (picklable)
 
@@ -102,12 +103,17 @@ def record_episode(spec: CollectSpec, env, index: int) -> Episode:
     proprio = np.empty((steps + 1, *obs["proprio"].shape), np.float32)
     state = np.empty((steps + 1, env.state_dim))
     reward, success = np.zeros(steps + 1, np.float32), np.zeros(steps + 1, bool)
+    depth = np.empty((steps + 1, *obs["pixels"].shape[:2]), np.float32) if spec.depth else None
     frames[0], proprio[0], state[0], success[0] = obs["pixels"], obs["proprio"], info["state"], info["is_success"]
+    if spec.depth:
+        depth[0] = env.depth_image()
     for t in range(1, steps + 1):
         actions[t - 1] = policy()
         obs, reward[t], _, _, info = env.step(actions[t - 1])
         frames[t], proprio[t], state[t], success[t] = obs["pixels"], obs["proprio"], info["state"], info["is_success"]
-    return Episode(frames, actions, proprio, state, reward, success, env.goal_state.copy(), env.render_goal())
+        if spec.depth:
+            depth[t] = env.depth_image()
+    return Episode(frames, actions, proprio, state, reward, success, env.goal_state.copy(), env.render_goal(), depth)
 
 
 _worker_env = None

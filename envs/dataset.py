@@ -15,8 +15,9 @@ memory-maps them: a batch reads only its own windows, nothing is decoded.
     goal_state   float64 [E, S]   the goal of each episode (a full simulator state)
     goal_frames  uint8   [E, H, W, 3]  the goal rendered as an image
     episode_starts int64 [E + 1]
+    depth        float32 [N, H, W]   optional (`jepa collect --depth`): the camera's depth, metres
 attributes: format, version, task, image_size, frame_skip, render_revision (absent before it was recorded), policy, seed,
-config (JSON).
+config (JSON), and with depth depth_camera (JSON: the intrinsics `worldmodel.point_cloud.unproject` reads).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Episode:
     is_success: np.ndarray
     goal_state: np.ndarray
     goal_frame: np.ndarray
+    depth: np.ndarray | None = None  # [T+1, H, W] float32, with `jepa collect --depth`
 
     @property
     def succeeded(self) -> bool:
@@ -65,9 +67,10 @@ class DatasetWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.tmp, "w")
         self.episodes, self.episode_frames, self.count = episodes, episode_frames, 0
+        self.per_frame = PER_FRAME + (("depth",) if example.depth is not None else ())
         total = episodes * episode_frames
         try:
-            for name in PER_FRAME:
+            for name in self.per_frame:
                 value = getattr(example, name)
                 self.file.create_dataset(name, (total, *value.shape[1:]), dtype=value.dtype)  # contiguous
             self.file.create_dataset("goal_state", (episodes, *example.goal_state.shape), dtype=np.float64)
@@ -81,7 +84,7 @@ class DatasetWriter:
     def add(self, episode: Episode) -> None:
         """Append one episode (episodes must come in order of index)."""
         lo = self.count * self.episode_frames
-        for name in PER_FRAME:
+        for name in self.per_frame:
             self.file[name][lo: lo + self.episode_frames] = getattr(episode, name)
         self.file["goal_state"][self.count] = episode.goal_state
         self.file["goal_frames"][self.count] = episode.goal_frame
@@ -124,6 +127,9 @@ class EpisodeDataset:
                 small = {name: f[name][()] for name in SMALL}
                 frames = f["frames"]
                 offset, shape, dtype = frames.id.get_offset(), frames.shape, frames.dtype
+                depth = f["depth"] if "depth" in f else None
+                depth_offset = depth.id.get_offset() if depth is not None else None
+                self.depth_camera = json.loads(self.attrs["depth_camera"]) if depth is not None else None
         except UserError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -134,6 +140,7 @@ class EpisodeDataset:
         for name, value in small.items():
             setattr(self, name, value)
         self.frames = np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+        self.depth = None if depth_offset is None else np.memmap(self.path, dtype=np.float32, mode="r", offset=depth_offset, shape=shape[:3])
         if len(self.episode_starts) < 2 or self.episode_starts[-1] != len(self.frames):
             raise UserError(f"dataset {self.path} is empty or inconsistent: collect it again")
 

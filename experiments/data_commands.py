@@ -76,18 +76,24 @@ class Collect:
     """Physics steps per action (None: the task's default)."""
     video: bool = False
     """Also write an mp4 of the first episodes (observation | goal)."""
+    depth: bool = False
+    """Also record the camera's depth image of every frame (float32, metres) and its intrinsics, for
+    `jepa pretrain --objective 3d-jepa` (this project's MuJoCo tasks)."""
     json: bool = False
     """Print one JSON object on stdout: episodes, frames, frames_per_s, success_rate."""
 
     def __call__(self) -> dict:
         spec = demonstrator_spec(self.task, self.policy, steps=self.steps, image_size=self.image_size,
-                                 frame_skip=self.frame_skip, seed=self.seed)
+                                 frame_skip=self.frame_skip, seed=self.seed, depth=self.depth)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder")
-        episodes = collect(spec, self.episodes, self.workers)  # checks the counts before the bar starts
         env = make_task(self.task, image_size=self.image_size, frame_skip=self.frame_skip)  # checks the options
         frame_skip, render_revision = env.frame_skip, env.render_revision
+        if self.depth and not hasattr(env, "depth_image"):
+            raise UserError(f"{self.task} renders no depth: --depth works on this project's MuJoCo tasks (jepa tasks)")
+        depth_camera = {"depth_camera": json.dumps(env.depth_camera())} if self.depth else {}
         env.close()
+        episodes = collect(spec, self.episodes, self.workers)  # checks the counts before the bar starts
         episode_frames = spec.episode_steps + 1
         writer, successes, video = None, [], []
         bar = progress(total=self.episodes, unit="ep", desc=f"collect {self.task}")
@@ -96,7 +102,8 @@ class Collect:
             for index, episode in enumerate(episodes):
                 if writer is None:
                     attrs = {"task": self.task, "image_size": self.image_size, "policy": spec.policy, "seed": self.seed,
-                             "frame_skip": frame_skip, "render_revision": render_revision, "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes, "factory": None})}
+                             "frame_skip": frame_skip, "render_revision": render_revision, **depth_camera,
+                             "config": json.dumps(dataclasses.asdict(spec) | {"episodes": self.episodes, "factory": None})}
                     writer = DatasetWriter(self.out, self.episodes, episode_frames, episode, attrs)
                 writer.add(episode)
                 successes.append(episode.succeeded)

@@ -16,6 +16,7 @@ from experiments.runs import ENCODER_STAGE, load_encoder, recorded_training
 from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
 from worldmodel.jepa import JEPAConfig, build_jepa
+from worldmodel.point_cloud import PointMaps
 from worldmodel.probe import embed, fit_probe, frame_indices
 from worldmodel.trainer import TrainConfig, Trainer
 
@@ -39,16 +40,19 @@ class Pretrain:
         dataset = EpisodeDataset(self.data)
         size = int(dataset.attrs["image_size"])
         tabular = self.model.objective == "t-jepa"
+        train_episodes, _ = split_episodes(dataset, self.holdout)
+        points = PointMaps(dataset) if self.model.objective == "3d-jepa" else None
         model_cfg = dataclasses.replace(self.model, encoder=dataclasses.replace(self.model.encoder, image_size=size),
                                         action_dim=dataset.actions.shape[1] if self.model.action_conditioned and not tabular else 0,
-                                        proprio_dim=dataset.proprio.shape[1] if tabular else 0)
+                                        proprio_dim=dataset.proprio.shape[1] if tabular else 0,
+                                        point_stats=points.fit(frame_indices(dataset, train_episodes, 2000)) if points else {})
         if tabular and not (model_cfg.proprio_dim or model_cfg.state_moments):
             raise UserError(f"{dataset.task} records no proprio: give t-jepa a state vector with --model.state-moments K (colour moments)")
-        train_episodes, _ = split_episodes(dataset, self.holdout)
         cfg = self.train
         torch.manual_seed(cfg.seed)
         model = build_jepa(model_cfg)
-        batches = self._vector_batches(dataset, train_episodes, model) if tabular else self._clip_batches(dataset, train_episodes, model_cfg)
+        batches = (self._vector_batches(dataset, train_episodes, model) if tabular
+                   else self._clip_batches(dataset, train_episodes, model_cfg, points))
         train_cfg = recorded_training(cfg)
         config = {"data": str(Path(self.data).resolve()), "task": dataset.task, "render_revision": dataset.render_revision, "holdout": self.holdout,
                   "model": dataclasses.asdict(model_cfg), "train": train_cfg}
@@ -58,8 +62,9 @@ class Pretrain:
                   f"{'  (COLLAPSED)' if metrics.get('collapsed') else ''}; next: jepa probe --run {self.out} --data {self.data}")
         return metrics
 
-    def _clip_batches(self, dataset: EpisodeDataset, episodes: np.ndarray, model_cfg: JEPAConfig):
-        """batches(step, rank, world) of clips: frames [B, T, H, W, 3] `frame_skip` steps apart and the action blocks between them."""
+    def _clip_batches(self, dataset: EpisodeDataset, episodes: np.ndarray, model_cfg: JEPAConfig, points: PointMaps | None = None):
+        """batches(step, rank, world) of clips: frames [B, T, H, W, 3] `frame_skip` steps apart (with
+        `points`, their point maps, float) and the action blocks between them."""
         skip, cfg = model_cfg.frame_skip, self.train
         sampler = WindowSampler(dataset, (model_cfg.clip_frames - 1) * skip + 1, episodes)
 
@@ -67,6 +72,8 @@ class Pretrain:
             first = sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))
             per = cfg.batch_size // world
             frames, actions = sampler.load(first[rank * per: (rank + 1) * per])
+            if points is not None:
+                frames = points[first[rank * per: (rank + 1) * per, None] + np.arange(sampler.window)]
             blocks = actions.reshape(len(actions), model_cfg.clip_frames - 1, -1)  # [B, T-1, skip * A]
             return {"frames": torch.from_numpy(frames[:, ::skip].copy()), "actions": torch.from_numpy(blocks)}
 
@@ -128,10 +135,11 @@ class Probe:
         train_y, test_y = env.probe_variables(dataset.state[train_idx]), env.probe_variables(dataset.state[test_idx])
 
         tabular = model.cfg.objective == "t-jepa"
+        points = PointMaps(dataset, model.cfg.point_stats) if model.cfg.objective == "3d-jepa" else None
 
         def features(jepa, index: np.ndarray) -> dict[str, np.ndarray]:
             if not tabular:
-                return embed(jepa.encoder, dataset, index, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector)
+                return embed(jepa.encoder, dataset, index, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector, frames=points)
             with torch.no_grad():
                 tokens = torch.cat([jepa.embed(torch.from_numpy(dataset.read_frames(part)), torch.from_numpy(dataset.proprio[part]))
                                     for part in np.array_split(index, max(1, len(index) // 256))])  # [N, F, D]
@@ -157,6 +165,9 @@ class Probe:
         print("probe: raw pixels (floor)", file=sys.stderr)
         flat = lambda idx: dataset.frames[idx].reshape(len(idx), -1).astype(np.float32) / 255.0  # noqa: E731
         pixels_r2 = fit_probe(flat(train_idx), train_y, flat(test_idx), test_y)
+        if points is not None:  # the point maps the encoder reads, probed as they are (beside the pixels)
+            flat_points = lambda idx: points[idx].reshape(len(idx), -1)  # noqa: E731
+            points_r2 = fit_probe(flat_points(train_idx), train_y, flat_points(test_idx), test_y)
         if tabular:  # the vector the encoder reads, probed as it is: what T-JEPA's tokens add to it or lose
             with torch.no_grad():
                 vector = lambda idx: model.vectors(torch.from_numpy(dataset.read_frames(idx)), torch.from_numpy(dataset.proprio[idx])).numpy()  # noqa: E731
@@ -169,6 +180,7 @@ class Probe:
             "position_r2_random_init": best(random_init)[1],
             "position_r2_pixels": round(float(pixels_r2[positions].mean()), 4),
             **({"vector_r2": dict(zip(names, np.round(vector_r2, 4).tolist()))} if tabular else {}),
+            **({"points_r2": dict(zip(names, np.round(points_r2, 4).tolist()))} if points is not None else {}),
             "position_r2_by_features": {k: round(float(v[positions].mean()), 4) for k, v in trained.items()},
             "train_frames": len(train_idx), "test_frames": len(test_idx),
         }

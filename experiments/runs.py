@@ -124,11 +124,12 @@ def encoder_checkpoint(run: Path) -> Path:
 
 def load_encoder(run: Path, frames: str | None = None) -> tuple[JEPA, dict]:
     """The pretrained JEPA of a run folder, in eval mode, and its recorded config. With `frames`
-    (the command that needs it) a T-JEPA encoder of state vectors is refused: it reads no frames."""
+    (the command that needs it) an encoder of anything but colour frames (t-jepa, 3d-jepa) is refused."""
     model, config = load_stage(run, ENCODER_STAGE, lambda config: build_jepa(dataclass_from_dict(JEPAConfig, config["model"])))
-    if frames and model.cfg.objective == "t-jepa":
-        raise UserError(f"{run} holds a t-jepa encoder of state vectors (proprio, colour moments), not of frames: `jepa {frames}` "
-                        "needs an image encoder (`jepa pretrain --objective vicreg`, the default)")
+    reads = {"t-jepa": "state vectors (proprio, colour moments)", "3d-jepa": "depth point maps"}.get(model.cfg.objective)
+    if frames and reads:
+        raise UserError(f"{run} holds a {model.cfg.objective} encoder of {reads}, not of colour frames: `jepa {frames}` "
+                        "observes colour frames only; give it an image encoder (`jepa pretrain --objective vicreg`, the default)")
     return model, config
 
 

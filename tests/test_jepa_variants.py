@@ -3,15 +3,19 @@ neighbour targets, and each variant's pretrain -> probe -> train-wm -> plan-eval
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+from envs import make_task
+from envs.dataset import EpisodeDataset
 from experiments.cli import main
 from tests.test_world_model import PLAN_TINY, PRETRAIN_TINY, WM_TINY, make_dataset
 from worldmodel.encoders import EncoderConfig
 from worldmodel.jepa import JEPAConfig
 from worldmodel.motion import FlowHead, flow_losses, warp
 from worldmodel.neighbour_targets import neighbour_targets
+from worldmodel.point_cloud import unproject
 
 
 def test_warp_with_the_true_motion_gives_back_the_earlier_frame():
@@ -94,3 +98,43 @@ def test_t_jepa_masks_features_and_trains_a_step():
     loss, _ = model({"frames": frames, "proprio": proprio}, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and model.encoder.weight.grad.abs().sum() > 0 and model.target.weight.grad is None
+
+
+def test_unproject_known_answers():
+    depth = np.full((4, 4), 2.0, np.float32)
+    flat = unproject(depth, {"orthographic": True, "focal": 10.0, "centre": 1.5})  # 10 pixels per metre
+    assert np.allclose(flat[0, 3], [0.15, -0.15, 2.0]) and np.allclose(flat[..., 2], 2.0)
+    ray = unproject(np.full((4, 4), 4.0, np.float32), {"orthographic": False, "focal": 2.0, "centre": 1.5})
+    assert np.allclose(ray[3, 0], [-3.0, 3.0, 4.0])  # 1.5 px off the centre at a focal of 2 px: 0.75 of the depth
+
+
+def test_rendered_depth_unprojects_onto_the_table():
+    """The cube's perspective camera: the points of its depth image, taken back to the world frame
+    with the camera's pose, put the table's top (z = 0) where the most pixels are."""
+    env = make_task("cube")
+    env.reset(seed=0)
+    points = unproject(env.depth_image(), env.depth_camera()).reshape(-1, 3)
+    camera = env.model.camera(env.camera).id
+    to_world = env.data.cam_xmat[camera].reshape(3, 3)
+    world = env.data.cam_xpos[camera] + (points * [1, -1, -1]) @ to_world.T  # MuJoCo's camera looks down its -z, y up
+    heights, counts = np.unique(np.round(world[:, 2], 3), return_counts=True)
+    assert abs(heights[counts.argmax()]) < 2e-3
+    env.close()
+
+
+def test_3d_jepa_pretrains_on_point_maps_and_needs_depth(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["collect", "--task", "push-t", "--policy", "random", "--episodes", "3", "--steps", "12", "--depth", "--out", str(data)]) == 0
+    dataset = EpisodeDataset(data)
+    assert dataset.depth.shape == dataset.frames.shape[:3] and dataset.depth_camera["orthographic"]
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--objective", "3d-jepa", "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    capsys.readouterr()
+    assert main(["probe", "--run", str(run), "--data", str(data), "--train-frames", "20", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["points_r2"]) >= {"block_cos", "block_sin"}
+    plain = make_dataset(tmp_path / "plain")
+    assert main(["pretrain", "--data", str(plain), "--out", str(tmp_path / "x"), "--objective", "3d-jepa", *PRETRAIN_TINY]) == 2
+    assert "--depth" in capsys.readouterr().err
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(tmp_path / "wm"), "--train.steps", "2", *WM_TINY]) == 2
+    assert "depth point maps" in capsys.readouterr().err
+    assert main(["collect", "--task", "gym-pusht:push-t", "--episodes", "1", "--steps", "2", "--depth", "--out", str(tmp_path / "g")]) == 2
+    assert "renders no depth" in capsys.readouterr().err

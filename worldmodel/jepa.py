@@ -17,6 +17,8 @@ predicted). Two families, chosen by `objective`, compared on the same data and b
 - `mc-jepa` (MC-JEPA, Bardes, Ponce & LeCun 2023): `vicreg` for content, plus optical flow between
   consecutive frames estimated from the same encoder's tokens and learned by warping
   (`worldmodel.motion`).
+- `3d-jepa` (3D-JEPA, Hu et al. 2024): `vjepa`'s masked prediction on point maps, the depth images
+  unprojected to points (`worldmodel.point_cloud`), not on colours.
 - `t-jepa` (T-JEPA, Thimonier et al. 2024): masked prediction across the features of a frame's
   state vector (proprio, colour moments), not its pixels (`worldmodel.tabular_jepa`).
 
@@ -41,8 +43,8 @@ from worldmodel.motion import FlowHead, flow_losses
 from worldmodel.neighbour_targets import neighbour_targets
 from worldmodel.regularisers import gather_batch, sigreg, vicreg
 
-OBJECTIVES = ("vjepa", "dmt-jepa", "sigreg", "vicreg", "mc-jepa", "t-jepa")
-MASKED = ("vjepa", "dmt-jepa")  # an EMA teacher and masked-token prediction; the others predict a frame latent
+OBJECTIVES = ("vjepa", "dmt-jepa", "3d-jepa", "sigreg", "vicreg", "mc-jepa", "t-jepa")
+MASKED = ("vjepa", "dmt-jepa", "3d-jepa")  # an EMA teacher and masked-token prediction; the others predict a frame latent
 
 
 @dataclass
@@ -50,8 +52,9 @@ class JEPAConfig:
     """Pretraining objective and predictor."""
 
     objective: Annotated[str, tyro.conf.arg(prefix_name=False)] = "vicreg"
-    """vjepa or dmt-jepa (EMA teacher, masked prediction), sigreg, vicreg or mc-jepa (no teacher, a
-    regulariser; mc-jepa adds optical flow); t-jepa encodes state vectors, not frames."""
+    """vjepa, dmt-jepa or 3d-jepa (EMA teacher, masked prediction; 3d-jepa on depth point maps),
+    sigreg, vicreg or mc-jepa (no teacher, a regulariser; mc-jepa adds optical flow); t-jepa
+    encodes state vectors, not frames."""
     clip_frames: int = 4
     """Frames per training clip (a multiple of the encoder's tubelet)."""
     frame_skip: int = 5
@@ -89,6 +92,8 @@ class JEPAConfig:
     """t-jepa: transformer blocks of the state-vector encoder (width: the encoder's width)."""
     proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
     """t-jepa: size of the proprio (set from the dataset)."""
+    point_stats: Annotated[dict, tyro.conf.Suppress] = field(default_factory=dict)
+    """3d-jepa: the point maps' far depth and standardisation (`PointMaps.fit` on the training frames)."""
     sigreg_weight: float = 0.1
     """sigreg: weight of SIGReg (LeWM uses about 0.09)."""
     variance_weight: float = 1.0

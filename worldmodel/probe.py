@@ -25,24 +25,26 @@ def frame_indices(dataset: EpisodeDataset, episodes: np.ndarray, count: int, see
     return np.sort(np.random.default_rng(seed).choice(frames, count, replace=False))
 
 
-def clips(dataset: EpisodeDataset, index: np.ndarray, length: int, stride: int = 1) -> np.ndarray:
-    """Frames [N, length, H, W, 3], `stride` apart, ending at each index, clamped to the start of its episode."""
+def clips(dataset: EpisodeDataset, index: np.ndarray, length: int, stride: int = 1, frames=None) -> np.ndarray:
+    """Frames [N, length, H, W, 3], `stride` apart, ending at each index, clamped to the start of its
+    episode, read from `frames` (anything indexed like the dataset's frames; default: them)."""
     episode = np.searchsorted(dataset.episode_starts, index, side="right") - 1
     offsets = index[:, None] - stride * np.arange(length - 1, -1, -1)
     offsets = np.maximum(offsets, dataset.episode_starts[episode][:, None])
-    return dataset.frames[offsets]
+    return (dataset.frames if frames is None else frames)[offsets]
 
 
 @torch.no_grad()
 def embed(encoder: torch.nn.Module, dataset: EpisodeDataset, index: np.ndarray, tubelet: int, stride: int = 1,
-          projector: torch.nn.Module | None = None, batch: int = 256) -> dict[str, np.ndarray]:
+          projector: torch.nn.Module | None = None, batch: int = 256, frames=None) -> dict[str, np.ndarray]:
     """Embeddings of the frames at `index`: "tokens" [N, tokens * D], "pooled" [N, D] (mean),
     "keypoints" [N, 2D] (parameter-free spatial soft-argmax of each channel), and with a projector
-    "latent" [N, P] (the compact frame latent that the objective trained)."""
+    "latent" [N, P] (the compact frame latent that the objective trained). `frames`: what the
+    encoder reads in place of the dataset's frames (3d-jepa: its `PointMaps`)."""
     encoder.eval()
     out: dict[str, list] = {"tokens": [], "pooled": [], "keypoints": [], "latent": []}
     for lo in range(0, len(index), batch):
-        z = encoder(torch.from_numpy(clips(dataset, index[lo: lo + batch], tubelet, stride)))[:, -1]  # [B, N, D]
+        z = encoder(torch.from_numpy(clips(dataset, index[lo: lo + batch], tubelet, stride, frames)))[:, -1]  # [B, N, D]
         out["pooled"].append(z.mean(1).float().numpy())
         out["keypoints"].append(keypoints(z, grid_coords(int(round(z.shape[1] ** 0.5)))).float().numpy())
         out["tokens"].append(z.flatten(1).float().numpy())
