@@ -4,6 +4,7 @@ statistics, with the random-init and raw-pixel floors, through the real `jepa` c
 
     python -m experiments.benchmarks.pretrain_objectives [--task two-room] [--episodes 100] [--steps 500]
     python -m experiments.benchmarks.pretrain_objectives --data runs/ptm --objectives vicreg,mc-jepa --out runs/variants
+    python -m experiments.benchmarks.pretrain_objectives --data runs/ptm_depth --objectives 3d-jepa,t-jepa --pretrain-args "--model.state-moments 4"
 
 Collects a noisy-expert dataset (seed 0) unless --data is given, pretrains each objective with
 the default config into OUT/bench_<task>_<objective>_<steps> (a finished run is reused), and
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--objectives", default="vicreg,sigreg,vjepa")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs"), help="folder of the runs (OUT/bench_<task>_<objective>_<steps>)")
+    parser.add_argument("--pretrain-args", default="", help="more `jepa pretrain` arguments for every objective, e.g. "
+                        "'--model.state-moments 4' (t-jepa's colour moments; the image objectives ignore it)")
     args = parser.parse_args()
     data = args.data or Path(f"runs/bench_{args.task}_data")
     if args.data is None and not (data / "episodes.h5").exists():
@@ -52,7 +55,7 @@ def main() -> None:
         run = args.out / f"bench_{task.replace(':', '_')}_{objective}_{args.steps}"
         start = time.perf_counter()
         metrics = run_json(["pretrain", "--data", str(data), "--out", str(run), "--objective", objective,
-                            "--train.steps", str(args.steps)])
+                            "--train.steps", str(args.steps), *args.pretrain_args.split()])
         wall = time.perf_counter() - start
         probe = Probe(run=run, data=data, json=True)()
         rows.append({"objective": objective, "steps": args.steps, "wall_s": round(wall), "position_r2": probe["position_r2"],
