@@ -23,7 +23,8 @@ from worldmodel.trainer import TrainConfig, Trainer
 
 @dataclass
 class Pretrain:
-    """Pretrain a video encoder with a JEPA objective on an episode dataset's frames (no labels)."""
+    """Pretrain an encoder with a JEPA objective on an episode dataset (no labels): of its frames, of their
+    depth point maps (3d-jepa) or of their state vectors (t-jepa)."""
 
     data: Path
     """Dataset folder written by `jepa collect`."""
