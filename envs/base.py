@@ -54,6 +54,18 @@ def new_renderer(env, model: mujoco.MjModel, image_size: int) -> mujoco.Renderer
     return mujoco.Renderer(model, image_size, image_size)
 
 
+def orthographic_depth(depth: np.ndarray, model: mujoco.MjModel) -> np.ndarray:
+    """An orthographic camera's true depth [H, W] from what `mujoco.Renderer` returns for it: the
+    renderer undoes a perspective projection (reversed z), but an orthographic depth buffer holds
+    depth linearly, (far - depth) / (far - near). Redo the buffer value, then map it linearly."""
+    extent = model.stat.extent
+    near, far = np.float32(model.vis.map.znear * extent), np.float32(model.vis.map.zfar * extent)
+    c = np.float32(-0.5) * (-(far + near) / (far - near)) - np.float32(0.5)  # the renderer's coefficients
+    d = np.float32(-0.5) * (-(np.float32(2) * far * near) / (far - near))
+    buffer = d / depth.astype(np.float64) - c
+    return far - buffer * (far - near)
+
+
 def read_state(data: mujoco.MjData) -> np.ndarray:
     """A MuJoCo simulation's full state: qpos then qvel, float64."""
     return np.concatenate([data.qpos, data.qvel])
@@ -331,12 +343,13 @@ class MujocoTaskEnv(GoalStateTaskEnv):
 
     def depth_image(self, data: mujoco.MjData | None = None) -> np.ndarray:
         """The observation camera's depth [H, W] float32 of `data` (None: the episode's simulation),
-        in metres along its optical axis; where nothing is hit, the far plane."""
+        in metres along its optical axis (for orthographic cameras too); where nothing is hit, the far plane."""
         if self._depth_renderer is None:
             self._depth_renderer = new_renderer(self, self.model, self.image_size)
             self._depth_renderer.enable_depth_rendering()
         self._depth_renderer.update_scene(self.data if data is None else data, camera=self.camera)
-        return self._depth_renderer.render().astype(np.float32)
+        depth = self._depth_renderer.render()
+        return (orthographic_depth(depth, self.model) if self.depth_camera()["orthographic"] else depth).astype(np.float32)
 
     def depth_camera(self) -> dict:
         """The observation camera's intrinsics, as `worldmodel.point_cloud.unproject` reads them."""
@@ -344,7 +357,8 @@ class MujocoTaskEnv(GoalStateTaskEnv):
         fovy = float(self.model.cam_fovy[camera])
         orthographic = bool(self.model.cam_orthographic[camera])  # fovy: the view's height in metres, else its angle in degrees
         focal = self.image_size / fovy if orthographic else 0.5 * self.image_size / np.tan(np.radians(fovy) / 2)
-        return {"orthographic": orthographic, "focal": float(focal), "centre": (self.image_size - 1) / 2}
+        return {"orthographic": orthographic, "focal": float(focal), "centre": (self.image_size - 1) / 2,
+                "far": float(self.model.vis.map.zfar * self.model.stat.extent)}
 
     def proprio_of(self, state: np.ndarray) -> np.ndarray:
         """The proprio observation of any state (without disturbing the episode)."""

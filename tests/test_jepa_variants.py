@@ -110,7 +110,8 @@ def test_unproject_known_answers():
 
 def test_rendered_depth_unprojects_onto_the_table():
     """The cube's perspective camera: the points of its depth image, taken back to the world frame
-    with the camera's pose, put the table's top (z = 0) where the most pixels are."""
+    with the camera's pose, put the table's top (z = 0) where the most pixels are; PushT's
+    orthographic camera sees the table 1 m below it and the block above the table."""
     env = make_task("cube")
     env.reset(seed=0)
     points = unproject(env.depth_image(), env.depth_camera()).reshape(-1, 3)
@@ -120,6 +121,11 @@ def test_rendered_depth_unprojects_onto_the_table():
     heights, counts = np.unique(np.round(world[:, 2], 3), return_counts=True)
     assert abs(heights[counts.argmax()]) < 2e-3
     env.close()
+    top = make_task("push-t")  # an orthographic camera 1 m above the table, the block's top 2 cm above it
+    top.reset(seed=0)
+    depth = np.round(top.depth_image(), 3)
+    assert np.median(depth) == 1.0 and depth.min() >= 0.97 and depth.max() <= 1.0 and (depth < 0.99).mean() > 0.01
+    top.close()
 
 
 def test_3d_jepa_pretrains_on_point_maps_and_needs_depth(tmp_path, capsys):

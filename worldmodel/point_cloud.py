@@ -16,7 +16,7 @@ from infra.errors import UserError
 
 def unproject(depth: np.ndarray, camera: dict) -> np.ndarray:
     """Depth [..., H, W] (metres along the optical axis) -> points [..., H, W, 3] in the camera's
-    frame (x right, y down, z forward). `camera`: {"orthographic": bool, "focal": f, "centre": c},
+    frame (x right, y down, z forward). `camera`: {"orthographic": bool, "focal": f, "centre": c, ...},
     f in pixels per metre (orthographic) or pixels (perspective), c the principal point in pixels
     (pixel index coordinates: (W - 1) / 2 for a centred camera)."""
     h, w = depth.shape[-2:]
@@ -41,7 +41,8 @@ class PointMaps:
     def fit(self, index: np.ndarray) -> dict:
         """{"far", "mean", "std"} from the frames at `index`, kept and returned."""
         depth = self.depth[np.sort(index)]
-        far = float(depth[depth < depth.max()].max()) if (depth < depth.max()).any() else float(depth.max())
+        hit = depth < 0.99 * self.camera["far"]  # the rest lies on the far clipping plane
+        far = float(depth[hit].max()) if hit.any() else float(depth.max())
         self.stats = {"far": far}
         points = self[np.sort(index)]
         self.stats |= {"mean": points.reshape(-1, 3).mean(0).tolist(), "std": (points.reshape(-1, 3).std(0) + 1e-6).tolist()}
