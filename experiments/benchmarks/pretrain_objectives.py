@@ -61,13 +61,15 @@ def main() -> None:
         rows.append({"objective": objective, "steps": args.steps, "wall_s": round(wall), "position_r2": probe["position_r2"],
                      "features": probe["features"], "random_init": probe["position_r2_random_init"], "pixels": probe["position_r2_pixels"],
                      "std_mean": round(metrics["collapse/std_mean"], 4), "effective_rank": round(metrics["collapse/effective_rank"], 1),
-                     "collapsed": metrics["collapsed"], "r2": probe["r2"]})
+                     "collapsed": metrics["collapsed"], "r2": probe["r2"], "input_r2": probe.get("vector_r2") or probe.get("points_r2")})
     print(f"# {task}, {data}, {args.steps} steps each, batch 64, {torch.get_num_threads()} CPU threads")
     for r in rows:
         r["r2_features"] = f"{r['position_r2']} ({r['features']})"
         r["variables"] = ", ".join(f"{name} {value:.2f}" for name, value in r["r2"].items())
+        r["inputs"] = ", ".join(f"{name} {value:.2f}" for name, value in r["input_r2"].items()) if r["input_r2"] else "(pixels)"
     print(markdown_table(rows, {"objective": "objective", "steps": "steps", "wall_s": "wall s", "r2_features": "position R2 (features)",
                                 "variables": "R2 per variable (the same features)",
+                                "inputs": "its input read as it is (t-jepa: the state vector; 3d-jepa: the point maps)",
                                 "random_init": "random-init floor", "pixels": "pixel floor", "std_mean": "token std",
                                 "effective_rank": "effective rank", "collapsed": "collapsed"}))
     print(json.dumps(rows))
