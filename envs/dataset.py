@@ -153,17 +153,22 @@ class EpisodeDataset:
         return len(self.episode_starts) - 1
 
     def read_frames(self, index: np.ndarray) -> np.ndarray:
-        """Frames [*index.shape, H, W, 3] uint8 at any array of frame indices, read from the
-        memory map in file order (random reads in order are several times faster)."""
-        flat = np.asarray(index).ravel()
-        order = np.argsort(flat)
-        out = np.empty((len(flat), *self.frames.shape[1:]), np.uint8)
-        out[order] = self.frames[flat[order]]
-        return out.reshape(*np.shape(index), *self.frames.shape[1:])
+        """Frames [*index.shape, H, W, 3] uint8 at any array of frame indices (`read_rows`)."""
+        return read_rows(self.frames, index)
 
     def episode(self, index: int) -> slice:
         """Frame slice of episode `index`."""
         return slice(int(self.episode_starts[index]), int(self.episode_starts[index + 1]))
+
+
+def read_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows [*index.shape, ...] of a memory-mapped per-frame array at any array of frame indices,
+    read in file order (random reads in order are several times faster)."""
+    flat = np.asarray(index).ravel()
+    order = np.argsort(flat)
+    out = np.empty((len(flat), *array.shape[1:]), array.dtype)
+    out[order] = array[flat[order]]
+    return out.reshape(*np.shape(index), *array.shape[1:])
 
 
 def split_episodes(dataset: EpisodeDataset, holdout: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +198,8 @@ class WindowSampler:
         """First frame indices [B] of `batch` random windows."""
         return self.starts[rng.integers(0, len(self.starts), batch)]
 
-    def load(self, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32) of the windows starting at `first`."""
+    def load(self, first: np.ndarray, frames=None) -> tuple[np.ndarray, np.ndarray]:
+        """(frames [B, T, H, W, 3] uint8, actions [B, T-1, A] float32) of the windows starting at
+        `first`; the frames read from `frames` where given (anything indexed like them: 3d-jepa's point maps)."""
         index = np.asarray(first)[:, None] + np.arange(self.window)  # [B, T]
-        return self.dataset.read_frames(index), self.dataset.actions[index[:, :-1]]
+        return self.dataset.read_frames(index) if frames is None else frames[index], self.dataset.actions[index[:, :-1]]

@@ -72,9 +72,7 @@ class Pretrain:
         def batches(step: int, rank: int, world: int) -> dict:
             first = sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))
             per = cfg.batch_size // world
-            frames, actions = sampler.load(first[rank * per: (rank + 1) * per])
-            if points is not None:
-                frames = points[first[rank * per: (rank + 1) * per, None] + np.arange(sampler.window)]
+            frames, actions = sampler.load(first[rank * per: (rank + 1) * per], points)
             blocks = actions.reshape(len(actions), model_cfg.clip_frames - 1, -1)  # [B, T-1, skip * A]
             return {"frames": torch.from_numpy(frames[:, ::skip].copy()), "actions": torch.from_numpy(blocks)}
 
@@ -86,11 +84,11 @@ class Pretrain:
         cfg = self.train
         fit = frame_indices(dataset, episodes, 4000)
         model.vectors.fit(torch.from_numpy(dataset.read_frames(fit)), torch.from_numpy(dataset.proprio[fit]), seed=cfg.seed)
-        frames = np.concatenate([np.arange(dataset.episode_starts[e], dataset.episode_starts[e + 1]) for e in episodes])
+        sampler = WindowSampler(dataset, 1, episodes)  # single frames
 
         def batches(step: int, rank: int, world: int) -> dict:
             per = cfg.batch_size // world
-            index = np.sort(np.random.default_rng([cfg.seed, step, 1]).choice(frames, cfg.batch_size)[rank * per: (rank + 1) * per])
+            index = np.sort(sampler.draw(cfg.batch_size, np.random.default_rng([cfg.seed, step, 1]))[rank * per: (rank + 1) * per])
             return {"frames": torch.from_numpy(dataset.read_frames(index)), "proprio": torch.from_numpy(dataset.proprio[index])}
 
         return batches
@@ -138,16 +136,22 @@ class Probe:
         tabular = model.cfg.objective == "t-jepa"
         points = PointMaps(dataset, model.cfg.point_stats) if model.cfg.objective == "3d-jepa" else None
 
-        def features(jepa, index: np.ndarray) -> dict[str, np.ndarray]:
-            if not tabular:
-                return embed(jepa.encoder, dataset, index, enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector, frames=points)
+        index = {"train": train_idx, "test": test_idx}
+        if tabular:  # t-jepa's input, computed once: the trained and untrained encoders share its statistics
             with torch.no_grad():
-                tokens = torch.cat([jepa.embed(torch.from_numpy(dataset.read_frames(part)), torch.from_numpy(dataset.proprio[part]))
-                                    for part in np.array_split(index, max(1, len(index) // 256))])  # [N, F, D]
+                state_vectors = {split: torch.cat([model.vectors(torch.from_numpy(dataset.read_frames(part)), torch.from_numpy(dataset.proprio[part]))
+                                                   for part in np.array_split(idx, max(1, len(idx) // 256))])  # [N, F]
+                                 for split, idx in index.items()}
+
+        def features(jepa, split: str) -> dict[str, np.ndarray]:
+            if not tabular:
+                return embed(jepa.encoder, dataset, index[split], enc_cfg.tubelet, model.cfg.frame_skip, jepa.projector, frames=points)
+            with torch.no_grad():
+                tokens = jepa.encoder(state_vectors[split])  # [N, F, D]
             return {"tokens": tokens.flatten(1).numpy(), "pooled": tokens.mean(1).numpy()}
 
         def probe(jepa) -> dict[str, np.ndarray]:
-            train, test = features(jepa, train_idx), features(jepa, test_idx)
+            train, test = features(jepa, "train"), features(jepa, "test")
             return {k: fit_probe(train[k], train_y, test[k], test_y) for k in train}
 
         def best(r2: dict[str, np.ndarray]) -> tuple[str, float]:
@@ -159,10 +163,7 @@ class Probe:
         trained = probe(model)
         print("probe: random-init encoder (floor)", file=sys.stderr)
         torch.manual_seed(12345)
-        untrained = build_jepa(model.cfg)
-        if tabular:  # the same state vectors (statistics, palette) as the trained encoder
-            untrained.vectors.load_state_dict(model.vectors.state_dict())
-        random_init = probe(untrained.eval())
+        random_init = probe(build_jepa(model.cfg).eval())
         print("probe: raw pixels (floor)", file=sys.stderr)
         flat = lambda idx: dataset.frames[idx].reshape(len(idx), -1).astype(np.float32) / 255.0  # noqa: E731
         pixels_r2 = fit_probe(flat(train_idx), train_y, flat(test_idx), test_y)
@@ -170,9 +171,7 @@ class Probe:
             flat_points = lambda idx: points[idx].reshape(len(idx), -1)  # noqa: E731
             points_r2 = fit_probe(flat_points(train_idx), train_y, flat_points(test_idx), test_y)
         if tabular:  # the vector the encoder reads, probed as it is: what T-JEPA's tokens add to it or lose
-            with torch.no_grad():
-                vector = lambda idx: model.vectors(torch.from_numpy(dataset.read_frames(idx)), torch.from_numpy(dataset.proprio[idx])).numpy()  # noqa: E731
-                vector_r2 = fit_probe(vector(train_idx), train_y, vector(test_idx), test_y)
+            vector_r2 = fit_probe(state_vectors["train"].numpy(), train_y, state_vectors["test"].numpy(), test_y)
         kind, position_r2 = best(trained)
         result = {
             "task": dataset.task, "objective": config["model"]["objective"], "features": kind,

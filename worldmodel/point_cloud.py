@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.dataset import read_rows
 from infra.errors import UserError
 
 
@@ -49,12 +50,7 @@ class PointMaps:
         return self.stats
 
     def __getitem__(self, index) -> np.ndarray:
-        index = np.asarray(index)
-        flat = index.ravel()
-        order = np.argsort(flat)
-        depth = np.empty((len(flat), *self.depth.shape[1:]), np.float32)
-        depth[order] = self.depth[flat[order]]
-        points = unproject(np.minimum(depth, self.stats["far"]), self.camera)
+        points = unproject(np.minimum(read_rows(self.depth, index), self.stats["far"]), self.camera)
         if "mean" in self.stats:
             points = (points - np.float32(self.stats["mean"])) / np.float32(self.stats["std"])
-        return points.reshape(*index.shape, *points.shape[1:])
+        return points
