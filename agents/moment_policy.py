@@ -104,17 +104,20 @@ class MomentPolicy(ChunkActor):
     def prepare(self, demos: Demonstrations, seed: int) -> tuple[WindowSpec, str]:
         """The proprio's normaliser; the palette and the moments' statistics (`palette_frames`); the
         moments of every frame and goal image, cached for the windows; and which goal moments are read."""
-        spec, _ = super().prepare(demos, seed)
-        symmetric = self.cfg.square_symmetry
-        self.moments.fit(torch.from_numpy(demos.palette_frames(symmetric)), seed=seed)
-        cache = demos.cache_features(self.moments.features, symmetric)
-        summary = ""
+        super().prepare(demos, seed)
+        self.moments.fit(torch.from_numpy(demos.palette_frames(self.cfg.square_symmetry)), seed=seed)
+        spec, summary = self.windows_on(demos), ""
         if self.cfg.goal_image:
-            read = self.choose_goal_moments(*(torch.from_numpy(part) for part in demos.goal_and_reached(cache)))
+            read = self.choose_goal_moments(*(torch.from_numpy(part) for part in demos.goal_and_reached(spec.features)))
             threshold = "chosen from the data" if self.cfg.goal_min_correlation is None else self.cfg.goal_min_correlation
             summary = (f"goal image: {read} of its {self.moments.size} moments follow where the demonstrations end and are read "
                        f"(--model.goal-min-correlation {threshold})" + ("; none: --model.no-goal-image would drop it" if not read else ""))
-        return dataclasses.replace(spec, features=cache), summary
+        return spec, summary
+
+    def windows_on(self, demos: Demonstrations) -> WindowSpec:
+        """The windows' spec with the moments of every frame and goal image of `demos` cached (in
+        each of the square's turns with `square_symmetry`)."""
+        return dataclasses.replace(self.window_spec(), features=demos.cache_features(self.moments.features, self.cfg.square_symmetry))
 
     def _hidden(self, frame_features: torch.Tensor, goal_features: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Raw moments [B, h, F] and [B, F], proprio [B, P] -> the last hidden layer [B, width]."""

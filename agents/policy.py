@@ -187,6 +187,11 @@ class ChunkActor(nn.Module):
         cfg = self.cfg
         return WindowSpec(history=cfg.history, horizon=cfg.horizon, future_offsets=tuple(cfg.future_offsets), symmetric=cfg.square_symmetry)
 
+    def windows_on(self, demos: Demonstrations) -> WindowSpec:
+        """The spec of the windows this prepared policy reads from `demos` (a fixed encoder's
+        features cached where it has one): what its losses are scored on."""
+        return self.window_spec()
+
     def prepare(self, demos: Demonstrations, seed: int) -> tuple[WindowSpec, str]:
         """Fit what the policy takes from the demonstrations before training (here the proprio's
         normaliser, on every frame a window starts at, in every turn training draws); returns the

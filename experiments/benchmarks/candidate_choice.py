@@ -28,7 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-from agents.chunk_policy import ChunkPolicy
 from experiments.benchmarks.heldout_losses import own_losses
 from experiments.imitate_commands import lowest_total
 from experiments.policy_eval_commands import eval_result_name
@@ -66,7 +65,7 @@ def choose(runs: list[Path], k_max: int) -> dict:
     "kept_seed", "kept_run", "success_rate", "ci95", "episodes"} or None}."""
     if len(runs) < 2 or k_max < 1:
         raise UserError(f"give two or more runs of one recipe (got {len(runs)}) and --k of 1 or more (got {k_max})")
-    loaded = [load_policy(run, ChunkPolicy) for run in runs]  # scored on the windows of the demonstrations they learned from
+    loaded = [load_policy(run) for run in runs]  # scored on the windows of the demonstrations they learned from
     recipes = [[config.get(key) for key in RECIPE] + [config.get("successful_only", True), dataclasses.asdict(policy.cfg),
                dataclasses.replace(dataclass_from_dict(TrainConfig, config["train"]), seed=0)]
                for policy, config in loaded]  # as loaded: fields added since a run was trained take their defaults

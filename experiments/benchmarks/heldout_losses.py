@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-from agents.chunk_policy import ChunkPolicy
 from agents.demonstrations import Demonstrations
 from envs.dataset import EpisodeDataset
 from experiments.runs import POLICY_STAGE, load_policy
@@ -35,13 +34,13 @@ def require_finished(run: Path) -> None:
 def own_losses(run: Path, seed: int, loaded: tuple | None = None) -> dict[str, float]:
     """A finished run's losses on fixed windows (drawn with `seed`) of the demonstrations it learned
     from; `loaded`: its (policy, config) if already loaded."""
-    policy, config = loaded or load_policy(run, ChunkPolicy)
+    policy, config = loaded or load_policy(run)
     dataset = EpisodeDataset(config["data"])
     demos = Demonstrations(dataset, config.get("successful_only", True), config["val_episodes"], config["trim"])
     if len(demos.episodes) != config["demonstrations"]:
         raise UserError(f"{run} learned from {config['demonstrations']} demonstrations of {config['data']}, which now holds {len(demos.episodes)} such")
     require_finished(run)
-    return demos.scorer(policy.window_spec(), seed, held_out=False)(policy)
+    return demos.scorer(policy.windows_on(demos), seed, held_out=False)(policy)
 
 
 def main() -> None:
@@ -57,13 +56,14 @@ def main() -> None:
             if held_out is None:  # the demonstrations it learned from
                 losses = own_losses(run, args.seed)
             else:
-                policy, config = load_policy(run, ChunkPolicy)
+                policy, config = load_policy(run)
                 if config["task"] != held_out.task:
                     raise UserError(f"{run} learned {config['task']}, the held-out demonstrations are {held_out.task}")
                 if Path(config["data"]).resolve() == args.data.resolve():
                     raise UserError(f"{run} learned from {args.data}: score it on another collection")
                 require_finished(run)
-                losses = Demonstrations(held_out, trim=config["trim"]).scorer(policy.window_spec(), args.seed, held_out=False)(policy)
+                demos = Demonstrations(held_out, trim=config["trim"])
+                losses = demos.scorer(policy.windows_on(demos), args.seed, held_out=False)(policy)
             trained = json.loads((run / POLICY_STAGE / "metrics.json").read_text())
             print(json.dumps({"run": str(run), "held_out" if held_out is not None else "own": {k: round(v, 6) for k, v in losses.items()},
                               "training_last_batch": {k.removeprefix("loss/"): round(v, 4) for k, v in trained.items() if k.startswith("loss/")}}))
