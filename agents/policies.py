@@ -3,10 +3,12 @@ the rebuilding of a policy from the config a run recorded."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from agents.chunk_policy import KINDS as CHUNK_KINDS
 from agents.chunk_policy import ChunkPolicy, ChunkPolicyConfig
 from agents.moment_policy import MomentPolicy, MomentPolicyConfig
-from agents.policy import ChunkActor, PolicyConfig
+from agents.policy import ChunkActor, PolicyConfig, Vote
 from infra.errors import UserError
 from worldmodel.checkpoint import dataclass_from_dict
 
@@ -17,8 +19,11 @@ POLICIES: dict[str, tuple[type[PolicyConfig], type[ChunkActor]]] = {
 
 
 def build_policy(cfg: PolicyConfig) -> ChunkActor:
-    """The network of `cfg.kind`."""
-    return POLICIES[cfg.kind][1](cfg)
+    """The network of `cfg.kind` (a `Vote` of `cfg.members` of them where there are several)."""
+    network = POLICIES[cfg.kind][1]
+    if cfg.members > 1:
+        return Vote([network(dataclasses.replace(cfg, members=1)) for _ in range(cfg.members)])
+    return network(cfg)
 
 
 def config_from_record(model: dict) -> PolicyConfig:

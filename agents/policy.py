@@ -69,6 +69,8 @@ class PolicyConfig:
     """Temporal-ensembling coefficient (> 0: query every step, ACT uses 0.01)."""
     action_dim: Annotated[int, tyro.conf.Suppress] = 0
     proprio_dim: Annotated[int, tyro.conf.Suppress] = 0
+    members: Annotated[int, tyro.conf.Suppress] = 1
+    """Policies of this config, trained apart, whose vote acts (`Vote`; `jepa imitate --vote` sets it)."""
 
     TASK_FIELDS: ClassVar[dict[str, object]] = {}
     """Fields a task's recipe may set (`envs.TaskEnv.imitation_recipe`), None until `for_task`, and
@@ -255,3 +257,36 @@ class ChunkActor(nn.Module):
         self.cfg = dataclasses.replace(self.cfg, execute=self.cfg.execute if execute is None else execute,
                                        ensemble=self.cfg.ensemble if ensemble is None else ensemble)
         self.reset()
+
+
+class Vote(ChunkActor):
+    """Several policies of one config trained apart (training seeds), acting as one: at each query
+    every member proposes its most likely chunk and the medoid is executed, the proposal with the
+    least L1 distance to the others (bagging's vote, Breiman 1996, for continuous actions: a member
+    trained into a poor basin is outvoted where the others agree, and no average of two distinct
+    moves is ever executed). Each member keeps its own observation history."""
+
+    def __init__(self, members: list[ChunkActor]):
+        super().__init__(dataclasses.replace(members[0].cfg, members=len(members)))
+        self.members = nn.ModuleList(members)
+
+    def reset(self) -> None:
+        super().reset()
+        for member in getattr(self, "members", []):  # the base class resets before the members exist
+            member.reset()
+
+    def observe(self, obs: dict) -> None:
+        for member in self.members:
+            member.observe(obs)
+
+    def windows_on(self, demos: Demonstrations) -> WindowSpec:
+        raise UserError("a vote has no loss of its own: score its members (RUN/candidates/seedS)")
+
+    @torch.no_grad()
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, None]:
+        """The medoid of the members' most likely chunks [B, 1, k, A]."""
+        if observe:
+            self.observe(obs)
+        chunks = torch.stack([most_likely(*member.predict_action_hypotheses(obs, observe=False)) for member in self.members])  # [K, B, k, A]
+        spread = (chunks[:, None] - chunks[None]).abs().sum((-1, -2)).sum(1)  # [K, B]: each proposal's L1 distance to all
+        return chunks[spread.argmin(0), torch.arange(chunks.shape[1])][:, None], None

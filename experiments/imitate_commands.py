@@ -25,13 +25,13 @@ from agents.chunk_policy import ChunkPolicyConfig
 from agents.demonstrations import Demonstrations
 from agents.moment_policy import MomentPolicyConfig
 from agents.policies import POLICIES, build_policy
-from agents.policy import PolicyConfig
+from agents.policy import PolicyConfig, Vote
 from envs import stale_frames, task_spec
 from envs.dataset import EpisodeDataset
-from experiments.runs import CANDIDATES, POLICY_EVAL_STAGE, POLICY_STAGE, load_encoder, recorded_training
+from experiments.runs import CANDIDATES, POLICY_EVAL_STAGE, POLICY_STAGE, load_encoder, load_policy, recorded_training
 from infra.errors import UserError
 from infra.files import replace_folder, write_json
-from worldmodel.checkpoint import FILENAME
+from worldmodel.checkpoint import FILENAME, save_checkpoint
 from worldmodel.trainer import TrainConfig, Trainer
 
 TRANSFORMER_TRAIN = TrainConfig(steps=3000, batch_size=64, lr=5e-4, checkpoint_every=500)
@@ -66,6 +66,9 @@ class Imitate:
     learned from (OUT/candidates/selection.json lists every score). Whether a run learns to see a
     small object can be a lottery of its seed, and a run that did not fits even its own
     demonstrations worse."""
+    vote: bool = False
+    """With --candidates K: act by the vote of the K policies (agents/policy.py `Vote`: the medoid of
+    their proposed chunks) instead of keeping the one with the lowest loss."""
     trim: bool = True
     """Cut each demonstration where it first reaches its goal (experts then stand still)."""
     json: bool = False
@@ -99,16 +102,17 @@ class Imitate:
         metrics = fit(self.train, self.out / POLICY_STAGE) if self.candidates == 1 else self._select(fit)
         if not self.json:
             print(f"{model_cfg.kind} policy written to {self.out / POLICY_STAGE / FILENAME} from {len(demos.episodes)} demonstrations"
-                  + (f" (training seed {metrics['selected_seed']}, the best of {self.candidates})" if self.candidates > 1 else "")
+                  + (f" (the vote of training seeds {', '.join(map(str, metrics['voters']))})" if "voters" in metrics else
+                     f" (training seed {metrics['selected_seed']}, the best of {self.candidates})" if self.candidates > 1 else "")
                   + f"; action L1 {metrics.get('loss/action_l1', float('nan')):.4f}"
                   + (f" (held-out {metrics['val/action_l1']:.4f})" if "val/action_l1" in metrics else "") + f"; next: jepa policy-eval --run {self.out}")
         return metrics
 
     def _select(self, fit) -> dict:
-        """Train the candidates (`fit(train config, policy folder) -> metrics`) and copy the one with
-        the lowest total loss on the held-out demonstrations (`val/total`), or without them on its
-        own (`fit/total`), to OUT/policy; returns its metrics and `selected_seed`. A changed choice
-        leaves OUT/policy_eval stale: it is removed."""
+        """Train the candidates (`fit(train config, policy folder) -> metrics`); with --vote write
+        their vote to OUT/policy, else copy the one with the lowest total loss on the held-out
+        demonstrations (`val/total`), or without them on its own (`fit/total`); returns its metrics
+        and `selected_seed` (or `voters`). A changed choice leaves OUT/policy_eval stale: it is removed."""
         record, policy = self.out / CANDIDATES / "selection.json", self.out / POLICY_STAGE
         if policy.exists() and not record.exists():
             raise UserError(f"{policy} holds a policy trained without --candidates: choose a new --out")
@@ -118,13 +122,35 @@ class Imitate:
             scores[seed] = fit(dataclasses.replace(self.train, seed=seed), folder)
             if prefix + "total" not in scores[seed]:
                 raise UserError(f"{folder} finished without its metrics.json (its {prefix}total): delete {folder.parent} and rerun")
+        if self.vote:
+            return self._vote(scores)
         best = lowest_total({seed: metrics[prefix + "total"] for seed, metrics in scores.items()})
-        if record.exists() and json.loads(record.read_text())["selected_seed"] != best:
+        if record.exists() and json.loads(record.read_text()).get("selected_seed") != best:
             shutil.rmtree(self.out / POLICY_EVAL_STAGE, ignore_errors=True)
         replace_folder(self.out / CANDIDATES / f"seed{best}" / POLICY_STAGE, policy)
         write_json(record, {"selected_seed": best, "chosen_by": prefix + "total", "candidates": {
             str(seed): {k: v for k, v in metrics.items() if k.startswith(prefix)} for seed, metrics in scores.items()}})
         return scores[best] | {"selected_seed": best}
+
+    def _vote(self, scores: dict[int, dict]) -> dict:
+        """Write the vote of the trained candidates (their metrics by training seed) to OUT/policy;
+        returns their mean losses and `voters`."""
+        loaded = [load_policy(self.out / CANDIDATES / f"seed{seed}") for seed in scores]
+        vote = Vote([policy for policy, _ in loaded])
+        config = loaded[0][1] | {"model": dataclasses.asdict(vote.cfg), "voters": list(scores)}
+        metrics = {key: float(np.mean([m[key] for m in scores.values()])) for key in scores[min(scores)] if key.startswith(("loss/", "fit/", "val/"))}
+        record = self.out / CANDIDATES / "selection.json"
+        if record.exists() and json.loads(record.read_text()).get("voters") != list(scores):
+            shutil.rmtree(self.out / POLICY_EVAL_STAGE, ignore_errors=True)
+        staging = self.out / CANDIDATES / "vote" / POLICY_STAGE
+        staging.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(staging / FILENAME, vote, None, self.train.steps, config)
+        write_json(staging / "config.json", config)
+        write_json(staging / "metrics.json", metrics)
+        replace_folder(staging, self.out / POLICY_STAGE)
+        write_json(record, {"voters": list(scores), "candidates": {
+            str(seed): {k: v for k, v in m.items() if k.startswith(("fit/", "val/"))} for seed, m in scores.items()}})
+        return metrics | {"voters": list(scores)}
 
     def _fit(self, demos: Demonstrations, model_cfg: PolicyConfig, encoder: torch.nn.Module | None, cfg: TrainConfig, folder: Path) -> dict:
         """Train one policy with training config `cfg` into `folder` (resuming what is there); its final metrics."""
@@ -186,6 +212,15 @@ class ImitateTransformer(Imitate):
 class ImitateMoments(Imitate):
     """Learn the moments policy (an MLP on the images' colour moments) from demonstrations into OUT/policy."""
 
+    candidates: int = 3
+    """Train this many policies, with training seeds --train.seed, --train.seed + 1, ..., each in
+    OUT/candidates/seedS; with --vote (the default) OUT/policy acts by their vote, else it is the
+    one with the lowest total loss. A run costs minutes, and which basin it lands in is a lottery of
+    its seed (Meta-World push: 55-100% by training seed); no loss on the demonstrations ranks the
+    runs on every task, and the vote outvotes a poor run."""
+    vote: bool = True
+    """Act by the vote of the --candidates policies (agents/policy.py `Vote`: the medoid of their
+    proposed chunks); --no-vote keeps the one with the lowest total loss."""
     model: MomentPolicyConfig = field(default_factory=MomentPolicyConfig)
     train: TrainConfig = field(default_factory=lambda: dataclasses.replace(MOMENTS_TRAIN))
 

@@ -13,6 +13,7 @@ from conftest import TINY, write_dataset
 from agents.chunk_policy import ChunkPolicyConfig
 from agents.demonstrations import Demonstrations
 from agents.moment_policy import MomentPolicy, MomentPolicyConfig
+from agents.policy import ChunkActor, Vote
 from envs import task_spec
 from envs.dataset import EpisodeDataset
 from experiments.cli import main
@@ -33,9 +34,10 @@ def test_each_policy_starts_from_its_own_defaults_and_given_flags_win():
     assert moments.train == dataclasses.replace(MOMENTS_TRAIN, steps=3000, seed=3)
     assert moments.model == dataclasses.replace(MomentPolicyConfig(), history=1)
     assert parse(["imitate", "moments", "--data", "d", "--out", "o", *given]) == moments  # the subcommand itself
+    assert moments.candidates == 3 and parse(["imitate", "moments", "--data", "d", "--out", "o", "--candidates", "1"]).candidates == 1
     for argv in (["--policy=act"], ["act"], ["--policy", "act", "act"]):
         act = parse(["imitate", *argv, "--data", "d", "--out", "o"])
-        assert act.train == TRANSFORMER_TRAIN and act.model == ChunkPolicyConfig(kind="act")
+        assert act.train == TRANSFORMER_TRAIN and act.model == ChunkPolicyConfig(kind="act") and act.candidates == 1
     assert parse(["imitate", "--data", "d", "--out", "o"]).model.kind == "act-jepa"  # no policy named
     with pytest.raises(UserError, match="contradicts the subcommand act"):
         parse(["imitate", "--policy", "bc", "act", "--data", "d", "--out", "o"])
@@ -185,6 +187,57 @@ def test_candidates_keep_the_one_with_the_lowest_held_out_or_fitted_loss(demos, 
     assert {seed: (folder / "policy" / "checkpoint.safetensors").stat().st_mtime_ns for seed, folder in folders.items()} == written
     assert json.loads((run / "candidates" / "selection.json").read_text()) == selection
     assert (run / "policy" / "checkpoint.safetensors").read_bytes() == chosen and not list(run.glob(".policy*"))
+
+
+class FixedProposal(ChunkActor):
+    """A stub member that proposes chunks full of one value (the second of two hypotheses is the most likely)."""
+
+    def __init__(self, value: float):
+        super().__init__(ChunkPolicyConfig(kind="act", action_dim=2, execute=2))
+        self.value, self.seen = value, 0
+
+    def observe(self, obs: dict) -> None:
+        self.seen += 1
+
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True):
+        if observe:
+            self.observe(obs)
+        batch = len(obs["pixels"])
+        hypotheses = torch.stack([torch.full((batch, self.cfg.horizon, 2), -1.0), torch.full((batch, self.cfg.horizon, 2), self.value)], 1)
+        return hypotheses, torch.tensor([[0.0, 1.0]]).expand(batch, 2)
+
+
+def test_a_vote_executes_the_members_medoid_proposal():
+    members = [FixedProposal(value) for value in (0.1, 0.5, 0.12)]  # 0.12 lies nearest the others
+    vote = Vote(members)
+    obs = {"pixels": np.zeros((3, 8, 8, 3), np.uint8)}
+    hypotheses, logits = vote.predict_action_hypotheses(obs)
+    assert hypotheses.shape == (3, 1, 8, 2) and logits is None and torch.allclose(hypotheses, torch.tensor(0.12))
+    assert [vote.select_action(obs)[0, 0].item() for _ in range(3)] == pytest.approx([0.12] * 3)
+    assert [member.seen for member in members] == [4, 4, 4]  # every member observes every step (the queue runs 2 per query)
+    assert vote.cfg.members == 3
+    with pytest.raises(UserError, match="no loss of its own"):
+        vote.windows_on(None)
+
+
+def test_the_moments_policy_acts_by_the_vote_of_three_training_seeds(demos, tmp_path, capsys):
+    run, tiny = tmp_path / "run", ["--train.steps", "3", "--train.batch-size", "8", "--train.warmup", "1", "--model.width", "16"]
+    argv = ["imitate", "--data", str(demos), "--out", str(run), "--policy", "moments", "--train.seed", "4", *tiny]
+    assert main(argv) == 0
+    assert "the vote of training seeds 4, 5, 6" in capsys.readouterr().out
+    vote, config = load_policy(run)
+    assert isinstance(vote, Vote) and config["model"]["members"] == 3 and config["voters"] == [4, 5, 6]
+    for member, seed in zip(vote.members, (4, 5, 6)):  # the candidates' own weights
+        alone, _ = load_policy(run / "candidates" / f"seed{seed}")
+        assert all(torch.equal(a, b) for a, b in zip(member.state_dict().values(), alone.state_dict().values()))
+    assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "4", "--no-baselines", "--no-videos"]) == 0
+    assert main(argv) == 0 and list((run / "policy_eval").glob("*.json"))  # rerun: the same vote, its evaluation kept
+    assert main([*argv, "--no-vote"]) == 0 and not (run / "policy_eval").exists()  # the lowest-loss one instead: stale evaluations go
+    kept = json.loads((run / "candidates" / "selection.json").read_text())["selected_seed"]
+    assert isinstance(load_policy(run)[0], MomentPolicy) and load_policy(run)[1]["train"]["seed"] == kept
+    single = tmp_path / "single"
+    assert main(["imitate", "--data", str(demos), "--out", str(single), "--policy", "moments", "--candidates", "1", *tiny]) == 0
+    assert isinstance(load_policy(single)[0], MomentPolicy) and not (single / "candidates").exists()
 
 
 def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, trained_policy, capsys):

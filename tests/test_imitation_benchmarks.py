@@ -130,7 +130,7 @@ def test_heldout_losses_scores_a_run_on_another_collection_or_on_its_own(demos, 
 def test_candidate_choice_keeps_what_the_command_kept(demos, tmp_path, policy, val_episodes):
     from experiments.benchmarks.candidate_choice import choose  # reads the choice off runs trained one seed at a time
 
-    run, tiny = tmp_path / "run", TINY if policy == "act" else ["--model.width", "16", "--train.batch-size", "8", "--train.warmup", "2"]
+    run, tiny = tmp_path / "run", TINY if policy == "act" else ["--model.width", "16", "--train.batch-size", "8", "--train.warmup", "2", "--no-vote"]
     assert main(["imitate", "--data", str(demos), "--out", str(run), "--policy", policy, "--train.steps", "4", "--train.seed", "5",
                  "--val-episodes", str(val_episodes), "--candidates", "3", *tiny]) == 0
     selection = json.loads((run / "candidates" / "selection.json").read_text())

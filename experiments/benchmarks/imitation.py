@@ -12,7 +12,7 @@ seeds and episodes) are reused, so an interrupted run continues.
     python -m experiments.benchmarks.imitation --task metaworld:reach-v3 --demos 50 --seeds 0 --demonstrator noisy-expert
     python -m experiments.benchmarks.imitation --task metaworld:push-v3 --demos 50 --seeds 0 --demonstrator noisy-expert --waypoints 24 40 --goal-waypoints -1 --goal-encoder
     python -m experiments.benchmarks.imitation --task push-t --out runs/im/pt
-    (add --candidates 3 to keep the best of three training seeds)
+    (--candidates K trains K training seeds and keeps the best, or with the moments policy's default --vote acts by their vote)
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def main() -> None:
                         "not turned by the square's symmetries where the task declares them (push-t)")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
-    parser.add_argument("--candidates", type=int, default=1, help="imitate's --candidates: train K training seeds, keep the one with the "
-                        "lowest loss (on the held-out demonstrations with --val-episodes, else on those it learned from)")
+    parser.add_argument("--candidates", type=int, default=None, help="imitate's --candidates: train K training seeds, keep the one with the "
+                        "lowest loss (on the held-out demonstrations with --val-episodes, else on those it learned from); default: "
+                        "imitate's (3 for moments, 1 for the others)")
     args = parser.parse_args()
     try:
         table(args)
@@ -69,7 +70,7 @@ def imitation(args: argparse.Namespace, policy: str, demo_seed: int) -> Imitate:
     if policy not in COMMANDS:
         raise UserError(f"policy must be one of {', '.join(COMMANDS)}, got {policy!r}")
     imitate = dataclasses.replace(COMMANDS[policy], data=args.out / f"demos_s{demo_seed}", out=args.out / f"{policy}_s{demo_seed}", json=True,
-                                  val_episodes=args.val_episodes, candidates=args.candidates)
+                                  val_episodes=args.val_episodes, **({} if args.candidates is None else {"candidates": args.candidates}))
     waypoints = {"waypoints": tuple(args.waypoints), "goal_waypoints": tuple(args.goal_waypoints), "goal_encoder": args.goal_encoder}
     waypoints |= {"waypoint_weight": args.waypoint_weight} if args.waypoint_weight is not None else {}
     if policy == "moments" and (args.waypoints or args.goal_waypoints or args.goal_encoder or args.waypoint_weight is not None):
@@ -106,17 +107,19 @@ def table(args: argparse.Namespace) -> None:
     pct = lambda rate: f"{rate:.1%}"  # noqa: E731
     rows = []
     for policy in policies:
-        results, wall = [], 0.0
+        results, kept, wall = [], [], 0.0
         for demo_seed in demo_seeds:
             demonstrations(args, demo_seed)
             imitate = imitation(args, policy, demo_seed)
             start = time.perf_counter()
-            imitate()
+            metrics = imitate()
+            kept.append("vote" if "voters" in metrics else str(metrics.get("selected_seed", imitate.train.seed)))
             wall += time.perf_counter() - start
             results.append(evaluation(imitate, args, seeds))
         successes, episodes = sum(round(r["success_rate"] * r["n"]) for r in results), sum(r["n"] for r in results)
         low, high = wilson(successes, episodes)
         rows.append({"policy": policy, "sets": ", ".join(pct(r["success_rate"]) for r in results),
+                     "kept": ", ".join(kept) + (f" (of {imitate.candidates})" if imitate.candidates > 1 else ""),
                      "median": pct(statistics.median(r["success_rate"] for r in results)),
                      "pooled": f"{pct(successes / episodes)} [{pct(low)}, {pct(high)}]",
                      "floor": pct(statistics.mean(r["floor"] for r in results)), "demonstrator": pct(statistics.mean(r["ceiling"] for r in results)),
@@ -126,8 +129,8 @@ def table(args: argparse.Namespace) -> None:
           + (f", waypoints {' '.join(map(str, args.waypoints))}" if args.waypoints else "")
           + (f", goal waypoints {' '.join(map(str, args.goal_waypoints))}" if args.goal_waypoints else "") + (", goal encoder" if args.goal_encoder else "")
           + (", as recorded (no symmetry turns)" if args.no_square_symmetry else "") + (f", waypoint weight {args.waypoint_weight:g}" if args.waypoint_weight is not None else "")
-          + (f", {args.val_episodes} held out" if args.val_episodes else "") + (f", best of {args.candidates} training seeds" if args.candidates > 1 else ""))
-    print(markdown_table(rows, {"policy": "policy", "sets": "success per demonstration set", "median": "median over sets",
+          + (f", {args.val_episodes} held out" if args.val_episodes else ""))
+    print(markdown_table(rows, {"policy": "policy", "sets": "success per demonstration set", "kept": "training seed per set (or their vote)", "median": "median over sets",
                                 "pooled": "pooled (Wilson 95%)", "floor": "random floor", "demonstrator": "demonstrator",
                                 "wall": "training wall (this session)"}))
 
