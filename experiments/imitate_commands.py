@@ -79,8 +79,6 @@ class Imitate:
     def __post_init__(self):
         if self.candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {self.candidates}")
-        if self.candidates > 1 and "WORLD_SIZE" in os.environ:
-            raise UserError("--candidates trains its runs one after another in one process: run it without torchrun")
 
     def pretrained_encoder(self, dataset: EpisodeDataset, model_cfg: PolicyConfig) -> tuple[PolicyConfig, torch.nn.Module | None]:
         """The pretrained image encoder the policy starts from (None: from scratch), and the config that fits it."""
@@ -92,6 +90,9 @@ class Imitate:
         return None
 
     def __call__(self) -> dict:
+        if self.candidates > 1 and "WORLD_SIZE" in os.environ:
+            raise UserError(f"--candidates {self.candidates} trains its runs one after another in one process: run it without torchrun, "
+                            "or with --candidates 1")
         dataset = EpisodeDataset(self.data)
         if warning := stale_frames(dataset.task, dataset.render_revision, f"the dataset {self.data} holds"):
             print(warning, file=sys.stderr)

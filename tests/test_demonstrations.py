@@ -108,7 +108,7 @@ def test_moments_policy_reads_cached_features_of_the_turned_frames_and_runs(tmp_
     data = write_dataset(tmp_path / "pt", task="push-t", policy="expert", steps=30, episodes=2)
     run = tmp_path / "run"
     assert main(["imitate", "--data", str(data), "--out", str(run), "--policy", "moments", "--model.colour-moments", "4", "--model.square-symmetry",
-                 "--model.history", "2", "--model.jepa-weight", "1", "--no-successful-only", "--train.steps", "200", "--train.warmup", "10", "--train.batch-size", "16", "--train.log-every", "50"]) == 0
+                 "--model.history", "2", "--model.jepa-weight", "1", "--no-successful-only", "--candidates", "1", "--train.steps", "200", "--train.warmup", "10", "--train.batch-size", "16", "--train.log-every", "50"]) == 0
     policy, _ = load_policy(run)
     assert isinstance(policy, MomentPolicy)
     demos = Demonstrations(EpisodeDataset(data), successful_only=False)

@@ -240,6 +240,12 @@ def test_the_moments_policy_acts_by_the_vote_of_three_training_seeds(demos, tmp_
     assert isinstance(load_policy(single)[0], MomentPolicy) and not (single / "candidates").exists()
 
 
+def test_under_torchrun_only_a_single_run_trains(demos, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # every command still parses (the moments policy's default trains three runs)
+    assert main(["imitate", "--data", str(demos), "--out", str(tmp_path / "run"), "--policy", "moments"]) == 2
+    assert "run it without torchrun, or with --candidates 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_candidates_refuse_a_run_folder_whose_policy_was_trained_alone(demos, trained_policy, capsys):
     before = (trained_policy / "policy" / "checkpoint.safetensors").read_bytes()
     assert main(["imitate", "--data", str(demos), "--out", str(trained_policy), "--val-episodes", "1", "--candidates", "2", *TINY]) == 2
