@@ -149,6 +149,7 @@ class Imitate:
         write_json(staging / "config.json", config)
         write_json(staging / "metrics.json", metrics)
         replace_folder(staging, self.out / POLICY_STAGE)
+        shutil.rmtree(staging.parent)  # the staged copy: OUT/policy holds it now
         write_json(record, {"voters": list(scores), "candidates": {
             str(seed): {k: v for k, v in m.items() if k.startswith(("fit/", "val/"))} for seed, m in scores.items()}})
         return metrics | {"voters": list(scores)}

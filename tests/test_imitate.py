@@ -230,6 +230,7 @@ def test_the_moments_policy_acts_by_the_vote_of_three_training_seeds(demos, tmp_
     for member, seed in zip(vote.members, (4, 5, 6)):  # the candidates' own weights
         alone, _ = load_policy(run / "candidates" / f"seed{seed}")
         assert all(torch.equal(a, b) for a, b in zip(member.state_dict().values(), alone.state_dict().values()))
+    assert not (run / "candidates" / "vote").exists()  # staged, then moved into OUT/policy
     assert main(["policy-eval", "--run", str(run), "--episodes", "2", "--seeds", "0", "--steps", "4", "--no-baselines", "--no-videos"]) == 0
     assert main(argv) == 0 and list((run / "policy_eval").glob("*.json"))  # rerun: the same vote, its evaluation kept
     assert main([*argv, "--no-vote"]) == 0 and not (run / "policy_eval").exists()  # the lowest-loss one instead: stale evaluations go

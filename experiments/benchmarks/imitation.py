@@ -55,9 +55,9 @@ def main() -> None:
                         "not turned by the square's symmetries where the task declares them (push-t)")
     parser.add_argument("--waypoint-weight", type=float, default=None, help="imitate's --model.waypoint-weight (default: imitate's default)")
     parser.add_argument("--val-episodes", type=int, default=0, help="imitate's --val-episodes: the last N demonstrations held out and scored")
-    parser.add_argument("--candidates", type=int, default=None, help="imitate's --candidates: train K training seeds, keep the one with the "
-                        "lowest loss (on the held-out demonstrations with --val-episodes, else on those it learned from); default: "
-                        "imitate's (3 for moments, 1 for the others)")
+    parser.add_argument("--candidates", type=int, default=None, help="imitate's --candidates: train K training seeds and keep the one with the "
+                        "lowest loss (on the held-out demonstrations with --val-episodes, else on those it learned from), or their vote "
+                        "where imitate votes; default: imitate's (3, voted, for moments; 1 for the others)")
     args = parser.parse_args()
     try:
         table(args)
