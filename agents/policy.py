@@ -283,10 +283,18 @@ class Vote(ChunkActor):
         raise UserError("a vote has no loss of its own: score its members (RUN/candidates/seedS)")
 
     @torch.no_grad()
-    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, None]:
-        """The medoid of the members' most likely chunks [B, 1, k, A]."""
+    def predict_action_hypotheses(self, obs: dict, observe: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's hypotheses [B, K * M, k, A] in the order of the logits [B, K * M]: the
+        members' most likely chunks first, the medoid (acted on) ahead of them, then the members'
+        other hypotheses, so a planner's prior (`jepa plan-eval --prior`) gets them all."""
         if observe:
             self.observe(obs)
-        chunks = torch.stack([most_likely(*member.predict_action_hypotheses(obs, observe=False)) for member in self.members])  # [K, B, k, A]
-        spread = (chunks[:, None] - chunks[None]).abs().sum((-1, -2)).sum(1)  # [K, B]: each proposal's L1 distance to all
-        return chunks[spread.argmin(0), torch.arange(chunks.shape[1])][:, None], None
+        ranked = []  # per member [B, M, k, A], its most likely first
+        for member in self.members:
+            hypotheses, logits = member.predict_action_hypotheses(obs, observe=False)
+            ranked.append(hypotheses if logits is None else hypotheses[torch.arange(len(logits))[:, None], logits.argsort(dim=1, descending=True, stable=True)])
+        tops = torch.stack([hypotheses[:, 0] for hypotheses in ranked], 1)  # [B, K, k, A]
+        spread = (tops[:, :, None] - tops[:, None]).abs().sum((-1, -2)).sum(2)  # [B, K]: each proposal's L1 distance to all
+        tops = tops[torch.arange(len(tops))[:, None], spread.argsort(dim=1, stable=True)]
+        hypotheses = torch.cat([tops, *(hypotheses[:, 1:] for hypotheses in ranked)], 1)  # [B, K * M, k, A]
+        return hypotheses, -torch.arange(hypotheses.shape[1], dtype=torch.float32).expand(len(hypotheses), -1)

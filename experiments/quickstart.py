@@ -116,7 +116,7 @@ class Quickstart:
             if not (demos / DATASET_FILE).exists():
                 stage("collect demonstrations", Collect(task=self.task, policy="expert", episodes=recipe["prior"], out=demos,
                                                         workers=self.workers, json=True))
-            imitate = ImitateMoments(data=demos, out=self.out, json=True, candidates=1)  # one run: its 8 hypotheses seed the planner (a vote proposes one)
+            imitate = ImitateMoments(data=demos, out=self.out, json=True, candidates=1)  # one run, a third of the vote's training time
             if self.prior_steps:
                 imitate.train = dataclasses.replace(imitate.train, steps=self.prior_steps)
             stage("imitate", imitate)

@@ -13,6 +13,7 @@ from conftest import TINY, write_dataset
 from agents.chunk_policy import ChunkPolicyConfig
 from agents.demonstrations import Demonstrations
 from agents.moment_policy import MomentPolicy, MomentPolicyConfig
+from agents.mpc import PolicyPrior
 from agents.policy import ChunkActor, Vote
 from envs import task_spec
 from envs.dataset import EpisodeDataset
@@ -212,12 +213,16 @@ def test_a_vote_executes_the_members_medoid_proposal():
     vote = Vote(members)
     obs = {"pixels": np.zeros((3, 8, 8, 3), np.uint8)}
     hypotheses, logits = vote.predict_action_hypotheses(obs)
-    assert hypotheses.shape == (3, 1, 8, 2) and logits is None and torch.allclose(hypotheses, torch.tensor(0.12))
+    assert hypotheses.shape == (3, 6, 8, 2) and torch.equal(logits.argmax(1), torch.zeros(3, dtype=torch.long))
+    assert hypotheses[0, :, 0, 0].tolist() == pytest.approx([0.12, 0.1, 0.5, -1, -1, -1])  # by agreement, then the members' others
     assert [vote.select_action(obs)[0, 0].item() for _ in range(3)] == pytest.approx([0.12] * 3)
     assert [member.seen for member in members] == [4, 4, 4]  # every member observes every step (the queue runs 2 per query)
     assert vote.cfg.members == 3
     with pytest.raises(UserError, match="no loss of its own"):
         vote.windows_on(None)
+    prior = PolicyPrior(vote, np.zeros((8, 8, 3), np.uint8))  # a planner's prior: every member's hypotheses, the medoid first
+    blocks, covered = prior.blocks({"pixels": np.zeros((8, 8, 3), np.uint8), "proprio": np.zeros(2, np.float32)}, 2, 5, True)
+    assert covered == 4 and blocks.shape == (6, 4, 2) and blocks[:, 0, 0].tolist() == pytest.approx([0.12, 0.1, 0.5, -1, -1, -1])
 
 
 def test_the_moments_policy_acts_by_the_vote_of_three_training_seeds(demos, tmp_path, capsys):

@@ -94,7 +94,7 @@ def test_t_jepa_masks_features_and_trains_a_step():
     model = TabularJEPA(cfg)
     frames, proprio = torch.randint(0, 255, (6, 16, 16, 3), dtype=torch.uint8), torch.randn(6, 3)
     model.vectors.fit(frames, proprio)
-    assert model.vectors(frames, proprio).shape == (6, 3 + 10) and model.embed(frames, proprio).shape == (6, 13, 16)
+    assert model.vectors(frames, proprio).shape == (6, 3 + 10) and model.encoder(model.vectors(frames, proprio)).shape == (6, 13, 16)
     loss, _ = model({"frames": frames, "proprio": proprio}, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and model.encoder.weight.grad.abs().sum() > 0 and model.target.weight.grad is None

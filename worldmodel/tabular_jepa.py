@@ -85,10 +85,6 @@ class TabularJEPA(nn.Module):
         self.predictor = nn.ModuleList(Block(width, heads) for _ in range(cfg.predictor_depth))
         self.predictor_norm = nn.LayerNorm(width)
 
-    def embed(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """(frames uint8 [B, H, W, 3], proprio [B, P]) -> feature tokens [B, F, D] (the representation)."""
-        return self.encoder(self.vectors(frames, proprio))
-
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """batch["frames"] uint8 [B, H, W, 3], batch["proprio"] [B, P] -> (loss, metrics)."""
         vectors = self.vectors(batch["frames"], batch["proprio"])  # [B, F]
