@@ -4,7 +4,7 @@
 and its gymnasium id. `make_task("two-room", image_size=64)` builds one. Meta-World v3 tasks are
 named `metaworld:<task>-v3` (`envs/metaworld_tasks.py`; imitation only: they take no start state).
 The published systems' own tasks have one file per suite: `dmc:reacher-easy` (`envs/dmc_tasks.py`),
-`gym-pusht:push-t` (`envs/gym_pusht_tasks.py`), `ogbench:cube-single` (`envs/ogbench_tasks.py`).
+`gym-pusht:push-t` and `gym-pusht:push-t-fixed` (`envs/gym_pusht_tasks.py`), `ogbench:cube-single` (`envs/ogbench_tasks.py`).
 Every env class implements `TaskEnv` (envs/base.py), whose class attributes say what a task can be
 used for (`settable_state`, `pair_rules`, ...).
 """
@@ -18,7 +18,7 @@ import gymnasium as gym
 from envs.base import MujocoTaskEnv, TaskEnv
 from envs.cube import CubeEnv, CubeExpert
 from envs.dmc_tasks import DMCReacherEnv, DMCReacherExpert
-from envs.gym_pusht_tasks import GymPushTEnv, GymPushTExpert
+from envs.gym_pusht_tasks import GymPushTCoverageExpert, GymPushTEnv, GymPushTExpert, GymPushTFixedGoalEnv
 from envs.ogbench_tasks import OGBenchCubeEnv, OGBenchCubeExpert
 from envs import metaworld_tasks  # isort: skip  (after the GL backend is chosen, envs.base)
 from envs.push_t import PushTEnv, PushTFixedGoalEnv
@@ -48,6 +48,8 @@ TASKS = {
                                  "DeepMind Control's torque-driven reacher to a goal configuration (LeWM's task; needs dm-control)"),
     "gym-pusht:push-t": TaskSpec(GymPushTEnv, GymPushTExpert, "jepa/GymPushT-v0",
                                  "the pymunk Push-T of Diffusion Policy and LeRobot to a goal state (DINO-WM's, PLDM's and LeWM's task; needs gym-pusht)"),
+    "gym-pusht:push-t-fixed": TaskSpec(GymPushTFixedGoalEnv, GymPushTCoverageExpert, "jepa/GymPushTFixedGoal-v0",
+                                       "the pymunk Push-T to its fixed goal region by its own coverage test (Diffusion Policy's, LeRobot's and ACT-JEPA's imitation task; needs gym-pusht)"),
     "ogbench:cube-single": TaskSpec(OGBenchCubeEnv, OGBenchCubeExpert, "jepa/OGBenchCubeSingle-v0",
                                     "OGBench's UR5e arm moving a cube to a goal state (DINO-WM's and LeWM's cube; needs ogbench)"),
 }

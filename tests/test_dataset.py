@@ -56,7 +56,8 @@ def test_collect_cli_json_and_files(tmp_path, capsys):
 def test_tasks_cli_lists_all_tasks(capsys):
     assert main(["tasks", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"two-room", "reacher", "push-t", "push-t-fixed", "cube",
-                                                        "dmc:reacher-easy", "gym-pusht:push-t", "ogbench:cube-single"}
+                                                        "dmc:reacher-easy", "gym-pusht:push-t", "gym-pusht:push-t-fixed",
+                                                        "ogbench:cube-single"}
 
 
 @pytest.mark.parametrize("argv, message", [

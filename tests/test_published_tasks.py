@@ -14,6 +14,7 @@ from agents.mpc import MPCConfig, with_preset
 from agents.planner import horizon_cost
 from conftest import TINY
 from envs import make_task
+from envs.gym_pusht_tasks import coverage
 from envs.reacher import fingertip
 from experiments.cli import main
 from infra.errors import UserError
@@ -94,6 +95,23 @@ def test_gym_pusht_state_round_trips_and_the_published_test_counts_agent_and_blo
     turned = state.copy()
     turned[4] += np.pi / 9 + 0.01
     assert not env.is_success(turned, goal)
+    env.close()
+
+
+def test_gym_pusht_fixed_goal_is_the_packages_region_and_coverage_test():
+    env = make_task("gym-pusht:push-t-fixed", image_size=32)
+    env.reset(seed=1)
+    np.testing.assert_allclose(env.goal_state[2:5], env.sim.goal_pose)  # every episode: the package's own region
+    rng, outcomes = np.random.default_rng(0), set()
+    for _ in range(12):  # near the region: some cover 95% of it, some do not
+        state = env.goal_state.copy()
+        state[2:5] += rng.normal(0, [3.0, 3.0, 0.04])
+        env.set_state(state)
+        packages = env.sim._get_coverage()
+        assert coverage(state, env.goal_state) == pytest.approx(packages, abs=1e-9)
+        assert env.is_success() == (packages >= 0.95)
+        outcomes.add(env.is_success())
+    assert outcomes == {True, False}
     env.close()
 
 
