@@ -95,7 +95,8 @@ class GymPushTEnv(GoalStateTaskEnv):
             raise UserError(f"gym-pusht runs at its own {SUBSTEPS} physics steps per env step, got --frame-skip {frame_skip}")
         check_image_size(image_size)
         self.image_size, self.frame_skip, self.render_mode, self.pixels = image_size, SUBSTEPS, render_mode, pixels
-        self.sim, self.scratch = self._new_sim(), self._new_sim()  # the episode; goal rendering and expert look-ahead
+        self.sim, self.scratch = self._new_sim(), self._new_sim()  # the episode; the expert's look-ahead and the ceiling's rollouts
+        self.canvas = self._new_sim()  # draws set states (goal images): the package draws the last step's contact points, and this one steps no more
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = gym.spaces.Dict({
             "pixels": gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
@@ -137,6 +138,12 @@ class GymPushTEnv(GoalStateTaskEnv):
             if distance_to_t(agent, block) > AGENT_RADIUS + 5:
                 return np.concatenate([agent, block, np.zeros(5)])
 
+    def render_state(self, state: np.ndarray | None = None) -> np.ndarray:
+        if state is None or not self.pixels:
+            return super().render_state(state)
+        self.set_state(state, self.canvas)
+        return self.draw(self.canvas)
+
     def draw(self, sim=None) -> np.ndarray:
         return (self.sim if sim is None else sim)._render(visualize=False)  # the package's observation drawing, at the observation size
 
@@ -165,8 +172,8 @@ class GymPushTEnv(GoalStateTaskEnv):
                 sim.space.step(DT)
 
     def close(self):
-        self.sim.close()
-        self.scratch.close()
+        for sim in (self.sim, self.scratch, self.canvas):
+            sim.close()
 
 
 class GymPushTFixedGoalEnv(GymPushTEnv):
