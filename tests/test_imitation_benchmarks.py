@@ -152,10 +152,11 @@ def test_imitation_table_trains_each_policy_on_each_demonstration_set(tmp_path, 
 
     out = tmp_path / "table"
     monkeypatch.setattr("sys.argv", ["imitation", "--task", "two-room", "--out", str(out), "--policies", "moments", "--demos", "3",
-                                     "--steps", "2", "--episodes", "2", "--seeds", "0", "--demo-seeds", "1,2"])
+                                     "--steps", "2", "--episodes", "2", "--seeds", "0", "--demo-seeds", "1,2", "--no-baselines"])
     imitation.main()
     table = capsys.readouterr().out
     assert "collection seeds 1,2" in table and "| moments |" in table
     per_set = [json.loads(next((out / f"moments_s{s}" / "policy_eval").glob("*.json")).read_text())["success_rate"] for s in (1, 2)]
     assert ", ".join(f"{rate:.1%}" for rate in per_set) in table  # each set's own evaluation, in order
     assert [EpisodeDataset(out / f"demos_s{s}").attrs["seed"] for s in (1, 2)] == [1, 2]
+    assert "| n/a | n/a |" in table  # --no-baselines: neither floor nor demonstrator was run

@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--policies", default="act-jepa,act,bc")
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes per seed")
     parser.add_argument("--seeds", default="0,1,2", help="evaluation seeds")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the random floor and the demonstrator (once measured: "
+                        "the demonstrator re-runs the scripted expert on every run's episodes)")
     parser.add_argument("--demo-seeds", default="0", help="collection seeds, one demonstration set each (OUT/demos_sS)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: imitate's default)")
     parser.add_argument("--waypoints", type=int, nargs="+", default=(), help="imitate's --model.waypoints for every policy "
@@ -97,7 +99,8 @@ def demonstrations(args: argparse.Namespace, demo_seed: int) -> None:
 def evaluation(imitate: Imitate, args: argparse.Namespace, seeds: list[int]) -> dict:
     """The policy-eval result of a trained run on the table's evaluation episodes (reused when there)."""
     done = sorted((imitate.out / "policy_eval").glob(eval_result_name(args.task, "execute*", seeds, args.episodes, "*")))
-    return json.loads(done[0].read_text()) if done else PolicyEval(run=imitate.out, episodes=args.episodes, seeds=args.seeds, json=True)()
+    return json.loads(done[0].read_text()) if done else PolicyEval(run=imitate.out, episodes=args.episodes, seeds=args.seeds, baselines=not args.no_baselines,
+                                                                            json=True)()
 
 
 def table(args: argparse.Namespace) -> None:
@@ -122,7 +125,8 @@ def table(args: argparse.Namespace) -> None:
                      "kept": ", ".join(kept) + (f" (of {imitate.candidates})" if imitate.candidates > 1 else ""),
                      "median": pct(statistics.median(r["success_rate"] for r in results)),
                      "pooled": f"{pct(successes / episodes)} [{pct(low)}, {pct(high)}]",
-                     "floor": pct(statistics.mean(r["floor"] for r in results)), "demonstrator": pct(statistics.mean(r["ceiling"] for r in results)),
+                     **{column: "n/a" if any(r[key] is None for r in results) else pct(statistics.mean(r[key] for r in results))
+                        for column, key in (("floor", "floor"), ("demonstrator", "ceiling"))},
                      "wall": f"{wall:.0f} s"})
     print(f"{args.task}, {args.demos} demonstrations ({args.demonstrator}) per set, collection seeds {args.demo_seeds}, "
           f"{len(seeds)} x {args.episodes} evaluation episodes per run"
