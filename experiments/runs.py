@@ -122,14 +122,16 @@ def encoder_checkpoint(run: Path) -> Path:
     return stage_checkpoint(run, ENCODER_STAGE)
 
 
-def load_encoder(run: Path, frames: str | None = None) -> tuple[JEPA, dict]:
+def load_encoder(run: Path, frames: str | None = None, state_vectors: bool = False) -> tuple[JEPA, dict]:
     """The pretrained JEPA of a run folder, in eval mode, and its recorded config. With `frames`
-    (the command that needs it) an encoder of anything but colour frames (t-jepa, 3d-jepa) is refused."""
+    (the command that needs it) an encoder of anything but colour frames is refused: of depth
+    point maps (3d-jepa) always, of state vectors (t-jepa) unless the command reads them (`state_vectors`)."""
     model, config = load_stage(run, ENCODER_STAGE, lambda config: build_jepa(dataclass_from_dict(JEPAConfig, config["model"])))
     reads = {"t-jepa": "state vectors (proprio, colour moments)", "3d-jepa": "depth point maps"}.get(model.cfg.objective)
-    if frames and reads:
+    if frames and reads and not (state_vectors and model.cfg.objective == "t-jepa"):
+        accepted = "an image encoder (`jepa pretrain --objective vicreg`, the default)" + (" or a t-jepa one" if state_vectors else "")
         raise UserError(f"{run} holds a {model.cfg.objective} encoder of {reads}, not of colour frames: `jepa {frames}` "
-                        "observes colour frames only; give it an image encoder (`jepa pretrain --objective vicreg`, the default)")
+                        f"observes colour frames and proprio; give it {accepted}")
     return model, config
 
 

@@ -36,7 +36,7 @@ class TrainWM:
     """Print one JSON object (final training metrics) on stdout."""
 
     def __call__(self) -> dict:
-        jepa, encoder_config = load_encoder(self.encoder, frames="train-wm")
+        jepa, encoder_config = load_encoder(self.encoder, frames="train-wm", state_vectors=True)
         dataset = EpisodeDataset(self.data)
         check_dataset(dataset, encoder_config, jepa.cfg.encoder.image_size, "train-wm")
         model_cfg = dataclasses.replace(self.model, action_dim=dataset.actions.shape[1], encoder=dataclasses.asdict(jepa.cfg),
@@ -46,6 +46,8 @@ class TrainWM:
         model.encoder.load_state_dict(jepa.encoder.state_dict())
         if model.projector is not None:
             model.projector.load_state_dict(jepa.projector.state_dict())
+        if model.state_vectors is not None:  # t-jepa: its input's palette and statistics
+            model.state_vectors.load_state_dict(jepa.vectors.state_dict())
         train_episodes, _ = split_episodes(dataset, self.holdout)
         skip, frames = model_cfg.frame_skip, model_cfg.clip_frames
         sampler = WindowSampler(dataset, (frames - 1) * skip + 1, train_episodes)
@@ -85,7 +87,13 @@ def fit_state(model: WorldModel, dataset: EpisodeDataset, in_train: np.ndarray, 
         chosen = np.sort(np.random.default_rng(seed).choice(in_train, min(len(in_train), 4000), replace=False))
         model.moments.fit(torch.from_numpy(dataset.read_frames(chosen)), seed=seed)
     raw = encode_frames(model, dataset.frames, dataset.proprio, desc="encode frames")  # [F, N, D]
-    if model.cfg.proprio:
+    if model.state_vectors is not None:  # t-jepa: read from the frames' colour moments
+        chosen = np.sort(np.random.default_rng(seed).choice(in_train, min(len(in_train), 20_000), replace=False))
+        with torch.no_grad():
+            inputs = torch.cat([model.readout_inputs(torch.from_numpy(dataset.read_frames(part))[:, None])[:, 0]
+                                for part in np.array_split(chosen, max(1, len(chosen) // 512))])
+        model.fit_proprio_readout(inputs, torch.from_numpy(dataset.proprio[chosen]))
+    elif model.cfg.proprio:
         image = model.parts["proprio"].start
         model.fit_proprio_readout(raw[in_train, 0, :image], torch.from_numpy(dataset.proprio[in_train]))
     model.set_normalisation(raw[in_train])

@@ -82,8 +82,34 @@ def test_t_jepa_pretrains_on_state_vectors_and_is_probed_beside_them(tmp_path, c
     assert main(["probe", "--run", str(run), "--data", str(data), "--train-frames", "30", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["objective"] == "t-jepa" and set(result["vector_r2"]) == set(result["r2"])
-    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(tmp_path / "wm"), "--train.steps", "2", *WM_TINY]) == 2
+    wm = tmp_path / "wm"
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(wm), "--train.steps", "2", "--model.proprio", *WM_TINY]) == 0
+    assert main(["plan-eval", "--run", str(wm), *PLAN_TINY, "--no-save", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["state"] == ["latent", "proprio"]
+    assert main(["imitate", "--data", str(data), "--encoder", str(run), "--out", str(tmp_path / "p"), "--policy", "act-jepa"]) == 2
     assert "t-jepa encoder of state vectors" in capsys.readouterr().err
+    proprio_only = tmp_path / "proprio_only"
+    assert main(["pretrain", "--data", str(data), "--out", str(proprio_only), "--objective", "t-jepa", "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    assert main(["train-wm", "--data", str(data), "--encoder", str(proprio_only), "--out", str(tmp_path / "w2"), *WM_TINY]) == 2
+    assert "--model.state-moments" in capsys.readouterr().err
+
+
+def test_t_jepa_world_model_reads_a_goal_images_proprio_from_its_moments(tmp_path):
+    """A t-jepa state is the pooled tokens of (proprio, colour moments): it changes with the proprio,
+    and a goal image alone gets its proprio from the ridge read-out of its moments."""
+    from experiments.runs import load_world_model
+
+    data, run = make_dataset(tmp_path / "data"), tmp_path / "run"
+    assert main(["pretrain", "--data", str(data), "--out", str(run), "--objective", "t-jepa", "--model.state-moments", "2",
+                 "--train.steps", "2", *PRETRAIN_TINY]) == 0
+    assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "2", *WM_TINY]) == 0
+    model, _ = load_world_model(run)
+    dataset = EpisodeDataset(data)
+    pixels, proprio = torch.from_numpy(dataset.frames[:4])[:, None], torch.from_numpy(dataset.proprio[:4])[:, None]
+    observed, shifted = model.raw_latent(pixels, proprio), model.raw_latent(pixels, proprio + 1.0)
+    assert observed.shape == (4, 1, 1, model.latent_shape[1]) and not torch.allclose(observed, shifted)
+    read = model.readout_inputs(pixels) @ model.proprio_readout[:-1] + model.proprio_readout[-1]  # [4, 1, P]
+    assert torch.allclose(model.raw_latent(pixels), model.raw_latent(pixels, read), atol=1e-5)
 
 
 def test_t_jepa_masks_features_and_trains_a_step():

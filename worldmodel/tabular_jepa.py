@@ -44,9 +44,13 @@ class StateVectors(nn.Module):
         if self.moments:
             self.moments.fit(frames, seed=seed)
 
-    def forward(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+    def combine(self, proprio: torch.Tensor, moments: torch.Tensor | None) -> torch.Tensor:
+        """proprio [..., P] and raw colour moments [..., K * 10] (`ColourMoments.features`) -> vectors [..., F]."""
         vectors = (proprio.float() - self.proprio_mean) / self.proprio_std
-        return torch.cat([vectors, self.moments(frames)], -1) if self.moments else vectors
+        return torch.cat([vectors, self.moments.standardise(moments)], -1) if self.moments else vectors
+
+    def forward(self, frames: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        return self.combine(proprio, self.moments.features(frames) if self.moments else None)
 
 
 class FeatureEncoder(nn.Module):

@@ -16,6 +16,10 @@ what success depends on (DINO-WM, Zhou et al. 2024, feeds proprio to its predict
   here reads);
 - `proprio`: the agent's own observed state. A goal given as an image alone gets its proprio
   from a ridge read-out of the image's part of the state, fitted on the training frames.
+
+A `t-jepa` encoder (`worldmodel.tabular_jepa`) reads a frame's state vector (proprio and colour
+moments), not its pixels: its pooled feature tokens are the learned latent, and a goal image's
+proprio is read from the moments its vector holds.
 The state is standardised per channel with statistics of the training frames, so losses and
 planning costs are in units of the data's spread; `cost_weight` says which channels the planning
 cost weighs (all, or those chosen from the data: `worldmodel/goal_features.py`).
@@ -40,6 +44,7 @@ from worldmodel.jepa import MASKED, JEPAConfig
 from worldmodel.predictor import ActionPredictor, PredictorConfig
 from worldmodel.probe import fit_ridge
 from worldmodel.regularisers import vicreg
+from worldmodel.tabular_jepa import FeatureEncoder, StateVectors
 
 LATENTS = ("frame", "tokens")
 
@@ -104,13 +109,22 @@ class WorldModel(nn.Module):
         if jepa.encoder.tubelet != 1:
             raise UserError(f"the world model needs a single-frame encoder (tubelet 1), this one has tubelet {jepa.encoder.tubelet}")
         self.image_size = jepa.encoder.image_size
-        self.encoder = build_encoder(jepa.encoder)
-        self.projector = None
-        if cfg.latent == "frame" and jepa.objective not in MASKED:
-            self.projector = FrameLatent(jepa.encoder.grid, jepa.encoder.dim, jepa.projector_dim)
+        self.projector, self.state_vectors = None, None
         grid, dim = jepa.encoder.grid, jepa.encoder.dim
+        if jepa.objective == "t-jepa":
+            if cfg.latent != "frame" or cfg.finetune:
+                raise UserError("a t-jepa encoder gives a frozen frame latent: drop --model.latent tokens and --model.finetune")
+            if not jepa.state_moments:
+                raise UserError("a t-jepa encoder of proprio alone reads nothing of a goal image: pretrain it with --model.state-moments K")
+            self.state_vectors = StateVectors(jepa.proprio_dim, jepa.state_moments, self.image_size)  # its palette and statistics, from pretraining
+            self.encoder = FeatureEncoder(self.state_vectors.size, jepa.encoder.width, jepa.tabular_depth, jepa.predictor_heads)
+            tokens, width = 1, jepa.encoder.width
+        else:
+            self.encoder = build_encoder(jepa.encoder)
+            if cfg.latent == "frame" and jepa.objective not in MASKED:
+                self.projector = FrameLatent(grid, dim, jepa.projector_dim)
+            tokens, width = (1, jepa.projector_dim if self.projector else 3 * dim) if cfg.latent == "frame" else (cfg.latent_grid**2, dim)
         self.register_buffer("coords", grid_coords(grid), persistent=False)
-        tokens, width = (1, jepa.projector_dim if self.projector else 3 * dim) if cfg.latent == "frame" else (cfg.latent_grid**2, dim)
         if cfg.latent == "tokens" and grid % cfg.latent_grid:
             raise UserError(f"latent grid {cfg.latent_grid} must divide the encoder's token grid {grid}")
         self.moments = ColourMoments(cfg.moments, self.image_size) if cfg.moments else None  # fitted by `jepa train-wm`
@@ -121,8 +135,10 @@ class WorldModel(nn.Module):
         if cfg.proprio:
             self.parts["proprio"] = slice(width, width + cfg.proprio_dim)
             width += cfg.proprio_dim
-        if cfg.proprio:  # ridge read-out of a frame's raw proprio from its raw image channels (bias last), for goal images
-            self.register_buffer("proprio_readout", torch.zeros(image_width + 1, cfg.proprio_dim))
+        if self.state_vectors is not None:  # its latent needs the proprio, read from the moments alone
+            image_width = self.state_vectors.moments.size + (self.moments.size if self.moments else 0)
+        if cfg.proprio or self.state_vectors is not None:  # ridge read-out of a frame's raw proprio from its raw image channels (bias last), for goal images
+            self.register_buffer("proprio_readout", torch.zeros(image_width + 1, jepa.proprio_dim if self.state_vectors else cfg.proprio_dim))
         self.register_buffer("z_mean", torch.zeros(width))
         self.register_buffer("z_std", torch.ones(width))
         self.register_buffer("cost_weight", torch.ones(width))  # [D] each channel's weight in the planning cost
@@ -155,15 +171,41 @@ class WorldModel(nn.Module):
             z = torch.cat([z, self.moments.features(pixels.flatten(0, 1)).reshape(*pixels.shape[:2], -1)], -1)
         return z[:, :, None]
 
+    def readout_inputs(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 [B, T, H, W, 3] -> the raw image channels [B, T, D'] a goal image's proprio is
+        read from: the image's part of the state, or with t-jepa the colour moments (its own, then the state's)."""
+        if self.state_vectors is None:
+            return self.image_latent(pixels)[:, :, 0]
+        frames = pixels.flatten(0, 1)
+        seen = [self.state_vectors.moments.features(frames)] + ([self.moments.features(frames)] if self.moments else [])
+        return torch.cat(seen, -1).reshape(*pixels.shape[:2], -1)
+
+    def _read_proprio(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs @ self.proprio_readout[:-1] + self.proprio_readout[-1]
+
     def raw_latent(self, pixels: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         """pixels uint8 [B, T, H, W, 3] and proprio [B, T, P] (None: read from the image) ->
         unstandardised states [B, T, N, D]."""
+        if self.state_vectors is not None:
+            return self._state_vector_latent(pixels, proprio)
         z = self.image_latent(pixels)
         if not self.cfg.proprio:
             return z
         if proprio is None:
-            proprio = z[:, :, 0] @ self.proprio_readout[:-1] + self.proprio_readout[-1]
+            proprio = self._read_proprio(z[:, :, 0])
         return torch.cat([z, proprio.to(z.dtype)[:, :, None]], -1)
+
+    def _state_vector_latent(self, pixels: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+        """t-jepa: the pooled feature tokens of (proprio, colour moments), then the state's
+        moments and proprio where it has them [B, T, 1, D]."""
+        seen = self.readout_inputs(pixels)  # [B, T, D']
+        proprio = self._read_proprio(seen) if proprio is None else proprio.to(seen.dtype)
+        own = self.state_vectors.moments.size
+        vectors = self.state_vectors.combine(proprio, seen[..., :own])  # [B, T, F]
+        parts = [self.encoder(vectors.flatten(0, 1)).mean(-2).reshape(*seen.shape[:2], -1)]  # [B, T, width]
+        parts += [seen[..., own:]] if self.moments else []
+        parts += [proprio] if self.cfg.proprio else []
+        return torch.cat(parts, -1)[:, :, None]
 
     def encode(self, pixels: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         """pixels uint8 [..., T, H, W, 3], proprio [..., T, P] or None -> standardised states [..., T, N, D]."""
@@ -174,7 +216,7 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def fit_proprio_readout(self, image: torch.Tensor, proprio: torch.Tensor) -> None:
-        """The ridge read-out (`probe.fit_ridge`) of raw proprio [F, P] from the raw image channels [F, D'] of training frames."""
+        """The ridge read-out (`probe.fit_ridge`) of raw proprio [F, P] from the raw image channels [F, D'] (`readout_inputs`) of training frames."""
         mean, weights, target_mean = fit_ridge(image.double().numpy(), proprio.double().numpy())
         bias = target_mean - mean @ weights
         self.proprio_readout.copy_(torch.cat([torch.from_numpy(weights), torch.from_numpy(bias)[None]]).float())
