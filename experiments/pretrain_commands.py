@@ -1,4 +1,4 @@
-"""`jepa pretrain` and `jepa probe`: self-supervised encoder pretraining and its linear probe."""
+"""`jepa pretrain` and `jepa probe`: self-supervised encoder pretraining and its probe."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from infra.errors import UserError
 from worldmodel.checkpoint import FILENAME
 from worldmodel.jepa import JEPAConfig, build_jepa
 from worldmodel.point_cloud import PointMaps
-from worldmodel.probe import embed, fit_probe, frame_indices
+from worldmodel.probe import embed, fit_mlp_probe, fit_probe, frame_indices
 from worldmodel.trainer import TrainConfig, Trainer
+
+PROBE_HEADS = {"ridge": fit_probe, "mlp": fit_mlp_probe}
 
 
 @dataclass
@@ -96,11 +98,11 @@ class Pretrain:
 
 @dataclass
 class Probe:
-    """Linear probe of a frozen encoder onto the true state, R2 on held-out episodes, with floors.
+    """Probe of a frozen encoder onto the true state (linear, or an MLP), R2 on held-out episodes, with floors.
 
     Every feature set the encoder offers is probed (per-token, mean-pooled, spatial keypoints, and
-    the trained frame latent where the objective has one); the best one is reported, and the
-    random-init floor is taken the same way."""
+    the trained frame latent where the objective has one); the one that reads the positions best is
+    reported (every one in the JSON), and the random-init floor is taken the same way."""
 
     run: Path
     """Run folder written by `jepa pretrain`."""
@@ -112,10 +114,16 @@ class Probe:
     """Held-out frames it is scored on."""
     holdout: float | None = None
     """Fraction of episodes (the last ones) held out (default: the run's, so the encoder never saw them)."""
+    head: str = "ridge"
+    """ridge (a linear read-out) or mlp (two hidden layers of 256, stopped on a validation tail):
+    whether what ridge misses is held nonlinearly or not at all."""
     json: bool = False
     """Print {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels", ...} on stdout."""
 
     def __call__(self) -> dict:
+        if self.head not in PROBE_HEADS:
+            raise UserError(f"--head must be one of {tuple(PROBE_HEADS)}, got {self.head!r}")
+        fit_probe = PROBE_HEADS[self.head]
         model, config = load_encoder(self.run)
         dataset = EpisodeDataset(self.data)
         enc_cfg = model.cfg.encoder
@@ -182,10 +190,11 @@ class Probe:
             **({"vector_r2": dict(zip(names, np.round(vector_r2, 4).tolist()))} if tabular else {}),
             **({"points_r2": dict(zip(names, np.round(points_r2, 4).tolist()))} if points is not None else {}),
             "position_r2_by_features": {k: round(float(v[positions].mean()), 4) for k, v in trained.items()},
+            "r2_by_features": {k: dict(zip(names, np.round(v, 4).tolist())) for k, v in trained.items()}, "head": self.head,
             "train_frames": len(train_idx), "test_frames": len(test_idx),
         }
         if not self.json:
-            print(f"probe R2 on held-out {dataset.task} episodes ({len(test_idx)} frames), best features: {kind}")
+            print(f"{self.head} probe R2 on held-out {dataset.task} episodes ({len(test_idx)} frames), best features: {kind}")
             for name in names:
                 print(f"  {name:14s} {result['r2'][name]:7.4f}" + (f"   (the raw state vector: {result['vector_r2'][name]:.4f})" if tabular else ""))
             by = ", ".join(f"{k} {v:.4f}" for k, v in result["position_r2_by_features"].items())

@@ -7,7 +7,7 @@ import torch
 from worldmodel.encoders import EncoderConfig, build_encoder
 from worldmodel.jepa import OBJECTIVES
 from worldmodel.masks import MaskConfig, sample_mask
-from worldmodel.probe import fit_probe
+from worldmodel.probe import fit_mlp_probe, fit_probe
 from worldmodel.regularisers import sigreg, vicreg
 from worldmodel.trainer import resolve_metrics
 
@@ -74,6 +74,18 @@ def test_ridge_probe_recovers_a_linear_map_and_scores_noise_at_zero():
     assert fit_probe(x[:500], y[:500], x[500:], y[500:]).min() > 0.99
     noise = rng.normal(size=(600, 2))
     assert fit_probe(x[:500], noise[:500], x[500:], noise[500:]).max() < 0.1
+
+
+def test_mlp_probe_reads_what_ridge_cannot():
+    """An angle's cosine from (x, y) on the unit circle scaled by a radius: nonlinear in the inputs,
+    so ridge reads little of it and the MLP probe most; noise stays near zero for both."""
+    rng = np.random.default_rng(0)
+    angle, radius = rng.uniform(-np.pi, np.pi, 2000), rng.uniform(0.5, 2.0, 2000)
+    x = np.column_stack([radius * np.cos(angle), radius * np.sin(angle), rng.normal(size=(2000, 4))])
+    y = np.column_stack([np.cos(2 * angle), rng.normal(size=2000)])
+    ridge, mlp = fit_probe(x[:1600], y[:1600], x[1600:], y[1600:]), fit_mlp_probe(x[:1600], y[:1600], x[1600:], y[1600:], steps=1500)
+    assert ridge[0] < 0.1 and mlp[0] > 0.8
+    assert max(ridge[1], mlp[1]) < 0.05
 
 
 def test_keypoints_find_the_active_token():
