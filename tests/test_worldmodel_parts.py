@@ -86,6 +86,10 @@ def test_mlp_probe_reads_what_ridge_cannot():
     ridge, mlp = fit_probe(x[:1600], y[:1600], x[1600:], y[1600:]), fit_mlp_probe(x[:1600], y[:1600], x[1600:], y[1600:], steps=1500)
     assert ridge[0] < 0.1 and mlp[0] > 0.8
     assert max(ridge[1], mlp[1]) < 0.05
+    rare = np.zeros((2000, 1))  # a feature (a pixel) all but constant in training, and lit in half the held-out frames
+    rare[5], rare[1600::2] = 1e-4, 1.0
+    lit = fit_mlp_probe(np.hstack([x, rare])[:1600], y[:1600], np.hstack([x, rare])[1600:], y[1600:], steps=1500)
+    assert lit.min() > -2  # unclipped, it reads as 10^4 spreads and the R2 falls to -10^7
 
 
 def test_keypoints_find_the_active_token():

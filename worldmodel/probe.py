@@ -110,7 +110,8 @@ def fit_mlp_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
     mean, spread = train_x[:cut].mean(0), train_x[:cut].std(0)
     scale = np.where(spread > 1e-6, spread, 1.0)  # a feature constant in training stays unscaled
     y_mean, y_scale = train_y[:cut].mean(0), train_y[:cut].std(0) + 1e-6
-    x = lambda a: torch.from_numpy(((a - mean) / scale).astype(np.float32))  # noqa: E731
+    # clipped: a pixel almost never lit in training must not read as thousands of spreads when it is
+    x = lambda a: torch.from_numpy(np.clip((a - mean) / scale, -10, 10).astype(np.float32))  # noqa: E731
     fit_x, val_x, test_t = x(train_x[:cut]), x(train_x[cut:]), x(test_x)
     fit_y = torch.from_numpy(((train_y[:cut] - y_mean) / y_scale).astype(np.float32))
     torch.manual_seed(seed)
