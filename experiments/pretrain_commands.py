@@ -187,6 +187,7 @@ class Probe:
             "position_r2": position_r2,
             "position_r2_random_init": best(random_init)[1],
             "position_r2_pixels": round(float(pixels_r2[positions].mean()), 4),
+            "r2_pixels": dict(zip(names, np.round(pixels_r2, 4).tolist())),
             **({"vector_r2": dict(zip(names, np.round(vector_r2, 4).tolist()))} if tabular else {}),
             **({"points_r2": dict(zip(names, np.round(points_r2, 4).tolist()))} if points is not None else {}),
             "position_r2_by_features": {k: round(float(v[positions].mean()), 4) for k, v in trained.items()},

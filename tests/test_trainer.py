@@ -48,6 +48,7 @@ def test_pretrain_then_probe_end_to_end(tiny_dataset, tmp_path, capsys, objectiv
         assert main(["probe", "--run", str(run), "--data", str(tiny_dataset), "--train-frames", "30", "--head", "mlp", "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["head"] == "mlp" and set(result["r2_by_features"]) == {"tokens", "pooled", "keypoints", "latent"}
+        assert set(result["r2_pixels"]) == set(result["r2"])
         assert main(["probe", "--run", str(run), "--data", str(tiny_dataset), "--head", "forest"]) == 2
         assert "--head must be one of" in capsys.readouterr().err
 
