@@ -105,7 +105,7 @@ def test_t_jepa_world_model_reads_a_goal_images_proprio_from_its_moments(tmp_pat
     assert main(["train-wm", "--data", str(data), "--encoder", str(run), "--out", str(run), "--train.steps", "2", *WM_TINY]) == 0
     model, _ = load_world_model(run)
     dataset = EpisodeDataset(data)
-    pixels, proprio = torch.from_numpy(dataset.frames[:4])[:, None], torch.from_numpy(dataset.proprio[:4])[:, None]
+    pixels, proprio = torch.from_numpy(np.array(dataset.frames[:4]))[:, None], torch.from_numpy(np.array(dataset.proprio[:4]))[:, None]
     observed, shifted = model.raw_latent(pixels, proprio), model.raw_latent(pixels, proprio + 1.0)
     assert observed.shape == (4, 1, 1, model.latent_shape[1]) and not torch.allclose(observed, shifted)
     read = model.readout_inputs(pixels) @ model.proprio_readout[:-1] + model.proprio_readout[-1]  # [4, 1, P]
