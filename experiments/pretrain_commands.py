@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,13 +118,17 @@ class Probe:
     head: str = "ridge"
     """ridge (a linear read-out) or mlp (two hidden layers of 256, stopped on a validation tail):
     whether what ridge misses is held nonlinearly or not at all."""
+    mlp_steps: int = 3000
+    """mlp: training steps of each probe (checked every 100)."""
     json: bool = False
     """Print {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels", ...} on stdout."""
 
     def __call__(self) -> dict:
         if self.head not in PROBE_HEADS:
             raise UserError(f"--head must be one of {tuple(PROBE_HEADS)}, got {self.head!r}")
-        fit_probe = PROBE_HEADS[self.head]
+        if self.mlp_steps < 100:
+            raise UserError(f"--mlp-steps must be at least 100 (the probe is checked every 100), got {self.mlp_steps}")
+        fit_probe = functools.partial(fit_mlp_probe, steps=self.mlp_steps) if self.head == "mlp" else PROBE_HEADS[self.head]
         model, config = load_encoder(self.run)
         dataset = EpisodeDataset(self.data)
         enc_cfg = model.cfg.encoder

@@ -45,7 +45,7 @@ def test_pretrain_then_probe_end_to_end(tiny_dataset, tmp_path, capsys, objectiv
     assert {"r2", "position_r2", "position_r2_random_init", "position_r2_pixels"} <= set(result)
     assert set(result["r2"]) == {"agent_x", "agent_y", "agent_vx", "agent_vy"}
     if objective == "vicreg":  # the MLP head, and every feature set's R2 in the JSON
-        assert main(["probe", "--run", str(run), "--data", str(tiny_dataset), "--train-frames", "30", "--head", "mlp", "--json"]) == 0
+        assert main(["probe", "--run", str(run), "--data", str(tiny_dataset), "--train-frames", "30", "--head", "mlp", "--mlp-steps", "200", "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["head"] == "mlp" and set(result["r2_by_features"]) == {"tokens", "pooled", "keypoints", "latent"}
         assert set(result["r2_pixels"]) == set(result["r2"])
