@@ -21,7 +21,7 @@ from worldmodel.point_cloud import PointMaps
 from worldmodel.probe import embed, fit_mlp_probe, fit_probe, frame_indices
 from worldmodel.trainer import TrainConfig, Trainer
 
-PROBE_HEADS = {"ridge": fit_probe, "mlp": fit_mlp_probe}
+PROBE_HEADS = ("ridge", "mlp")
 
 
 @dataclass
@@ -125,10 +125,10 @@ class Probe:
 
     def __call__(self) -> dict:
         if self.head not in PROBE_HEADS:
-            raise UserError(f"--head must be one of {tuple(PROBE_HEADS)}, got {self.head!r}")
+            raise UserError(f"--head must be one of {PROBE_HEADS}, got {self.head!r}")
         if self.mlp_steps < 100:
             raise UserError(f"--mlp-steps must be at least 100 (the probe is checked every 100), got {self.mlp_steps}")
-        fit_probe = functools.partial(fit_mlp_probe, steps=self.mlp_steps) if self.head == "mlp" else PROBE_HEADS[self.head]
+        read_out = functools.partial(fit_mlp_probe, steps=self.mlp_steps) if self.head == "mlp" else fit_probe
         model, config = load_encoder(self.run)
         dataset = EpisodeDataset(self.data)
         enc_cfg = model.cfg.encoder
@@ -165,7 +165,7 @@ class Probe:
 
         def probe(jepa) -> dict[str, np.ndarray]:
             train, test = features(jepa, "train"), features(jepa, "test")
-            return {k: fit_probe(train[k], train_y, test[k], test_y) for k in train}
+            return {k: read_out(train[k], train_y, test[k], test_y) for k in train}
 
         def best(r2: dict[str, np.ndarray]) -> tuple[str, float]:
             scores = {k: float(v[positions].mean()) for k, v in r2.items()}
@@ -179,12 +179,12 @@ class Probe:
         random_init = probe(build_jepa(model.cfg).eval())
         print("probe: raw pixels (floor)", file=sys.stderr)
         flat = lambda idx: dataset.frames[idx].reshape(len(idx), -1).astype(np.float32) / 255.0  # noqa: E731
-        pixels_r2 = fit_probe(flat(train_idx), train_y, flat(test_idx), test_y)
+        pixels_r2 = read_out(flat(train_idx), train_y, flat(test_idx), test_y)
         if points is not None:  # the point maps the encoder reads, probed as they are (beside the pixels)
             flat_points = lambda idx: points[idx].reshape(len(idx), -1)  # noqa: E731
-            points_r2 = fit_probe(flat_points(train_idx), train_y, flat_points(test_idx), test_y)
+            points_r2 = read_out(flat_points(train_idx), train_y, flat_points(test_idx), test_y)
         if tabular:  # the vector the encoder reads, probed as it is: what T-JEPA's tokens add to it or lose
-            vector_r2 = fit_probe(state_vectors["train"].numpy(), train_y, state_vectors["test"].numpy(), test_y)
+            vector_r2 = read_out(state_vectors["train"].numpy(), train_y, state_vectors["test"].numpy(), test_y)
         kind, position_r2 = best(trained)
         result = {
             "task": dataset.task, "objective": config["model"]["objective"], "features": kind,

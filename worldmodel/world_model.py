@@ -20,6 +20,7 @@ what success depends on (DINO-WM, Zhou et al. 2024, feeds proprio to its predict
 A `t-jepa` encoder (`worldmodel.tabular_jepa`) reads a frame's state vector (proprio and colour
 moments), not its pixels: its pooled feature tokens are the learned latent, and a goal image's
 proprio is read from the moments its vector holds.
+
 The state is standardised per channel with statistics of the training frames, so losses and
 planning costs are in units of the data's spread; `cost_weight` says which channels the planning
 cost weighs (all, or those chosen from the data: `worldmodel/goal_features.py`).
